@@ -1,0 +1,63 @@
+"""Fixtures for the suite's own tests: fresh databases and copies of the migrations to break."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from migration_gate.server import DisposableServer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def fresh_database(disposable_server: DisposableServer) -> Iterator[str]:
+    """The URL of a new, empty database, dropped after the test."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    url = disposable_server.create_database(name)
+    yield url
+    disposable_server.drop_database(name)
+
+
+@pytest.fixture
+def migrations_copy(tmp_path: Path) -> Path:
+    """A private copy of migrations/ that a test may edit, renumber or break."""
+    target = tmp_path / "migrations"
+    shutil.copytree(REPO / "migrations", target)
+    return target
+
+
+@dataclass(frozen=True)
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def run_cli(*args: str, timeout: float = 120) -> Run:
+    """The real command line, in a subprocess, as a person would run it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "migration_gate.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        check=False,
+    )
+    return Run(done.returncode, done.stdout, done.stderr)
+
+
+@pytest.fixture
+def cli() -> Callable[..., Run]:
+    return run_cli
