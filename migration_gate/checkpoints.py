@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import psycopg
 
@@ -40,6 +41,38 @@ LEGACY_TABLES = (
 )
 
 
+class GateDatabases(Protocol):
+    """What a check sees: the disposable checkpoints, or an existing database's one ``current``."""
+
+    disposable: bool
+
+    @property
+    def checkpoints(self) -> list[str]: ...
+
+    def version_at(self, checkpoint: str) -> int: ...
+
+    def url(self, checkpoint: str) -> str: ...
+
+    def connect(self, checkpoint: str) -> AbstractContextManager[psycopg.Connection]: ...
+
+    def legacy_counts(self) -> dict[str, int] | None: ...
+
+
+def checkpoints_from(version: int, disposable: bool) -> list[str]:
+    """The checkpoints where something that holds from migration ``version`` is checked.
+
+    Known at collection time, so checks can be parametrized by it; on an existing database
+    it is always ``current`` (the check skips itself when the ledger is not that far yet).
+    """
+    if not disposable:
+        return ["current"]
+    return [
+        name
+        for name, last in CHECKPOINTS.items()
+        if name != "legacy" and (last is None or int(last) >= version)
+    ]
+
+
 @dataclass
 class CheckpointDatabases:
     """The checkpoint databases on one disposable server, and how long building them took."""
@@ -50,6 +83,17 @@ class CheckpointDatabases:
     seed_seconds: float = 0.0
     prefix: str = "gate"
     _clones: int = 0
+
+    disposable = True
+
+    @property
+    def checkpoints(self) -> list[str]:
+        return list(CHECKPOINTS)
+
+    def version_at(self, checkpoint: str) -> int:
+        """The last migration applied at ``checkpoint``."""
+        last = CHECKPOINTS[checkpoint]
+        return int(last) if last else self.plan[-1].version
 
     def database(self, checkpoint: str) -> str:
         if checkpoint not in CHECKPOINTS:
@@ -86,7 +130,7 @@ class CheckpointDatabases:
             previous = name
         return self
 
-    def legacy_counts(self) -> dict[str, int]:
+    def legacy_counts(self) -> dict[str, int] | None:
         """Rows per legacy table before 005: the left side of every conservation equation."""
         with self.connect("legacy") as conn:
             return {

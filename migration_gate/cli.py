@@ -37,7 +37,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     if args.statement_timings:
         for result in applied:
             for timing in result.statements:
-                _say(f"  {result.migration.file_name}:{timing.line:<5} {timing.seconds:8.3f} s  {timing.summary}")
+                _say(
+                    f"  {result.migration.file_name}:{timing.line:<5} {timing.seconds:8.3f} s  {timing.summary}"
+                )
     total = sum(result.seconds for result in applied)
     _say(f"applied {len(applied)} migration(s) in {total:.3f} s")
     return EXIT_OK
@@ -49,11 +51,17 @@ def _add_migrate(commands: argparse._SubParsersAction) -> None:
         help="apply pending migrations, one transaction per file, recorded in the ledger",
         description="Apply the pending migrations between --from and --to (inclusive) to --database.",
     )
-    parser.add_argument("--database", required=True, metavar="URL", help="postgresql://user:password@host:port/dbname")
-    parser.add_argument("--from", dest="from_", metavar="X", help="first migration: 006 or 006_workspace_defaults.sql")
+    parser.add_argument(
+        "--database", required=True, metavar="URL", help="postgresql://user:password@host:port/dbname"
+    )
+    parser.add_argument(
+        "--from", dest="from_", metavar="X", help="first migration: 006 or 006_workspace_defaults.sql"
+    )
     parser.add_argument("--to", metavar="Y", help="last migration (inclusive)")
     parser.add_argument("--migrations-dir", type=Path, default=Path(DEFAULT_MIGRATIONS_DIR), metavar="DIR")
-    parser.add_argument("--statement-timings", action="store_true", help="also print each statement's duration")
+    parser.add_argument(
+        "--statement-timings", action="store_true", help="also print each statement's duration"
+    )
     parser.set_defaults(handler=cmd_migrate)
 
 

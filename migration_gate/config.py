@@ -22,16 +22,28 @@ class Setting:
 
 SETTINGS = (
     Setting("migrations_dir", "directory of the NNN_name.sql migrations to judge", "migrations"),
-    Setting("legacy_seed", "SQL file of legacy data loaded at 004 before 005 runs", "fixtures/legacy_seed.sql"),
+    Setting(
+        "legacy_seed", "SQL file of legacy data loaded at 004 before 005 runs", "fixtures/legacy_seed.sql"
+    ),
     Setting(
         "database_url",
         "run the gate against this existing database (read-only) instead of a disposable one",
         env="FLUXOLAB_DATABASE_URL",
     ),
-    Setting("migrate", "with --database-url: apply pending migrations first (for rehearsals on a copy)", flag_only=True),
+    Setting(
+        "migrate",
+        "with --database-url: apply pending migrations first (for rehearsals on a copy)",
+        flag_only=True,
+    ),
     Setting("statement_timeout", "statement_timeout for sessions on an existing database", "30s"),
-    Setting("pg_ctl", "path to pg_ctl for the disposable server (default: PATH, then /usr/lib/postgresql/*/bin)"),
-    Setting("api_url", "smoke-test this deployment of the API instead of the reference one", env="FLUXOLAB_API_URL"),
+    Setting(
+        "pg_ctl", "path to pg_ctl for the disposable server (default: PATH, then /usr/lib/postgresql/*/bin)"
+    ),
+    Setting(
+        "api_url",
+        "smoke-test this deployment of the API instead of the reference one",
+        env="FLUXOLAB_API_URL",
+    ),
     Setting("webhook_receiver_url", "with --api-url: a URL the deployment can deliver webhooks to"),
 )
 
@@ -96,5 +108,7 @@ def resolve(config: pytest.Config) -> GateConfig:
         api_token=os.environ.get("FLUXOLAB_API_TOKEN") or None,
     )
     if gate_config.migrate and gate_config.disposable:
-        raise UsageError("--migrate only makes sense with --database-url (the disposable database is always migrated)")
+        raise UsageError(
+            "--migrate only makes sense with --database-url (the disposable database is always migrated)"
+        )
     return gate_config

@@ -10,7 +10,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from migration_gate.errors import UsageError
 
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@?#\s]*:)(?P<password>[^@/?#\s]*)(?P<tail>@)", re.I)
+_URL_PASSWORD = re.compile(
+    r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@?#\s]*:)(?P<password>[^@/?#\s]*)(?P<tail>@)", re.I
+)
 _KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<password>'(?:[^'\\]|\\.)*'|\S+)", re.I)
 _QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)(?P<password>[^&#\s]*)", re.I)
 
@@ -63,7 +65,9 @@ def describe(url: str) -> str:
     return f"{parts.get('user', '')}@{host}:{port}/{parts.get('dbname', '')}".lstrip("@")
 
 
-def connect(url: str, *, autocommit: bool = True, connect_timeout: int = 10, **kwargs: Any) -> psycopg.Connection:
+def connect(
+    url: str, *, autocommit: bool = True, connect_timeout: int = 10, **kwargs: Any
+) -> psycopg.Connection:
     """Connect, turning every connection failure into one line without the password."""
     parse(url)
     kwargs.setdefault("application_name", "migration-gate")

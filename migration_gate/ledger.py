@@ -64,7 +64,9 @@ def verify(plan: list[Migration], applied: dict[int, LedgerEntry]) -> None:
         entry = applied[version]
         migration = by_version.get(version)
         if migration is None:
-            raise PlanError(f"the ledger records {entry.file_name} (version {version:03d}), which is not in the migrations directory")
+            raise PlanError(
+                f"the ledger records {entry.file_name} (version {version:03d}), which is not in the migrations directory"
+            )
         if entry.checksum != migration.checksum or entry.file_name != migration.file_name:
             raise PlanError(
                 f"{migration.file_name} was edited after it was applied (ledger sha256 {entry.checksum[:12]}…, "
@@ -74,7 +76,9 @@ def verify(plan: list[Migration], applied: dict[int, LedgerEntry]) -> None:
         if migration.version > max(applied, default=0):
             break
         if migration.version not in applied:
-            raise PlanError(f"{migration.file_name} is not applied but later migrations are: the ledger has a hole")
+            raise PlanError(
+                f"{migration.file_name} is not applied but later migrations are: the ledger has a hole"
+            )
 
 
 def pending(plan: list[Migration], applied: dict[int, LedgerEntry]) -> list[Migration]:

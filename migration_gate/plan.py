@@ -64,7 +64,9 @@ def load_plan(directory: Path | str) -> list[Migration]:
     for path in sorted(directory.glob("*.sql")):
         match = MIGRATION_NAME.match(path.name)
         if not match:
-            raise PlanError(f"{path.name}: not a migration name; expected NNN_name.sql (e.g. 009_add_index.sql)")
+            raise PlanError(
+                f"{path.name}: not a migration name; expected NNN_name.sql (e.g. 009_add_index.sql)"
+            )
         version = int(match["version"])
         if version in migrations:
             raise PlanError(
@@ -77,7 +79,9 @@ def load_plan(directory: Path | str) -> list[Migration]:
     ordered = [migrations[v] for v in sorted(migrations)]
     for expected, migration in enumerate(ordered, start=1):
         if migration.version != expected:
-            raise PlanError(f"gap in migration numbering: {expected:03d} is missing before {migration.file_name}")
+            raise PlanError(
+                f"gap in migration numbering: {expected:03d} is missing before {migration.file_name}"
+            )
     return ordered
 
 

@@ -8,10 +8,12 @@ from collections.abc import Iterator
 import pytest
 
 from migration_gate import config as gate_config_module
-from migration_gate.checkpoints import CheckpointDatabases
+from migration_gate.checkpoints import CheckpointDatabases, GateDatabases
 from migration_gate.config import GateConfig
 from migration_gate.errors import EXIT_USAGE, GateError
+from migration_gate.existing import ExistingDatabase
 from migration_gate.plan import load_plan
+from migration_gate.runner import migrate
 from migration_gate.server import DisposableServer, find_pg_ctl
 
 GATE_CONFIG = pytest.StashKey[GateConfig]()
@@ -31,14 +33,25 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     gate_config = config.stash.get(GATE_CONFIG, None)
-    if gate_config is None or not gate_config.disposable:
+    if gate_config is None:
         return []
+    if not gate_config.disposable:
+        assert gate_config.database_url is not None
+        existing = ExistingDatabase(gate_config.database_url, gate_config.statement_timeout)
+        try:
+            return [f"migration-gate: {existing.describe()}; migrations {gate_config.migrations_dir}"]
+        except GateError as exc:
+            pytest.exit(f"migration-gate: {exc}", returncode=EXIT_USAGE)
     try:
         pg_ctl = find_pg_ctl(gate_config.pg_ctl)
-        version = subprocess.run([pg_ctl, "--version"], capture_output=True, text=True, check=False).stdout.strip()
+        version = subprocess.run(
+            [pg_ctl, "--version"], capture_output=True, text=True, check=False
+        ).stdout.strip()
     except GateError:
         return ["migration-gate: disposable PostgreSQL: server binaries not found"]
-    return [f"migration-gate: disposable PostgreSQL ({version}, {pg_ctl.parent}); migrations {gate_config.migrations_dir}"]
+    return [
+        f"migration-gate: disposable PostgreSQL ({version}, {pg_ctl.parent}); migrations {gate_config.migrations_dir}"
+    ]
 
 
 @pytest.fixture(scope="session")
@@ -60,14 +73,24 @@ def disposable_server(gate_config: GateConfig) -> Iterator[DisposableServer]:
 
 
 @pytest.fixture(scope="session")
-def gate(pytestconfig: pytest.Config, gate_config: GateConfig, disposable_server: DisposableServer) -> CheckpointDatabases:
-    """The gate's databases: 001→004 plus the legacy seed, then each checkpoint up to 008."""
+def gate(request: pytest.FixtureRequest, gate_config: GateConfig) -> GateDatabases:
+    """The databases the checks read.
+
+    Disposable (default): 001→004 plus the legacy seed, then a database at each checkpoint.
+    With --database-url: that database as it is, read-only; with --migrate, pending
+    migrations are applied first (for rehearsals on a copy).
+    """
     try:
         plan = load_plan(gate_config.migrations_dir)
-        databases = CheckpointDatabases(disposable_server, plan).build(gate_config.legacy_seed)
+        if gate_config.database_url is not None:
+            if gate_config.migrate:
+                migrate(gate_config.database_url, plan, progress=print)
+            return ExistingDatabase(gate_config.database_url, gate_config.statement_timeout)
+        server = request.getfixturevalue("disposable_server")
+        databases = CheckpointDatabases(server, plan).build(gate_config.legacy_seed)
     except GateError as exc:
         pytest.fail(f"building the gate database failed: {exc}", pytrace=False)
-    pytestconfig.stash[GATE_DATABASES] = databases
+    request.config.stash[GATE_DATABASES] = databases
     return databases
 
 

@@ -71,7 +71,9 @@ def execute_file(conn: psycopg.Connection, path: Path) -> list[StatementTiming]:
     return execute_statements(conn, path.name, split(path.read_text(encoding="utf-8"), path.name))
 
 
-def execute_statements(conn: psycopg.Connection, file_name: str, statements: list[Statement]) -> list[StatementTiming]:
+def execute_statements(
+    conn: psycopg.Connection, file_name: str, statements: list[Statement]
+) -> list[StatementTiming]:
     timings = []
     for statement in statements:
         started = time.perf_counter()
@@ -79,7 +81,9 @@ def execute_statements(conn: psycopg.Connection, file_name: str, statements: lis
             conn.execute(statement.sql.encode("utf-8"))
         except psycopg.Error as error:
             raise MigrationFailed(file_name, _failing_line(statement, error), _pg_message(error)) from None
-        timings.append(StatementTiming(statement.line, time.perf_counter() - started, _summary(statement.sql)))
+        timings.append(
+            StatementTiming(statement.line, time.perf_counter() - started, _summary(statement.sql))
+        )
     return timings
 
 

@@ -7,6 +7,7 @@ an ordinary user runs it directly.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -40,16 +41,18 @@ INSTALL_HINT = (
 
 def find_pg_ctl(explicit: str | None = None) -> Path:
     """``pg_ctl`` from an explicit path, MIGRATION_GATE_PG_CTL, PATH, or the newest Debian install."""
-    candidates = [explicit, os.environ.get("MIGRATION_GATE_PG_CTL"), shutil.which("pg_ctl")]
-    candidates += sorted(
+    debian = sorted(
         glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"),
         key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0,
         reverse=True,
     )
+    candidates = [explicit, os.environ.get("MIGRATION_GATE_PG_CTL"), shutil.which("pg_ctl"), *debian]
     for candidate in candidates:
-        if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            if (Path(candidate).parent / "initdb").exists() and (Path(candidate).parent / "postgres").exists():
-                return Path(candidate)
+        if candidate is None:
+            continue
+        bindir = Path(candidate).parent
+        if os.access(candidate, os.X_OK) and (bindir / "initdb").exists() and (bindir / "postgres").exists():
+            return Path(candidate)
     raise UsageError(INSTALL_HINT)
 
 
@@ -63,14 +66,18 @@ def _server_os_user() -> pwd.struct_passwd | None:
             return pwd.getpwnam(candidate)
         except KeyError:
             continue
-    raise UsageError(f"running as root, and no unprivileged OS user {name!r} to run PostgreSQL as: create one")
+    raise UsageError(
+        f"running as root, and no unprivileged OS user {name!r} to run PostgreSQL as: create one"
+    )
 
 
 def _drop_privileges_wrapper(base: Path, pg_ctl: Path, user: pwd.struct_passwd) -> Path:
     """A pg_ctl that runs as ``user``: pytest-postgresql's executor calls it like the real one."""
     runner = shutil.which("runuser") or shutil.which("setpriv")
     if runner is None:
-        raise UsageError("running as root needs runuser or setpriv (util-linux) to start PostgreSQL as another user")
+        raise UsageError(
+            "running as root needs runuser or setpriv (util-linux) to start PostgreSQL as another user"
+        )
     if runner.endswith("runuser"):
         command = f'exec "{runner}" -u "{user.pw_name}" -- "{pg_ctl}" "$@"'
     else:
@@ -121,7 +128,9 @@ class DisposableServer:
         except (subprocess.CalledProcessError, OSError, Exception) as exc:
             log = self._log_tail()
             self.stop()
-            raise UsageError(f"could not start the disposable PostgreSQL ({type(exc).__name__}): {log}") from None
+            raise UsageError(
+                f"could not start the disposable PostgreSQL ({type(exc).__name__}): {log}"
+            ) from None
         self.started = True
         return self
 
@@ -134,10 +143,9 @@ class DisposableServer:
 
     def stop(self) -> None:
         if self.started:
-            try:
+            # Stopping a throwaway server must not mask the error that brought us here.
+            with contextlib.suppress(Exception):
                 self.executor.stop()
-            except Exception:  # noqa: BLE001 - stopping a throwaway server must not mask the real error
-                pass
             self.started = False
         shutil.rmtree(self.base, ignore_errors=True)
         if self._wrapper_dir is not None:
@@ -169,7 +177,9 @@ class DisposableServer:
                     (template,),
                 )
                 conn.execute(
-                    sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template))
+                    sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                        sql.Identifier(name), sql.Identifier(template)
+                    )
                 )
             else:
                 conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))

@@ -15,7 +15,9 @@ from tests.conftest import REPO, run_cli
 
 def ledger_rows(url: str) -> list[tuple[int, str, str]]:
     with dsn.connect(url) as conn:
-        return conn.execute("SELECT version, file_name, checksum FROM migration_gate.ledger ORDER BY version").fetchall()
+        return conn.execute(
+            "SELECT version, file_name, checksum FROM migration_gate.ledger ORDER BY version"
+        ).fetchall()
 
 
 def table_exists(url: str, name: str) -> bool:
@@ -55,7 +57,9 @@ def test_from_and_to_take_a_version_or_a_file_name(fresh_database: str) -> None:
     assert [row[0] for row in ledger_rows(fresh_database)] == [1, 2, 3, 4, 5, 6]
 
 
-def test_a_failing_statement_mid_file_rolls_back_that_file_only(fresh_database: str, migrations_copy: Path) -> None:
+def test_a_failing_statement_mid_file_rolls_back_that_file_only(
+    fresh_database: str, migrations_copy: Path
+) -> None:
     (migrations_copy / "009_broken.sql").write_text(
         "-- a migration whose second statement fails\n"
         "CREATE TABLE public.half_done (id int);\n"
@@ -76,22 +80,20 @@ def test_a_failing_statement_mid_file_rolls_back_that_file_only(fresh_database: 
     assert "Traceback" not in run.output
 
 
-def test_an_error_inside_a_do_block_names_the_line_in_the_file(fresh_database: str, migrations_copy: Path) -> None:
+def test_an_error_inside_a_do_block_names_the_line_in_the_file(
+    fresh_database: str, migrations_copy: Path
+) -> None:
     (migrations_copy / "009_do_block.sql").write_text(
-        "SELECT 1;\n"
-        "DO $$\n"
-        "BEGIN\n"
-        "    PERFORM 1;\n"
-        "    RAISE EXCEPTION 'boom at line five';\n"
-        "END\n"
-        "$$;\n"
+        "SELECT 1;\nDO $$\nBEGIN\n    PERFORM 1;\n    RAISE EXCEPTION 'boom at line five';\nEND\n$$;\n"
     )
     run = run_cli("migrate", "--database", fresh_database, "--migrations-dir", str(migrations_copy))
     assert run.returncode == 1
     assert "009_do_block.sql:5: ERROR: boom at line five" in run.stderr
 
 
-def test_a_file_postgres_cannot_parse_is_refused_before_anything_runs(fresh_database: str, migrations_copy: Path) -> None:
+def test_a_file_postgres_cannot_parse_is_refused_before_anything_runs(
+    fresh_database: str, migrations_copy: Path
+) -> None:
     (migrations_copy / "009_typo.sql").write_text("SELECT 1;\nSELEC 2;\n")
     run = run_cli("migrate", "--database", fresh_database, "--migrations-dir", str(migrations_copy))
     assert run.returncode == 2, run.output
@@ -105,7 +107,10 @@ def test_a_file_postgres_cannot_parse_is_refused_before_anything_runs(fresh_data
         (lambda d: (d / "003_business_core.sql").unlink(), "gap in migration numbering: 003 is missing"),
         (lambda d: (d / "003_also_three.sql").write_text("SELECT 1;"), "duplicate migration number 003"),
         (lambda d: (d / "7_short.sql").write_text("SELECT 1;"), "not a migration name"),
-        (lambda d: (d / "001_init.sql").rename(d / "000_init.sql"), "gap in migration numbering: 001 is missing"),
+        (
+            lambda d: (d / "001_init.sql").rename(d / "000_init.sql"),
+            "gap in migration numbering: 001 is missing",
+        ),
     ],
     ids=["gap", "duplicate", "stray-name", "not-from-001"],
 )
@@ -120,8 +125,15 @@ def test_bad_numbering_is_refused_before_anything_runs(
     assert not table_exists(fresh_database, "migration_gate.ledger")
 
 
-def test_an_applied_file_whose_checksum_changed_is_refused(fresh_database: str, migrations_copy: Path) -> None:
-    assert run_cli("migrate", "--database", fresh_database, "--migrations-dir", str(migrations_copy), "--to", "006").returncode == 0
+def test_an_applied_file_whose_checksum_changed_is_refused(
+    fresh_database: str, migrations_copy: Path
+) -> None:
+    assert (
+        run_cli(
+            "migrate", "--database", fresh_database, "--migrations-dir", str(migrations_copy), "--to", "006"
+        ).returncode
+        == 0
+    )
     with (migrations_copy / "002_workspaces.sql").open("a") as handle:
         handle.write("\n-- edited after it was applied\n")
     run = run_cli("migrate", "--database", fresh_database, "--migrations-dir", str(migrations_copy))
@@ -151,8 +163,16 @@ def test_two_runners_at_once_do_not_interleave(fresh_database: str, migrations_c
     (migrations_copy / "009_slow.sql").write_text(
         "CREATE TABLE public.slow_marker (id int);\nSELECT pg_sleep(1.5);\nINSERT INTO public.slow_marker VALUES (1);\n"
     )
-    command = [sys.executable, "-m", "migration_gate.cli", "migrate", "--database", fresh_database,
-               "--migrations-dir", str(migrations_copy)]
+    command = [
+        sys.executable,
+        "-m",
+        "migration_gate.cli",
+        "migrate",
+        "--database",
+        fresh_database,
+        "--migrations-dir",
+        str(migrations_copy),
+    ]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     outputs = [process.communicate(timeout=120) for process in (first, second)]
@@ -174,7 +194,9 @@ def test_two_runners_at_once_do_not_interleave(fresh_database: str, migrations_c
     ],
     ids=["unreachable", "missing-database", "malformed-url", "conninfo"],
 )
-def test_connection_and_url_errors_are_one_line_exit_2_without_the_password(disposable_server, url: str) -> None:
+def test_connection_and_url_errors_are_one_line_exit_2_without_the_password(
+    disposable_server, url: str
+) -> None:
     run = run_cli("migrate", "--database", url.format(port=disposable_server.port))
     assert run.returncode == 2, run.output
     assert len(run.stderr.strip().splitlines()) == 1, run.stderr
@@ -182,7 +204,9 @@ def test_connection_and_url_errors_are_one_line_exit_2_without_the_password(disp
     assert "Traceback" not in run.output
 
 
-def test_a_sql_error_reaches_the_user_without_a_traceback_or_password(disposable_server, migrations_copy: Path) -> None:
+def test_a_sql_error_reaches_the_user_without_a_traceback_or_password(
+    disposable_server, migrations_copy: Path
+) -> None:
     url = disposable_server.create_database("t_secret_check")
     with dsn.connect(url) as conn:
         conn.execute("CREATE ROLE gate_user LOGIN SUPERUSER PASSWORD 'Sup3rS3cret'")
