@@ -15,6 +15,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import port_for
@@ -132,7 +133,21 @@ class DisposableServer:
                 f"could not start the disposable PostgreSQL ({type(exc).__name__}): {log}"
             ) from None
         self.started = True
+        self._wait_until_accepting()
         return self
+
+    def _wait_until_accepting(self, timeout: float = 60.0) -> None:
+        """The port opens before recovery ends ("the database system is starting up"): wait for a session."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                psycopg.connect(self.url(), connect_timeout=5).close()
+                return
+            except psycopg.OperationalError as exc:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise UsageError(f"the disposable PostgreSQL did not accept connections: {exc}") from None
+                time.sleep(0.05)
 
     def _log_tail(self) -> str:
         try:
