@@ -177,6 +177,11 @@ class DisposableServer:
 
     def binary(self, name: str) -> str:
         """A client binary of the same version as the server (pg_dump, pg_restore, psql)."""
+        # pg_ctl may be a symlink (/usr/local/bin/pg_ctl → /usr/lib/postgresql/15/bin/pg_ctl)
+        # in a directory that holds no client tools: look beside its target too.
+        for bindir in (self.bindir, self.pg_ctl.resolve().parent):
+            if (bindir / name).exists():
+                return str(bindir / name)
         return str(self.bindir / name)
 
     def admin(self) -> psycopg.Connection:
