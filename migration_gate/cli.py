@@ -65,7 +65,67 @@ def _add_migrate(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=cmd_migrate)
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_migrate]
+def cmd_serve_api(args: argparse.Namespace) -> int:
+    import logging
+
+    from migration_gate.api import APP_ROLE, ApiSettings, ReferenceApi
+    from migration_gate.webhook_delivery import DeliveryPolicy
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    policy = DeliveryPolicy(max_attempts=args.delivery_attempts, backoff_seconds=args.retry_backoff)
+    api = ReferenceApi(ApiSettings(args.database, args.host, args.port, policy)).bind()
+    target = dsn.describe(args.database)
+    _say(f"serving the reference API on {api.url} as {APP_ROLE} on {target}; Ctrl-C stops")
+    try:
+        api.serve_forever()
+    except KeyboardInterrupt:
+        _say("stopped")
+    return EXIT_OK
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"not a port: {text!r}")
+    return int(text)
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 3600:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
+    return value
+
+
+def _add_serve_api(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "serve-api",
+        help="serve the reference API of smoke/openapi.yaml against a migrated database",
+        description="Serve the API the smoke tests speak, acting on --database as fluxolab_devmode.",
+    )
+    parser.add_argument(
+        "--database", required=True, metavar="URL", help="postgresql://user:password@host:port/dbname"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=_port, default=8080, help="port to bind; 0 picks a free one")
+    parser.add_argument(
+        "--delivery-attempts", type=_positive_int, default=5, metavar="N", help="attempts, then failed"
+    )
+    parser.add_argument(
+        "--retry-backoff", type=_seconds, default=1.0, metavar="SECONDS", help="first retry delay (doubles)"
+    )
+    parser.set_defaults(handler=cmd_serve_api)
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_migrate, _add_serve_api]
 
 
 def build_parser() -> argparse.ArgumentParser:
