@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -95,6 +96,12 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+def _non_negative_int(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"not a non-negative integer: {text!r}")
+    return int(text)
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -125,7 +132,40 @@ def _add_serve_api(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=cmd_serve_api)
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_migrate, _add_serve_api]
+def cmd_generate(args: argparse.Namespace) -> int:
+    from migration_gate import volume
+
+    _say(
+        f"generating {args.users} users and {args.activities} activities (seed {args.seed}) into "
+        f"{dsn.describe(args.database)}"
+    )
+    started = time.perf_counter()
+    counts = volume.generate(args.database, args.users, args.activities, args.seed, progress=_say)
+    seconds = time.perf_counter() - started
+    rows = sum(counts.values())
+    _say(f"loaded {rows} rows in {seconds:.3f} s ({rows / seconds:,.0f} rows/s)")
+    return EXIT_OK
+
+
+def _add_generate(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "generate",
+        help="fill an empty database at 004 with a realistic, deterministic legacy volume (COPY)",
+        description="Load legacy rows with every dirty case of section 1 into --database, migrated to 004 "
+        "and empty; other tables grow in proportion to --users and --activities.",
+    )
+    parser.add_argument(
+        "--database", required=True, metavar="URL", help="postgresql://user:password@host:port/dbname"
+    )
+    parser.add_argument("--users", type=_positive_int, required=True, metavar="N")
+    parser.add_argument("--activities", type=_positive_int, required=True, metavar="M")
+    parser.add_argument(
+        "--seed", type=_non_negative_int, default=0, metavar="S", help="same seed, same rows (default 0)"
+    )
+    parser.set_defaults(handler=cmd_generate)
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_migrate, _add_serve_api, _add_generate]
 
 
 def build_parser() -> argparse.ArgumentParser:
