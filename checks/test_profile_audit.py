@@ -1,0 +1,28 @@
+"""The playbook's profile audit (section 3, last query): reported as figures, never asserted as zero."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from migration_gate.profile_audit import ProfileAudit, profile_audit
+
+
+@pytest.mark.holds_from(6)
+def test_profile_audit(
+    open_checkpoint: Callable[..., Any],
+    checkpoint: str,
+    profile_audits: list[ProfileAudit],
+    record_property: Callable[[str, object], None],
+) -> None:
+    with open_checkpoint(checkpoint, 6, "the profile audit") as conn:
+        audit = profile_audit(conn, checkpoint)
+        codes = {row[0] for row in conn.execute("SELECT code FROM public.profiles")}
+        users = conn.execute("SELECT count(*) FROM public.users").fetchone()
+    profile_audits.append(audit)
+    record_property(f"profile_audit_{checkpoint}", audit.figures)
+    # Figures, not a verdict: only that they are figures of this database's profiles and users.
+    assert set(audit.figures) <= codes
+    assert users is not None and audit.total <= users[0]
