@@ -7,10 +7,10 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from migration_gate import dsn
-from migration_gate.errors import EXIT_OK, EXIT_USAGE, GateError
+from migration_gate.errors import EXIT_OK, EXIT_USAGE, GateError, UsageError
 from migration_gate.plan import load_plan
 
 DEFAULT_MIGRATIONS_DIR = "migrations"
@@ -165,7 +165,160 @@ def _add_generate(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=cmd_generate)
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_migrate, _add_serve_api, _add_generate]
+def _scrubbed_say(secret_url: str) -> Callable[[str], None]:
+    return lambda line: _say(dsn.scrub(line, secret_url))
+
+
+def _confirmer(assume_yes: bool) -> Callable[[str], bool]:
+    """--yes confirms; otherwise ask on a terminal, and without one refuse (never restore unasked)."""
+
+    def confirm(question: str) -> bool:
+        if assume_yes:
+            return True
+        if not sys.stdin.isatty():
+            _say("no terminal to ask on and no --yes: not restoring")
+            return False
+        try:
+            answer = input(f"{question} [y/N] ")
+        except EOFError:
+            return False
+        return answer.strip().lower() in ("y", "yes")
+
+    return confirm
+
+
+def _conclude(record: Any, secret_url: str) -> int:
+    """The last lines of a playbook or rehearsal: where the record is, and one error line when it stopped."""
+    from migration_gate.report import OUTCOMES
+
+    _say(f"outcome: {record.outcome}: {OUTCOMES.get(record.outcome, '')}")
+    if record.next_action:
+        _say(f"to restore: {record.next_action}")
+    if record.exit_code:
+        sys.stderr.write(
+            dsn.scrub(f"migration-gate: stopped at {record.stopped_at}: {record.reason} ({record.outcome})", secret_url)
+            + "\n"
+        )
+    return int(record.exit_code if record.exit_code is not None else EXIT_USAGE)
+
+
+def _smoke(args: argparse.Namespace) -> Any:
+    if args.no_smoke:
+        return None
+    if not args.smoke_dir.is_dir():
+        raise UsageError(f"--smoke-dir {args.smoke_dir} does not exist (or pass --no-smoke)")
+    from migration_gate.smoke_run import smoke_runner
+
+    return smoke_runner(args.smoke_dir)
+
+
+def cmd_playbook(args: argparse.Namespace) -> int:
+    from migration_gate import playbook
+
+    options = playbook.PlaybookOptions(
+        database_url=args.database,
+        backup_path=args.backup,
+        report_dir=args.report_dir,
+        migrations_dir=args.migrations_dir,
+        checks_dir=args.checks_dir,
+        assume_yes=args.yes,
+        allow_active_sessions=args.allow_active_sessions,
+        smoke=_smoke(args),
+        smoke_skipped_because="--no-smoke",
+    )
+    record = playbook.run(options, _scrubbed_say(args.database), _confirmer(args.yes))
+    return _conclude(record, args.database)
+
+
+def cmd_rehearse(args: argparse.Namespace) -> int:
+    from migration_gate import rehearse
+
+    options = rehearse.RehearsalOptions(
+        source_url=args.source,
+        report_dir=args.report_dir,
+        migrations_dir=args.migrations_dir,
+        checks_dir=args.checks_dir,
+        smoke_dir=None if args.no_smoke else args.smoke_dir,
+        pg_ctl=args.pg_ctl,
+    )
+    record = rehearse.rehearse(options, _scrubbed_say(args.source))
+    return _conclude(record, args.source)
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from migration_gate import playbook
+
+    differences = playbook.restore_from_backup(
+        args.database, args.backup, progress=_scrubbed_say(args.database),
+        confirm=_confirmer(args.yes),
+    )  # fmt: skip
+    if differences:
+        for line in differences:
+            _say(line)
+        raise GateError(f"restored, but the database still differs from the backup in {len(differences)} way(s)")
+    _say("restored and verified: the database is exactly what the backup holds (schema and data)")
+    return EXIT_OK
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--report-dir", required=True, type=Path, metavar="DIR", help="where report.json and report.md go (a new directory)")
+    parser.add_argument("--migrations-dir", type=Path, default=Path(DEFAULT_MIGRATIONS_DIR), metavar="DIR")
+    parser.add_argument("--checks-dir", type=Path, default=Path("checks"), metavar="DIR", help="the invariants (default checks/)")
+    parser.add_argument("--smoke-dir", type=Path, default=Path("smoke"), metavar="DIR", help="the smoke tests (default smoke/)")
+    parser.add_argument("--no-smoke", action="store_true", help="skip the smoke tests (the record says so)")
+
+
+def _add_playbook(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "playbook",
+        help="the staging runbook: preflight, backup, migrate and validate in one transaction, smoke, record",
+        description=(
+            "Back up --database, apply the pending migrations and check the invariants after 006, after 007 "
+            "and at the end, all in one transaction (any failure rolls back, verified), smoke-test, and write "
+            "the change record. Exit 0 migrated and validated; 1 stopped (database as before, or restored); "
+            "2 usage, connection or preflight problem, nothing touched."
+        ),
+    )
+    parser.add_argument("--database", required=True, metavar="URL", help="postgresql://user:password@host:port/dbname")
+    parser.add_argument("--backup", required=True, type=Path, metavar="FILE", help="a new file for pg_dump --format=custom (never overwritten)")
+    parser.add_argument("--yes", action="store_true", help="restore the backup without asking if a failure needs it")
+    parser.add_argument("--allow-active-sessions", action="store_true", help="run although fluxolab_devmode sessions are connected")
+    _add_run_options(parser)
+    parser.set_defaults(handler=cmd_playbook)
+
+
+def _add_rehearse(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "rehearse",
+        help="the playbook on a disposable copy of --source (read only): how 005→008 would go there",
+        description="Dump --source read-only, restore it into a disposable PostgreSQL, run the playbook there.",
+    )
+    parser.add_argument("--source", required=True, metavar="URL", help="the database to copy (only ever read)")
+    parser.add_argument("--pg-ctl", metavar="PATH", help="pg_ctl of the disposable server (default: PATH, /usr/lib/postgresql/*/bin)")
+    _add_run_options(parser)
+    parser.set_defaults(handler=cmd_rehearse)
+
+
+def _add_restore(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "restore",
+        help="restore a playbook backup into the database it was taken from, and verify it",
+        description="Restore --backup (taken by 'migration-gate playbook') into --database, only if it is the database it came from.",
+    )
+    parser.add_argument("--database", required=True, metavar="URL", help="postgresql://user:password@host:port/dbname")
+    parser.add_argument("--backup", required=True, type=Path, metavar="FILE", help="the backup file (its .meta.json beside it)")
+    parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    parser.set_defaults(handler=cmd_restore)
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_migrate,
+    _add_serve_api,
+    _add_generate,
+    _add_playbook,
+    _add_rehearse,
+    _add_restore,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
