@@ -38,6 +38,9 @@ BIGINT_MAX = 2**63 - 1
 DEFAULT_ACTIVITY_LIMIT = 50
 MAX_ACTIVITY_LIMIT = 500
 SCOPED_TABLES = ("credentials", "webhook_registrations", "webhook_events", "activities")
+SHUTDOWN_POLL_SECONDS = (
+    0.05  # how soon serve_forever notices stop(); the default half second adds up in tests
+)
 
 
 class ApiError(Exception):
@@ -407,7 +410,12 @@ class ReferenceApi:
             self.bind()
         assert self._server is not None
         self.worker.start()
-        self._thread = threading.Thread(target=self._server.serve_forever, name="reference-api", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            args=(SHUTDOWN_POLL_SECONDS,),
+            name="reference-api",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -418,7 +426,7 @@ class ReferenceApi:
         assert self._server is not None
         self.worker.start()
         try:
-            self._server.serve_forever()
+            self._server.serve_forever(SHUTDOWN_POLL_SECONDS)
         finally:
             self.stop()
 

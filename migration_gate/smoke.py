@@ -253,9 +253,10 @@ class WebhookReceiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 headers = {key.lower(): value for key, value in self.headers.items()}
+                path = self.path.removeprefix(receiver.prefix)  # relative to the public URL
                 with receiver._lock:
-                    receiver._deliveries.append(Delivery(self.path, headers, body))
-                self.send_response(503 if self.path.startswith("/fail") else 204)
+                    receiver._deliveries.append(Delivery(path, headers, body))
+                self.send_response(503 if path.startswith("/fail") else 204)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -270,6 +271,7 @@ class WebhookReceiver:
             target=self._server.serve_forever, name="webhook-receiver", daemon=True
         )
         self.base_url = (public_url or f"http://127.0.0.1:{self._server.server_port}").rstrip("/")
+        self.prefix = urlsplit(self.base_url).path
 
     def __enter__(self) -> WebhookReceiver:
         self._thread.start()
@@ -344,15 +346,22 @@ class Deployment:
 
 @contextmanager
 def reference_deployment(
-    checkpoints: CheckpointDatabases, policy: DeliveryPolicy = REFERENCE_DELIVERY
+    checkpoints: CheckpointDatabases,
+    policy: DeliveryPolicy = REFERENCE_DELIVERY,
+    prepare: Callable[[psycopg.Connection, Actors], None] | None = None,
 ) -> Iterator[Deployment]:
-    """The reference API on a private clone of the database after 008, dropped afterwards."""
+    """The reference API on a private clone of the database after 008, dropped afterwards.
+
+    ``prepare`` runs on the clone as superuser before the API starts (to inject a fault).
+    """
     url = checkpoints.clone("after_008")
     clone = str(dsn.parse(url)["dbname"])
     run_id = uuid.uuid4().hex[:10]
     try:
         with dsn.connect(url) as conn:
             actors = create_actors(conn, run_id)
+            if prepare is not None:
+                prepare(conn, actors)
         api = ReferenceApi(ApiSettings(url, delivery=policy)).start()
         client = ApiClient(api.url)
         try:

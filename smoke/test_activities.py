@@ -22,7 +22,8 @@ def test_an_action_records_an_activity_in_the_workspace_of_the_request(deploymen
     )
 
     latest = expect(api.request("GET", f"/workspaces/{ws}/activities?limit=1", user=actors.user_id), 200)
-    assert len(latest["activities"]) == 1, latest
+    assert latest["activities"], f"no activity in workspace {ws} after a write there"
+    assert len(latest["activities"]) == 1, f"limit=1 gave {len(latest['activities'])} activities"
     activity = latest["activities"][0]
     assert activity["workspace_id"] == ws, (
         f"the activity of a write in workspace {ws} is in another: {activity}"

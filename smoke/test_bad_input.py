@@ -120,49 +120,41 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def existing_objects(request: pytest.FixtureRequest, deployment: Deployment) -> dict[str, int]:
+def create_objects(deployment: Deployment, receiver: WebhookReceiver | None) -> dict[str, int]:
     """A credential, a webhook and an event in each of the two workspaces, made through the API."""
-    try:
-        receiver: WebhookReceiver | None = request.getfixturevalue("receiver")
-    except pytest.skip.Exception:
-        receiver = None  # a deployment with no way to reach us: aim where nothing answers
     actors = deployment.actors
     ids: dict[str, int] = {
         "ws": actors.workspace_id,
         "other_ws": actors.other_workspace_id,
         "missing": NO_SUCH_ID,
     }
+    # Without a receiver (a deployment that cannot reach us), aim where nothing answers.
+    target = receiver.url(f"/ok/{deployment.run_id}/bad-input") if receiver else WEBHOOK["target_url"]
     for prefix, user, ws in (
         ("", actors.user_id, actors.workspace_id),
         ("other_", actors.other_user_id, actors.other_workspace_id),
     ):
-        target = receiver.url(f"/ok/{deployment.run_id}/bad-input") if receiver else WEBHOOK["target_url"]
+        api = deployment.api
+        credential = {**CREDENTIAL, "name": deployment.name("bad-input")}
         ids[prefix + "credential"] = expect(
-            deployment.api.request(
-                "POST",
-                f"/workspaces/{ws}/credentials",
-                user=user,
-                json_body={**CREDENTIAL, "name": deployment.name("bad-input")},
-            ),
-            201,
+            api.request("POST", f"/workspaces/{ws}/credentials", user=user, json_body=credential), 201
         )["id"]
+        webhook = {**WEBHOOK, "target_url": target}
         ids[prefix + "webhook"] = expect(
-            deployment.api.request(
-                "POST", f"/workspaces/{ws}/webhooks", user=user, json_body={**WEBHOOK, "target_url": target}
-            ),
-            201,
+            api.request("POST", f"/workspaces/{ws}/webhooks", user=user, json_body=webhook), 201
         )["id"]
-        ids[prefix + "event"] = expect(
-            deployment.api.request(
-                "POST",
-                f"/workspaces/{ws}/webhooks/{ids[prefix + 'webhook']}/events",
-                user=user,
-                json_body=EVENT,
-            ),
-            202,
-        )["id"]
+        events = f"/workspaces/{ws}/webhooks/{ids[prefix + 'webhook']}/events"
+        ids[prefix + "event"] = expect(api.request("POST", events, user=user, json_body=EVENT), 202)["id"]
     return ids
+
+
+@pytest.fixture(scope="module")
+def existing_objects(request: pytest.FixtureRequest, deployment: Deployment) -> dict[str, int]:
+    try:
+        receiver: WebhookReceiver | None = request.getfixturevalue("receiver")
+    except pytest.skip.Exception:
+        receiver = None
+    return create_objects(deployment, receiver)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
