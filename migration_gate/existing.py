@@ -56,7 +56,7 @@ class ExistingDatabase:
         with self.connect() as conn:
             row = conn.execute(
                 "SELECT current_setting('server_version'), current_database(), current_user,"
-                " coalesce(inet_server_addr()::text, 'local socket'), coalesce(inet_server_port(), 0)"
+                " coalesce(host(inet_server_addr()), 'local socket'), coalesce(inet_server_port(), 0)"
             ).fetchone()
         assert row is not None
         version, database, role, host, port = row
