@@ -5,15 +5,18 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
 
 import psycopg
 import pytest
 
-from migration_gate import volume_checkpoint
+from migration_gate import invariants, volume_checkpoint
 from migration_gate.checkpoints import CheckpointDatabases, GateDatabases, checkpoints_from
+from migration_gate.errors import GateError
 from migration_gate.profile_audit import ProfileAudit
 from migration_gate.pytest_plugin import GATE_CONFIG
 
+CHECKS_DIR = Path(__file__).parent
 PROFILE_AUDITS = pytest.StashKey[list[ProfileAudit]]()
 
 OpenCheckpoint = Callable[[str, int, str], AbstractContextManager[psycopg.Connection]]
@@ -26,6 +29,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "`version` has run (only the last one with last_only)",
     )
     config.stash[PROFILE_AUDITS] = []
+    try:
+        # Refuse a malformed check file now, with one line, rather than as a collection error.
+        invariants.load(CHECKS_DIR)
+    except GateError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def checkpoint_params(config: pytest.Config, version: int, last_only: bool = False) -> list[str]:

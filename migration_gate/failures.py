@@ -32,11 +32,14 @@ class CheckFailed(AssertionError):
         return self.render()
 
 
+MAX_CELL = 120
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "NULL"
-    text = str(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    text = " ".join(str(value).split())
+    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 3] + "..."
 
 
 def format_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

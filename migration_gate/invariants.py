@@ -84,7 +84,6 @@ def parse(path: Path) -> Invariant:
     """One check file; anything malformed raises InvariantFileError with one line."""
     text = path.read_text(encoding="utf-8")
     header: dict[str, str] = {}
-    body_lines: list[str] = []
     lines = text.splitlines()
     index = 0
     while index < len(lines) and lines[index].lstrip().startswith("--"):
@@ -107,11 +106,12 @@ def parse(path: Path) -> Invariant:
         )
     if not re.fullmatch(r"\d{3}", header["from"]):
         raise InvariantFileError(f"{path}: 'from: {header['from']}' must be a migration number such as 006")
-    sql = "\n".join(body_lines).strip()
+    # The header's lines stay as blank lines, so a parse error names the file's own line.
+    sql = "\n" * index + "\n".join(body_lines)
     try:
-        statements = split(sql, path.name)
+        statements = split(sql, str(path))
     except PlanError as exc:
-        raise InvariantFileError(f"{path}: {exc}") from None
+        raise InvariantFileError(str(exc)) from None
     if len(statements) != 1 or not re.match(r"(?is)^\s*(WITH|SELECT)\b", statements[0].sql):
         raise InvariantFileError(f"{path}: the body must be exactly one SELECT of the offending rows")
     return Invariant(header["name"], int(header["from"]), header["meaning"], statements[0].sql.strip(), path)

@@ -43,7 +43,8 @@ def compare(plan: list[Migration], applied: dict[int, ledger.LedgerEntry]) -> li
             state = f"edited after it was applied: ledger sha256 {entry.checksum[:12]}…, file {migration.checksum[:12]}…"
         elif previous is not None and entry.applied_at < previous.applied_at:
             state = (
-                f"out of order: applied at {entry.applied_at:%Y-%m-%d %H:%M:%S}, before {previous.file_name}"
+                f"out of order: applied at {entry.applied_at:%Y-%m-%d %H:%M:%S}, "
+                f"earlier than {previous.file_name}"
             )
         else:
             state = APPLIED

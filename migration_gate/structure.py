@@ -237,6 +237,7 @@ class Conservation:
     before: int
     public: int
     archived: int
+    archive_table: bool = False  # legacy_archive has a table of this name
 
     @property
     def holds(self) -> bool:
@@ -254,7 +255,13 @@ class Conservation:
 
 
 def conservation(conn: psycopg.Connection, table: str, before: int) -> Conservation:
-    return Conservation(table, before, _count(conn, "public", table), _count(conn, ARCHIVE_SCHEMA, table))
+    return Conservation(
+        table,
+        before,
+        _count(conn, "public", table),
+        _count(conn, ARCHIVE_SCHEMA, table),
+        _columns(conn, ARCHIVE_SCHEMA, table) is not None,
+    )
 
 
 def check_conservation(
@@ -272,9 +279,13 @@ def check_conservation(
                 ("counts", result.line()),
                 (
                     "SQL to run again by hand",
-                    f"SELECT (SELECT count(*) FROM public.{table}) AS public,\n"
-                    f"       (SELECT count(*) FROM {ARCHIVE_SCHEMA}.{table}) AS archived;  -- where the table exists\n"
-                    f"-- before 005 (the legacy checkpoint): {result.before}",
+                    f"SELECT (SELECT count(*) FROM public.{table}) AS public"
+                    + (
+                        f",\n       (SELECT count(*) FROM {ARCHIVE_SCHEMA}.{table}) AS archived"
+                        if result.archive_table
+                        else ""
+                    )
+                    + f";\n-- before 005 (the legacy checkpoint): {result.before}",
                 ),
             ],
         )
