@@ -1,0 +1,741 @@
+"""Every check of the gate fails on the one fault it exists for, and passes on the untouched database.
+
+A private clone of the migrated gate database (``after_008``) serves the whole module.
+Each fault is injected inside a transaction that is rolled back after the test
+(PostgreSQL's DDL, GRANTs and even ALTER ROLE are transactional), and the check runs on
+that same connection, so it sees the fault and no other test ever does. Faults that
+cannot live in a transaction (a failed CREATE INDEX CONCURRENTLY) get a clone of their
+own; ledger faults that are edits of files use a copy of migrations/.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from migration_gate import dsn, explain, invariants, ledger_check, privileges, structure
+from migration_gate.checkpoints import LEGACY_TABLES, CheckpointDatabases, GateDatabases
+from migration_gate.failures import CheckFailed
+from migration_gate.plan import Migration, load_plan
+from migration_gate.profile_audit import profile_audit
+from tests.conftest import REPO
+
+INVARIANTS = {invariant.name: invariant for invariant in invariants.load(REPO / "checks")}
+CREDENTIALS = explain.CREDENTIALS_OF_A_WORKSPACE
+ACTIVITIES = explain.LATEST_ACTIVITIES_OF_A_WORKSPACE
+
+
+@dataclass
+class Context:
+    """What a check needs besides the connection: the pre-005 figures and the migration files."""
+
+    conn: psycopg.Connection
+    legacy_counts: dict[str, int]
+    legacy_payloads: int
+    plan: list[Migration]
+
+
+Check = Callable[[Context], object]
+
+
+def _invariant(name: str) -> Check:
+    return lambda ctx: invariants.check(ctx.conn, INVARIANTS[name])
+
+
+def _definition(query: explain.ApplicationQuery) -> Check:
+    return lambda ctx: explain.check_definition(ctx.conn, query)
+
+
+def _usable(query: explain.ApplicationQuery) -> Check:
+    return lambda ctx: explain.check_usable(ctx.conn, query)
+
+
+def _not_null(required: structure.RequiredColumn) -> Check:
+    return lambda ctx: structure.check_not_null(ctx.conn, required)
+
+
+def _conservation(table: str) -> Check:
+    return lambda ctx: structure.check_conservation(ctx.conn, table, ctx.legacy_counts)
+
+
+def _table_privileges(table: str) -> Check:
+    return lambda ctx: privileges.check_table(ctx.conn, table)
+
+
+def _sequence_privileges(column: str) -> Check:
+    return lambda ctx: privileges.check_identity_sequence(ctx.conn, column)
+
+
+def _other_relations(ctx: Context) -> object:
+    sequences = {privileges.identity_sequence(ctx.conn, column) for column in privileges.CONTRACT_SEQUENCES}
+    skip = {*privileges.CONTRACT_TABLES, *(name for name in sequences if name)}
+    return privileges.check_every_relation(ctx.conn, "public", skip=skip)
+
+
+# Every check of the gate, by the name its fault tests use.
+CHECKS: dict[str, Check] = {
+    **{name: _invariant(name) for name in INVARIANTS},
+    **{f"{q.index} definition": _definition(q) for q in explain.APPLICATION_QUERIES},
+    **{f"{q.index} usable": _usable(q) for q in explain.APPLICATION_QUERIES},
+    **{f"{r.label} NOT NULL": _not_null(r) for r in structure.NOT_NULL_COLUMNS},
+    "no invalid index": lambda ctx: structure.check_no_invalid_indexes(ctx.conn),
+    "no NOT VALID constraint": lambda ctx: structure.check_no_invalid_constraints(ctx.conn),
+    "activities.payload gone": lambda ctx: structure.check_payload_gone(ctx.conn),
+    "legacy_archive present": lambda ctx: structure.check_archive_present(ctx.conn),
+    **{f"conservation of {table}": _conservation(table) for table in LEGACY_TABLES},
+    "payload conservation": lambda ctx: structure.check_payloads_conserved(ctx.conn, ctx.legacy_payloads),
+    **{f"privileges on {table}": _table_privileges(table) for table in privileges.CONTRACT_TABLES},
+    **{f"privileges on the sequence of {c}": _sequence_privileges(c) for c in privileges.CONTRACT_SEQUENCES},
+    "privileges on other relations in public": _other_relations,
+    "CONNECT on the database": lambda ctx: privileges.check_database(ctx.conn),
+    "schema public": lambda ctx: privileges.check_public_schema(ctx.conn),
+    "PUBLIC on schema public": lambda ctx: privileges.check_public_role_cannot_create(ctx.conn),
+    "legacy_archive closed": lambda ctx: privileges.check_archive_closed(ctx.conn),
+    "role attributes": lambda ctx: privileges.check_role_attributes(ctx.conn),
+    "default privileges": lambda ctx: privileges.check_default_privileges(ctx.conn),
+    "ledger": lambda ctx: ledger_check.check_ledger(ctx.conn, ctx.plan),
+}
+
+
+@dataclass(frozen=True)
+class Fault:
+    check: str  # a key of CHECKS
+    what: str  # the fault, in words: the test id
+    sql: str  # injects it
+    expect: str  # a piece of the failure message that shows the check found this very fault
+
+
+def _null_written(table: str) -> str:
+    return (
+        f"ALTER TABLE {table} ALTER COLUMN workspace_id DROP NOT NULL;\n"
+        f"UPDATE {table} SET workspace_id = NULL WHERE id = (SELECT min(id) FROM {table})"
+    )
+
+
+def _on_identity_sequence(column: str, statement: str) -> str:
+    """``statement`` (with %s for the sequence) applied to the sequence behind ``table.column``."""
+    table, _, name = column.partition(".")
+    return f"DO $$ BEGIN EXECUTE format('{statement}', pg_get_serial_sequence('public.{table}', '{name}')); END $$"
+
+
+OWN_DEFAULT = "(SELECT min(id) FROM users)"
+FAULTS = [
+    # Invariants: each breaks exactly one row.
+    Fault(
+        "users_without_default_workspace",
+        "default set to NULL",
+        f"UPDATE users SET default_workspace_id = NULL WHERE id = {OWN_DEFAULT}",
+        "1 offending row(s)",
+    ),
+    Fault(
+        "default_workspace_not_owned",
+        "default pointing at a workspace the user does not own",
+        "UPDATE users u SET default_workspace_id = "
+        "(SELECT w.id FROM workspaces w WHERE w.owner_id <> u.id ORDER BY w.id LIMIT 1) "
+        f"WHERE u.id = {OWN_DEFAULT}",
+        "1 offending row(s)",
+    ),
+    Fault(
+        "default_workspace_without_owner_membership",
+        "owner membership deleted",
+        "DELETE FROM workspace_members m USING users u "
+        f"WHERE m.user_id = u.id AND m.workspace_id = u.default_workspace_id AND u.id = {OWN_DEFAULT}",
+        "1 offending row(s)",
+    ),
+    Fault(
+        "default_workspace_without_owner_membership",
+        "owner membership lowered to member",
+        "UPDATE workspace_members m SET profile_id = (SELECT id FROM profiles WHERE code = 'member') "
+        f"FROM users u WHERE m.user_id = u.id AND m.workspace_id = u.default_workspace_id AND u.id = {OWN_DEFAULT}",
+        "member",
+    ),
+    Fault(
+        "credentials_without_workspace",
+        "NOT NULL dropped and NULL written",
+        _null_written("credentials"),
+        "1 offending",
+    ),
+    Fault(
+        "webhook_registrations_without_workspace",
+        "NOT NULL dropped and NULL written",
+        _null_written("webhook_registrations"),
+        "1 offending",
+    ),
+    Fault(
+        "webhook_events_without_workspace",
+        "NOT NULL dropped and NULL written",
+        _null_written("webhook_events"),
+        "1 offending",
+    ),
+    Fault(
+        "webhook_event_workspace_mismatch",
+        "event moved to another workspace",
+        "UPDATE webhook_events e SET workspace_id = "
+        "(SELECT w.id FROM workspaces w WHERE w.id <> e.workspace_id ORDER BY w.id LIMIT 1) "
+        "WHERE e.id = (SELECT min(id) FROM webhook_events)",
+        "1 offending",
+    ),
+    Fault(
+        "activities_without_workspace",
+        "NOT NULL dropped and NULL written",
+        _null_written("activities"),
+        "1 offending",
+    ),
+    # Indexes.
+    *[
+        fault
+        for q, other in ((CREDENTIALS, "user_id"), (ACTIVITIES, "created_at"))
+        for fault in (
+            Fault(f"{q.index} definition", "index dropped", f"DROP INDEX {q.index}", "does not exist"),
+            Fault(
+                f"{q.index} definition",
+                f"rebuilt on {other} under the same name",
+                f"DROP INDEX {q.index}; CREATE INDEX {q.index} ON {q.table} ({other})",
+                f"leads with ({other})",
+            ),
+            Fault(
+                f"{q.index} definition",
+                "marked invalid",
+                f"UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'public.{q.index}'::regclass",
+                "not valid",
+            ),
+            Fault(f"{q.index} usable", "index dropped", f"DROP INDEX {q.index}", "does not exist"),
+            Fault(
+                f"{q.index} usable",
+                f"rebuilt on {other} under the same name",
+                f"DROP INDEX {q.index}; CREATE INDEX {q.index} ON {q.table} ({other})",
+                f"leads with ({other})",
+            ),
+            # Right name, right columns, but partial: only the plan walk can tell.
+            Fault(
+                f"{q.index} usable",
+                "rebuilt as a partial index no query can use",
+                f"DROP INDEX {q.index}; CREATE INDEX {q.index} ON {q.table} ({', '.join(q.leading_columns)}) "
+                "WHERE workspace_id < 0",
+                "not usable",
+            ),
+        )
+    ],
+    # Structure.
+    *[
+        Fault(
+            f"{r.label} NOT NULL",
+            "NOT NULL dropped",
+            f"ALTER TABLE {r.table} ALTER COLUMN {r.column} DROP NOT NULL",
+            "is nullable",
+        )
+        for r in structure.NOT_NULL_COLUMNS
+    ],
+    Fault(
+        "no invalid index",
+        "index left not ready (an interrupted REINDEX CONCURRENTLY)",
+        "UPDATE pg_index SET indisready = false WHERE indexrelid = 'public.idx_webhook_events_workspace'::regclass",
+        "idx_webhook_events_workspace",
+    ),
+    Fault(
+        "no NOT VALID constraint",
+        "CHECK added NOT VALID in public",
+        "ALTER TABLE activities ADD CONSTRAINT activities_action_not_empty CHECK (action <> '') NOT VALID",
+        "activities_action_not_empty",
+    ),
+    Fault(
+        "no NOT VALID constraint",
+        "foreign key added NOT VALID in legacy_archive",
+        "ALTER TABLE legacy_archive.activities ADD CONSTRAINT archived_user_fkey "
+        "FOREIGN KEY (user_id) REFERENCES public.users NOT VALID",
+        "archived_user_fkey",
+    ),
+    Fault(
+        "activities.payload gone",
+        "payload added back",
+        "ALTER TABLE activities ADD COLUMN payload jsonb",
+        "payload",
+    ),
+    Fault(
+        "legacy_archive present",
+        "archive table dropped",
+        "DROP TABLE legacy_archive.activity_payloads",
+        "activity_payloads does not exist",
+    ),
+    Fault(
+        "legacy_archive present",
+        "archived_at dropped",
+        "ALTER TABLE legacy_archive.webhook_events DROP COLUMN archived_at",
+        "lacks column(s) archived_at",
+    ),
+    Fault(
+        "legacy_archive present",
+        "schema dropped",
+        "DROP SCHEMA legacy_archive CASCADE",
+        "schema legacy_archive does not exist",
+    ),
+    Fault(
+        "conservation of users",
+        "a user deleted",
+        "DELETE FROM users WHERE id = (SELECT max(id) FROM users)",
+        "1 row(s) lost",
+    ),
+    Fault(
+        "conservation of profiles",
+        "a profile that was not there before 005",
+        "INSERT INTO profiles (code, name) VALUES ('guest', 'Guest')",
+        "1 row(s) more",
+    ),
+    Fault(
+        "conservation of workspaces",
+        "a workspace archived",
+        "CREATE TABLE legacy_archive.workspaces AS SELECT * FROM public.workspaces LIMIT 1",
+        "legacy_archive 1",
+    ),
+    Fault(
+        "conservation of workspace_members", "memberships deleted", "DELETE FROM workspace_members", "lost"
+    ),
+    Fault(
+        "conservation of credentials",
+        "a credential deleted",
+        "DELETE FROM credentials WHERE id = (SELECT min(id) FROM credentials)",
+        "1 row(s) lost",
+    ),
+    Fault(
+        "conservation of activities",
+        "an activity deleted",
+        "DELETE FROM activities WHERE id = (SELECT min(id) FROM activities)",
+        "1 row(s) lost",
+    ),
+    Fault(
+        "conservation of webhook_registrations",
+        "a registration both in public and in the archive",
+        "INSERT INTO legacy_archive.webhook_registrations (id, user_id, target_url, event_types, secret, active, created_at) "
+        "SELECT id, user_id, target_url, event_types, secret, active, created_at FROM webhook_registrations LIMIT 1",
+        "1 row(s) more",
+    ),
+    Fault(
+        "conservation of webhook_events",
+        "an event deleted",
+        "DELETE FROM webhook_events WHERE id = (SELECT min(id) FROM webhook_events)",
+        "1 row(s) lost",
+    ),
+    Fault(
+        "payload conservation",
+        "an archived payload deleted",
+        "DELETE FROM legacy_archive.activity_payloads "
+        "WHERE activity_id = (SELECT min(activity_id) FROM legacy_archive.activity_payloads)",
+        "found in legacy_archive",
+    ),
+    # Privileges of fluxolab_devmode.
+    *[
+        Fault(
+            f"privileges on {table}",
+            "DELETE revoked",
+            f"REVOKE DELETE ON {table} FROM fluxolab_devmode",
+            "DELETE",
+        )
+        for table in privileges.CONTRACT_TABLES
+    ],
+    Fault(
+        "privileges on users", "TRUNCATE granted", "GRANT TRUNCATE ON users TO fluxolab_devmode", "TRUNCATE"
+    ),
+    Fault(
+        "privileges on activities",
+        "TRUNCATE granted to PUBLIC",
+        "GRANT TRUNCATE ON activities TO PUBLIC",
+        "TRUNCATE",
+    ),
+    Fault(
+        "privileges on credentials",
+        "SELECT granted WITH GRANT OPTION",
+        "GRANT SELECT ON credentials TO fluxolab_devmode WITH GRANT OPTION",
+        "SELECT WITH GRANT OPTION",
+    ),
+    Fault(
+        "privileges on webhook_events",
+        "REFERENCES and TRIGGER through a role it belongs to",
+        "CREATE ROLE gate_fault_integrations; GRANT REFERENCES, TRIGGER ON webhook_events TO gate_fault_integrations;"
+        " GRANT gate_fault_integrations TO fluxolab_devmode",
+        "REFERENCES, TRIGGER",
+    ),
+    *[
+        Fault(
+            f"privileges on the sequence of {column}",
+            "USAGE revoked",
+            _on_identity_sequence(column, "REVOKE USAGE ON SEQUENCE %s FROM fluxolab_devmode"),
+            "USAGE",
+        )
+        for column in privileges.CONTRACT_SEQUENCES
+    ],
+    Fault(
+        "privileges on the sequence of users.id",
+        "UPDATE granted (setval)",
+        _on_identity_sequence("users.id", "GRANT UPDATE ON SEQUENCE %s TO fluxolab_devmode"),
+        "UPDATE",
+    ),
+    Fault(
+        "privileges on other relations in public",
+        "a new table created by a role without default privileges",
+        "CREATE ROLE gate_fault_intruder; GRANT CREATE ON SCHEMA public TO gate_fault_intruder;"
+        " SET LOCAL ROLE gate_fault_intruder;"
+        " CREATE TABLE public.side_channel (id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY);"
+        " RESET ROLE",
+        "table public.side_channel: DELETE, INSERT, SELECT, UPDATE",
+    ),
+    Fault(
+        "privileges on other relations in public",
+        "a new sequence with its grants revoked",
+        "CREATE SEQUENCE public.invoice_numbers; REVOKE ALL ON SEQUENCE public.invoice_numbers FROM fluxolab_devmode",
+        "sequence public.invoice_numbers",
+    ),
+    Fault(
+        "CONNECT on the database",
+        "CONNECT revoked (from PUBLIC too)",
+        "DO $$ BEGIN EXECUTE format('REVOKE CONNECT ON DATABASE %I FROM PUBLIC, fluxolab_devmode', "
+        "current_database()); END $$",
+        "CONNECT",
+    ),
+    Fault(
+        "CONNECT on the database",
+        "CREATE on the database granted",
+        "DO $$ BEGIN EXECUTE format('GRANT CREATE ON DATABASE %I TO fluxolab_devmode', current_database()); END $$",
+        "CREATE",
+    ),
+    Fault(
+        "schema public",
+        "CREATE on public granted",
+        "GRANT CREATE ON SCHEMA public TO fluxolab_devmode",
+        "CREATE",
+    ),
+    Fault(
+        "schema public",
+        "USAGE on public revoked (from PUBLIC too)",
+        "REVOKE USAGE ON SCHEMA public FROM PUBLIC, fluxolab_devmode",
+        "USAGE",
+    ),
+    Fault(
+        "PUBLIC on schema public",
+        "CREATE on public granted to PUBLIC",
+        "GRANT CREATE ON SCHEMA public TO PUBLIC",
+        "CREATE",
+    ),
+    Fault(
+        "legacy_archive closed",
+        "USAGE on the archive granted",
+        "GRANT USAGE ON SCHEMA legacy_archive TO fluxolab_devmode",
+        "schema legacy_archive: USAGE",
+    ),
+    Fault(
+        "legacy_archive closed",
+        "an archive table made readable",
+        "GRANT SELECT ON legacy_archive.activity_payloads TO fluxolab_devmode",
+        "table legacy_archive.activity_payloads: SELECT",
+    ),
+    Fault(
+        "legacy_archive closed",
+        "an archive table made readable to PUBLIC",
+        "GRANT SELECT ON legacy_archive.activities TO PUBLIC",
+        "table legacy_archive.activities: SELECT",
+    ),
+    Fault(
+        "legacy_archive closed",
+        "membership of pg_read_all_data",
+        "GRANT pg_read_all_data TO fluxolab_devmode",
+        "table legacy_archive.webhook_events: SELECT",
+    ),
+    *[
+        Fault(
+            "role attributes", f"{attribute} granted", f"ALTER ROLE fluxolab_devmode {attribute}", attribute
+        )
+        for attribute in privileges.ROLE_ATTRIBUTES.values()
+    ],
+    Fault(
+        "role attributes",
+        "member of pg_write_all_data",
+        "GRANT pg_write_all_data TO fluxolab_devmode",
+        "member of pg_write_all_data",
+    ),
+    Fault(
+        "default privileges",
+        "DELETE revoked from future tables",
+        "ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE DELETE ON TABLES FROM fluxolab_devmode",
+        "DELETE",
+    ),
+    Fault(
+        "default privileges",
+        "TRUNCATE granted on future tables (global default)",
+        "ALTER DEFAULT PRIVILEGES GRANT TRUNCATE ON TABLES TO fluxolab_devmode",
+        "TRUNCATE",
+    ),
+    Fault(
+        "default privileges",
+        "USAGE revoked from future sequences",
+        "ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE USAGE ON SEQUENCES FROM fluxolab_devmode",
+        "USAGE",
+    ),
+    # The ledger, from the database's side (file-side faults below).
+    Fault(
+        "ledger",
+        "last migration missing from the ledger (pending)",
+        "DELETE FROM migration_gate.ledger WHERE version = (SELECT max(version) FROM migration_gate.ledger)",
+        "pending",
+    ),
+    Fault(
+        "ledger",
+        "applied out of order",
+        "UPDATE migration_gate.ledger SET applied_at = applied_at + interval '1 day' WHERE version = 5",
+        "out of order",
+    ),
+    Fault(
+        "ledger",
+        "checksum recorded differs from the file",
+        "UPDATE migration_gate.ledger SET checksum = repeat('0', 64) WHERE version = 3",
+        "edited after it was applied",
+    ),
+]
+
+
+def run_check(name: str, ctx: Context) -> CheckFailed | None:
+    """The check's failure, or None when it passes."""
+    try:
+        CHECKS[name](ctx)
+    except CheckFailed as failure:
+        return failure
+    return None
+
+
+def disposable(gate: GateDatabases) -> CheckpointDatabases:
+    if not isinstance(gate, CheckpointDatabases):
+        pytest.skip("injecting faults needs the disposable server (run without --database-url)")
+    return gate
+
+
+@pytest.fixture(scope="module")
+def migrated_clone(gate: GateDatabases) -> Iterator[str]:
+    """A private copy of the database after 008, for this module only."""
+    databases = disposable(gate)
+    name = f"faults_{uuid.uuid4().hex[:8]}"
+    url = databases.clone("after_008", name)
+    yield url
+    databases.server.drop_database(name)
+
+
+@pytest.fixture(scope="module")
+def legacy_figures(gate: GateDatabases) -> tuple[dict[str, int], int]:
+    databases = disposable(gate)
+    counts = databases.legacy_counts()
+    assert counts is not None
+    with databases.connect("legacy") as legacy:
+        return counts, structure.legacy_payload_count(legacy)
+
+
+@pytest.fixture
+def context(
+    gate: GateDatabases, migrated_clone: str, legacy_figures: tuple[dict[str, int], int]
+) -> Iterator[Context]:
+    """A connection to the clone inside a transaction that is always rolled back."""
+    counts, payloads = legacy_figures
+    with dsn.connect(migrated_clone) as conn, conn.transaction(force_rollback=True):
+        yield Context(conn, counts, payloads, disposable(gate).plan)
+
+
+def test_every_check_and_every_invariant_file_has_a_fault() -> None:
+    # A check no test can make fail is a defect; so is an invariant file nobody breaks.
+    assert set(CHECKS) == {fault.check for fault in FAULTS}
+    assert set(INVARIANTS) <= set(CHECKS)
+
+
+@pytest.mark.parametrize("name", CHECKS)
+def test_check_passes_on_the_untouched_clone(context: Context, name: str) -> None:
+    failure = run_check(name, context)
+    assert failure is None, str(failure)
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=[f"{fault.check}: {fault.what}" for fault in FAULTS])
+def test_check_fails_on_its_fault(context: Context, fault: Fault) -> None:
+    context.conn.execute(fault.sql.encode())
+    failure = run_check(fault.check, context)
+    assert failure is not None, f"{fault.check} passed although {fault.what}"
+    assert fault.expect in str(failure), str(failure)
+
+
+def test_invariant_failure_reports_count_capped_sample_with_keys_and_sql(context: Context) -> None:
+    context.conn.execute(
+        "INSERT INTO users (email, name) SELECT 'nodefault' || n || '@example.com', 'No Default ' || n "
+        "FROM generate_series(1, 15) AS n"
+    )
+    result = invariants.run(context.conn, INVARIANTS["users_without_default_workspace"], "after_008 (clone)")
+    failure = result.failure()
+    sections = dict(failure.sections)
+    assert result.count == 15 and len(result.sample) == 10
+    assert result.columns[0] == "user_id"
+    assert sections["count"] == "15"
+    assert "offending rows (first 10 of 15)" in sections
+    sample = sections["offending rows (first 10 of 15)"]
+    assert sample.splitlines()[0].startswith("user_id") and len(sample.splitlines()) == 12
+    assert "FROM public.users" in sections["SQL to run again by hand"]
+    assert "users_without_default_workspace.sql, on after_008 (clone)" in sections["SQL to run again by hand"]
+    # The SQL shown is the SQL that found them: rerunning it by hand finds the same rows.
+    rerun = context.conn.execute(INVARIANTS["users_without_default_workspace"].sql).fetchall()
+    assert len(rerun) == 15 and [row[0] for row in rerun[:10]] == [row[0] for row in result.sample]
+
+
+def test_profile_audit_reports_what_it_finds_and_is_not_a_check(context: Context) -> None:
+    before = profile_audit(context.conn, "after_008")
+    context.conn.execute(
+        "UPDATE workspace_members m SET profile_id = (SELECT id FROM profiles WHERE code = 'admin') "
+        f"FROM users u WHERE m.user_id = u.id AND m.workspace_id = u.default_workspace_id AND u.id = {OWN_DEFAULT}"
+    )
+    after = profile_audit(context.conn, "after_008")
+    assert after.figures.get("admin", 0) == before.figures.get("admin", 0) + 1
+    assert after.figures["owner"] == before.figures["owner"] - 1
+    assert after.total == before.total
+
+
+@pytest.fixture
+def private_clone(gate: GateDatabases) -> Iterator[str]:
+    """A clone of its own, for a fault that must be committed."""
+    databases = disposable(gate)
+    name = f"fault_{uuid.uuid4().hex[:8]}"
+    url = databases.clone("after_008", name)
+    yield url
+    databases.server.drop_database(name)
+
+
+def test_a_failed_create_index_concurrently_leaves_an_invalid_index_that_fails_the_check(
+    private_clone: str,
+) -> None:
+    with dsn.connect(private_clone) as conn:
+        assert structure.check_no_invalid_indexes(conn) == []
+        # Two credentials share a workspace, so a unique index fails half-built and stays, invalid.
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute(
+                "CREATE UNIQUE INDEX CONCURRENTLY credentials_one_per_workspace ON credentials (workspace_id)"
+            )
+        with pytest.raises(CheckFailed) as failed:
+            structure.check_no_invalid_indexes(conn)
+    assert "credentials_one_per_workspace" in str(failed.value)
+
+
+def test_an_invalid_index_under_the_contract_name_fails_its_definition(private_clone: str) -> None:
+    with dsn.connect(private_clone) as conn:
+        conn.execute("DROP INDEX idx_credentials_workspace")
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute(
+                "CREATE UNIQUE INDEX CONCURRENTLY idx_credentials_workspace ON credentials (workspace_id)"
+            )
+        with pytest.raises(CheckFailed) as failed:
+            explain.check_usable(conn, CREDENTIALS)
+    assert "not valid" in str(failed.value)
+
+
+# The ledger against edited copies of the migrations directory.
+
+
+def _edit_applied_file(directory: Path) -> None:
+    path = directory / "003_business_core.sql"
+    path.write_text(path.read_text() + "\n-- a harmless-looking edit after it was applied\n")
+
+
+def _add_pending_file(directory: Path) -> None:
+    (directory / "009_pending.sql").write_text("CREATE TABLE pending_thing (id int);\n")
+
+
+def _remove_applied_file(directory: Path) -> None:
+    last = sorted(directory.glob("*.sql"))[-1]
+    last.unlink()
+
+
+def _rename_applied_file(directory: Path) -> None:
+    (directory / "002_workspaces.sql").rename(directory / "002_workspaces_v2.sql")
+
+
+@pytest.mark.parametrize(
+    ("edit", "expect"),
+    [
+        (_edit_applied_file, r"003_business_core\.sql +\| edited after it was applied"),
+        (_add_pending_file, r"009_pending\.sql +\| pending: not applied"),
+        (_remove_applied_file, r"008_\w+\.sql +\| unknown: applied, but no such file"),
+        (
+            _rename_applied_file,
+            r"002_workspaces_v2\.sql +\| renamed: the ledger applied it as 002_workspaces\.sql",
+        ),
+    ],
+    ids=["applied file edited", "new file pending", "applied file removed", "applied file renamed"],
+)
+def test_ledger_fails_on_a_changed_migrations_directory(
+    context: Context, migrations_copy: Path, edit: Callable[[Path], None], expect: str
+) -> None:
+    assert ledger_check.check_ledger(context.conn, load_plan(migrations_copy))
+    edit(migrations_copy)
+    with pytest.raises(CheckFailed) as failed:
+        ledger_check.check_ledger(context.conn, load_plan(migrations_copy), str(migrations_copy))
+    assert re.search(expect, str(failed.value)), str(failed.value)
+
+
+# "Chosen" at volume: a database of its own, generated, migrated and analyzed.
+
+
+@pytest.fixture(scope="module")
+def volume_clone(gate: GateDatabases) -> Iterator[str]:
+    from migration_gate import volume_checkpoint
+
+    databases = disposable(gate)
+    name = f"faults_volume_{uuid.uuid4().hex[:8]}"
+    url = volume_checkpoint.build(databases.server, databases.plan, name)
+    yield url
+    databases.server.drop_database(name)
+
+
+@pytest.fixture
+def volume(volume_clone: str) -> Iterator[psycopg.Connection]:
+    with dsn.connect(volume_clone) as conn, conn.transaction(force_rollback=True):
+        yield conn
+
+
+@pytest.mark.parametrize("query", explain.APPLICATION_QUERIES, ids=lambda q: q.index)
+def test_chosen_passes_at_volume(volume: psycopg.Connection, query: explain.ApplicationQuery) -> None:
+    assert explain.too_small_for_chosen(volume, query, min_rows=1_000) is None
+    assert explain.uses_index(explain.check_chosen(volume, query), query.index)
+
+
+@pytest.mark.parametrize("query", explain.APPLICATION_QUERIES, ids=lambda q: q.index)
+@pytest.mark.parametrize(
+    ("fault", "expect"),
+    [
+        ("DROP INDEX {index}", "does not exist"),
+        ("DROP INDEX {index}; CREATE INDEX {index} ON {table} (id)", "leads with (id)"),
+        (
+            "DROP INDEX {index}; CREATE INDEX {index} ON {table} ({columns}) WHERE workspace_id < 0",
+            "not chosen",
+        ),
+        # The index is fine, but the database's planner settings make it never worth it.
+        ("SET LOCAL random_page_cost = 100000", "not chosen"),
+    ],
+    ids=["dropped", "rebuilt on another column", "partial", "random_page_cost absurd"],
+)
+def test_chosen_fails_on_its_fault(
+    volume: psycopg.Connection, query: explain.ApplicationQuery, fault: str, expect: str
+) -> None:
+    volume.execute(
+        fault.format(index=query.index, table=query.table, columns=", ".join(query.leading_columns)).encode()
+    )
+    with pytest.raises(CheckFailed) as failed:
+        explain.check_chosen(volume, query)
+    assert expect in str(failed.value)
+
+
+def test_a_random_page_cost_fault_still_leaves_the_index_usable(volume: psycopg.Connection) -> None:
+    # Usable and chosen answer different questions: costs decide "chosen" only.
+    volume.execute("SET LOCAL random_page_cost = 100000")
+    assert explain.uses_index(explain.check_usable(volume, ACTIVITIES), ACTIVITIES.index)
+
+
+def test_chosen_is_skipped_with_a_reason_on_a_small_table(context: Context) -> None:
+    reason = explain.too_small_for_chosen(context.conn, CREDENTIALS)
+    assert reason is not None and "rows (< 10000)" in reason
+    context.conn.execute("CREATE TABLE public.never_analyzed AS SELECT 1 AS id")
+    unknown = explain.ApplicationQuery("probe", "none", "never_analyzed", ("id",), "SELECT 1", 1)
+    assert "never been analyzed" in (explain.too_small_for_chosen(context.conn, unknown) or "")

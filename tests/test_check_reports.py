@@ -1,0 +1,158 @@
+"""What a person sees when a check fails: pytest's own output, through pytester.
+
+Each test runs the real gate (a copy of ``checks/``) in a pytest subprocess against a
+database with a fault and reads the terminal output: the failing test's id carries the
+invariant's name and checkpoint, and the report shows the count, the offending rows with
+their keys, and the SQL to run again by hand.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from migration_gate import dsn
+from migration_gate.checkpoints import CheckpointDatabases, GateDatabases
+from tests.conftest import REPO
+
+pytest_plugins = ("pytester",)
+
+# A user with no credential and no webhook registration: losing their default breaks no
+# later migration, so the gate gets built and the invariant is what catches it.
+NULL_ONE_DEFAULT = """
+UPDATE users SET default_workspace_id = NULL
+WHERE id = (SELECT max(u.id) FROM users u
+            WHERE NOT EXISTS (SELECT FROM credentials c WHERE c.user_id = u.id)
+              AND NOT EXISTS (SELECT FROM webhook_registrations r WHERE r.user_id = u.id));
+"""
+
+
+@pytest.fixture
+def gate_project(pytester: pytest.Pytester) -> Path:
+    """A throwaway project holding a copy of the gate's checks, wired as this repository is."""
+    shutil.copytree(REPO / "checks", pytester.path / "checks", ignore=shutil.ignore_patterns("__pycache__"))
+    pytester.makeconftest('pytest_plugins = ("migration_gate.pytest_plugin",)')
+    pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\n")
+    return pytester.path
+
+
+@pytest.fixture
+def clone(gate: GateDatabases) -> Iterator[Callable[[str], str]]:
+    """``clone(checkpoint)``: the URL of a private copy of the gate database there; dropped afterwards."""
+    if not isinstance(gate, CheckpointDatabases):
+        pytest.skip("these reports are produced on clones of the disposable gate database")
+    databases = gate
+    names: list[str] = []
+
+    def make(checkpoint: str) -> str:
+        names.append(f"report_{checkpoint}_{uuid.uuid4().hex[:8]}")
+        return databases.clone(checkpoint, names[-1])
+
+    yield make
+    for name in names:
+        databases.server.drop_database(name)
+
+
+def test_a_migration_bug_fails_the_invariant_at_each_checkpoint_with_count_rows_and_sql(
+    pytester: pytest.Pytester, gate_project: Path
+) -> None:
+    migrations = gate_project / "migrations"
+    shutil.copytree(REPO / "migrations", migrations)
+    defaults = migrations / "006_workspace_defaults.sql"
+    defaults.write_text(defaults.read_text() + NULL_ONE_DEFAULT)
+
+    result = pytester.runpytest_subprocess(
+        "checks/test_invariants.py",
+        "-k",
+        "users_without_default_workspace",
+        "-v",
+        "--migrations-dir",
+        str(migrations),
+        "--legacy-seed",
+        str(REPO / "fixtures" / "legacy_seed.sql"),
+        timeout=300,
+    )
+    output = result.stdout.str()
+    result.assert_outcomes(failed=3)
+    for checkpoint in ("after_006", "after_007", "after_008"):
+        assert f"test_invariant[users_without_default_workspace-{checkpoint}] FAILED" in output
+        assert f"users_without_default_workspace: 1 offending row(s) at {checkpoint}" in output
+    assert "---- count ----" in output
+    assert re.search(r"---- offending rows \(all\) ----\s+E\s+user_id \| email", output), output
+    assert "---- SQL to run again by hand ----" in output
+    assert "WHERE u.default_workspace_id IS NULL" in output
+    assert "users_without_default_workspace.sql, on after_006" in output
+
+
+def test_an_existing_database_with_a_fault_and_an_edited_migration_fails_by_name(
+    pytester: pytest.Pytester, gate_project: Path, clone: Callable[[str], str]
+) -> None:
+    url = clone("after_008")
+    with dsn.connect(url) as conn:
+        moved = conn.execute(
+            "UPDATE webhook_events e SET workspace_id = "
+            "(SELECT w.id FROM workspaces w WHERE w.id <> e.workspace_id ORDER BY w.id LIMIT 1) "
+            "WHERE e.id = (SELECT min(id) FROM webhook_events) RETURNING e.id"
+        ).fetchone()
+    assert moved is not None
+    migrations = gate_project / "migrations"
+    shutil.copytree(REPO / "migrations", migrations)
+    core = migrations / "003_business_core.sql"
+    core.write_text(core.read_text() + "\n-- edited after it was applied\n")
+
+    result = pytester.runpytest_subprocess(
+        "checks/test_invariants.py",
+        "checks/test_ledger.py",
+        "--database-url",
+        url,
+        "--migrations-dir",
+        str(migrations),
+        "-rf",
+        timeout=300,
+    )
+    output = result.stdout.str()
+    result.assert_outcomes(passed=7, failed=2)
+    assert (
+        "FAILED checks/test_invariants.py::test_invariant[webhook_event_workspace_mismatch-current]" in output
+    )
+    assert re.search(rf"E\s+{moved[0]}\s+\|", output), "the moved event's id is in the sample"
+    assert "FAILED checks/test_ledger.py::test_every_migration_applied_in_order_unedited[current]" in output
+    assert re.search(r"003_business_core\.sql\s+\| edited after it was applied", output), output
+
+
+def test_on_an_existing_database_checks_its_ledger_has_not_reached_are_skipped_with_the_reason(
+    pytester: pytest.Pytester, gate_project: Path, clone: Callable[[str], str]
+) -> None:
+    url = clone("after_006")
+    result = pytester.runpytest_subprocess(
+        "checks/test_invariants.py",
+        "--database-url",
+        url,
+        "--migrations-dir",
+        str(REPO / "migrations"),
+        "-rs",
+        timeout=300,
+    )
+    output = result.stdout.str()
+    result.assert_outcomes(passed=3, skipped=5)
+    assert "credentials_without_workspace holds from 007; the ledger of this database is at 006" in output
+    assert "activities_without_workspace holds from 008; the ledger of this database is at 006" in output
+
+
+def test_a_malformed_check_file_is_refused_with_one_line(
+    pytester: pytest.Pytester, gate_project: Path
+) -> None:
+    (gate_project / "checks" / "orphans.sql").write_text(
+        "-- name: orphans\n-- meaning: a header without its migration\nSELECT 1\n"
+    )
+    result = pytester.runpytest_subprocess("checks/test_invariants.py", "--collect-only", timeout=120)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    errors = [line for line in result.stderr.lines if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("ERROR: "), result.stderr.str()
+    assert "orphans.sql: header lacks 'from:'" in errors[0]
+    assert "Traceback" not in result.stderr.str() + result.stdout.str()
