@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,15 +107,12 @@ def render(plan: dict[str, Any]) -> str:
     return "\n".join(lines(plan, 0))
 
 
-@contextmanager
-def _prepared(conn: psycopg.Connection, query: ApplicationQuery) -> Iterator[None]:
-    # A prepared statement outlives a rolled-back transaction: deallocate it ourselves.
-    conn.execute(f"PREPARE {_STATEMENT}(bigint) AS {query.sql}")
-    try:
-        yield
-    finally:
-        if conn.info.transaction_status != TransactionStatus.INERROR:
-            conn.execute(f"DEALLOCATE {_STATEMENT}")
+def _deallocate(conn: psycopg.Connection) -> None:
+    # A prepared statement outlives a rolled-back transaction (and a failed EXPLAIN): drop it ourselves.
+    if conn.info.transaction_status == TransactionStatus.INERROR:
+        return
+    if conn.execute("SELECT 1 FROM pg_prepared_statements WHERE name = %s", (_STATEMENT,)).fetchone():
+        conn.execute(f"DEALLOCATE {_STATEMENT}")
 
 
 def explain(conn: psycopg.Connection, query: ApplicationQuery, *, seqscan: bool = True) -> dict[str, Any]:
@@ -125,12 +121,16 @@ def explain(conn: psycopg.Connection, query: ApplicationQuery, *, seqscan: bool 
     Runs in a transaction (a savepoint inside the caller's) that is always rolled back, so
     the SET LOCALs never outlive it.
     """
-    with conn.transaction(force_rollback=True):
-        conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-        if not seqscan:
-            conn.execute("SET LOCAL enable_seqscan = off")
-        with _prepared(conn, query):
+    _deallocate(conn)
+    try:
+        with conn.transaction(force_rollback=True):
+            conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            if not seqscan:
+                conn.execute("SET LOCAL enable_seqscan = off")
+            conn.execute(f"PREPARE {_STATEMENT}(bigint) AS {query.sql}")
             row = conn.execute(f"EXPLAIN (FORMAT JSON) EXECUTE {_STATEMENT}(0)").fetchone()
+    finally:
+        _deallocate(conn)
     assert row is not None
     document = row[0] if not isinstance(row[0], str) else json.loads(row[0])
     plan: dict[str, Any] = document[0]["Plan"]

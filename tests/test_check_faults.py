@@ -739,3 +739,12 @@ def test_chosen_is_skipped_with_a_reason_on_a_small_table(context: Context) -> N
     context.conn.execute("CREATE TABLE public.never_analyzed AS SELECT 1 AS id")
     unknown = explain.ApplicationQuery("probe", "none", "never_analyzed", ("id",), "SELECT 1", 1)
     assert "never been analyzed" in (explain.too_small_for_chosen(context.conn, unknown) or "")
+
+
+def test_explain_leaves_no_prepared_statement_and_survives_a_leftover(context: Context) -> None:
+    # A statement left prepared by an interrupted run must not make the next EXPLAIN fail.
+    context.conn.execute("PREPARE migration_gate_application_query(bigint) AS SELECT $1")
+    plan = explain.explain(context.conn, CREDENTIALS, seqscan=False)
+    assert explain.uses_index(plan, CREDENTIALS.index)
+    assert context.conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone() == (0,)
+    assert context.conn.execute("SHOW enable_seqscan").fetchone() == ("on",)

@@ -63,7 +63,10 @@ def test_a_check_file_parses_into_name_migration_meaning_and_one_select(tmp_path
         ("-- name: bad\n-- from: 006\n-- meaning: m\nSELECT 1; SELECT 2", "exactly one SELECT"),
         ("-- name: bad\n-- from: 006\n-- meaning: m\nDELETE FROM users", "exactly one SELECT"),
         ("-- name: bad\n-- from: 006\n-- meaning: m\n", "exactly one SELECT"),
-        ("-- name: bad\n-- from: 006\n-- meaning: m\n\nSELECT FROM WHERE (", "bad.sql:5: cannot parse: syntax error"),
+        (
+            "-- name: bad\n-- from: 006\n-- meaning: m\n\nSELECT FROM WHERE (",
+            "bad.sql:5: cannot parse: syntax error",
+        ),
     ],
     ids=[
         "no from",
