@@ -13,11 +13,12 @@ import pytest
 from migration_gate import invariants, volume_checkpoint
 from migration_gate.checkpoints import CheckpointDatabases, GateDatabases, checkpoints_from
 from migration_gate.errors import GateError
-from migration_gate.profile_audit import ProfileAudit
 from migration_gate.pytest_plugin import GATE_CONFIG
 
 CHECKS_DIR = Path(__file__).parent
-PROFILE_AUDITS = pytest.StashKey[list[ProfileAudit]]()
+# The audit tests leave their figures as this user property: it reaches the terminal
+# summary from xdist workers too, and JUnit XML as a <property>.
+PROFILE_AUDIT_PROPERTY = "profile_audit"
 
 OpenCheckpoint = Callable[[str, int, str], AbstractContextManager[psycopg.Connection]]
 
@@ -28,7 +29,6 @@ def pytest_configure(config: pytest.Config) -> None:
         "holds_from(version, last_only=False): parametrize `checkpoint` over the checkpoints where migration "
         "`version` has run (only the last one with last_only)",
     )
-    config.stash[PROFILE_AUDITS] = []
     try:
         # Refuse a malformed check file now, with one line, rather than as a collection error.
         invariants.load(CHECKS_DIR)
@@ -87,16 +87,16 @@ def volume_database(gate: GateDatabases) -> Iterator[str]:
     gate.server.drop_database(name)
 
 
-@pytest.fixture(scope="session")
-def profile_audits(pytestconfig: pytest.Config) -> list[ProfileAudit]:
-    """Where the audit tests leave their figures for the terminal summary."""
-    return pytestconfig.stash[PROFILE_AUDITS]
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
-    audits = config.stash.get(PROFILE_AUDITS, [])
-    if not audits:
-        return
-    terminalreporter.section("migration-gate: profile audit (users per profile in their default workspace)")
-    for audit in audits:
-        terminalreporter.write_line(audit.line())
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    lines = sorted(
+        str(value)
+        for report in terminalreporter.stats.get("passed", [])
+        for name, value in getattr(report, "user_properties", ())
+        if name == PROFILE_AUDIT_PROPERTY
+    )
+    if lines:
+        terminalreporter.section(
+            "migration-gate: profile audit (users per profile in their default workspace)"
+        )
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -58,7 +58,7 @@ def clone(gate: GateDatabases) -> Iterator[Callable[[str], str]]:
         databases.server.drop_database(name)
 
 
-def test_a_migration_bug_fails_the_invariant_at_each_checkpoint_with_count_rows_and_sql(
+def test_a_migration_bug_fails_the_invariant_at_each_checkpoint_and_the_audit_is_summarized(
     pytester: pytest.Pytester, gate_project: Path
 ) -> None:
     migrations = gate_project / "migrations"
@@ -68,8 +68,9 @@ def test_a_migration_bug_fails_the_invariant_at_each_checkpoint_with_count_rows_
 
     result = pytester.runpytest_subprocess(
         "checks/test_invariants.py",
+        "checks/test_profile_audit.py",
         "-k",
-        "users_without_default_workspace",
+        "users_without_default_workspace or profile_audit",
         "-v",
         "--migrations-dir",
         str(migrations),
@@ -78,7 +79,7 @@ def test_a_migration_bug_fails_the_invariant_at_each_checkpoint_with_count_rows_
         timeout=300,
     )
     output = result.stdout.str()
-    result.assert_outcomes(failed=3)
+    result.assert_outcomes(failed=3, passed=3)
     for checkpoint in ("after_006", "after_007", "after_008"):
         assert f"test_invariant[users_without_default_workspace-{checkpoint}] FAILED" in output
         assert f"users_without_default_workspace: 1 offending row(s) at {checkpoint}" in output
@@ -87,6 +88,10 @@ def test_a_migration_bug_fails_the_invariant_at_each_checkpoint_with_count_rows_
     assert "---- SQL to run again by hand ----" in output
     assert "WHERE u.default_workspace_id IS NULL" in output
     assert "users_without_default_workspace.sql, on after_006" in output
+    # The audit is figures in the summary, one line per checkpoint, whatever the invariants say.
+    summary = output.split("profile audit (users per profile in their default workspace)", 1)[1]
+    for checkpoint in ("after_006", "after_007", "after_008"):
+        assert re.search(rf"^{checkpoint}\s+owner \d+ \(total \d+\)$", summary, re.M), summary
 
 
 def test_an_existing_database_with_a_fault_and_an_edited_migration_fails_by_name(
