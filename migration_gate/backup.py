@@ -190,8 +190,7 @@ def tool_connection(url: str, read_only: bool = False) -> tuple[str, dict[str, s
     password = parts.pop("password", None)
     if read_only:
         parts["options"] = f"{parts.get('options', '')} -c default_transaction_read_only=on".strip()
-    env = dict(os.environ)
-    env.pop("PGPASSWORD", None)
+    env = dict(os.environ)  # without a password in the URL, libpq's PGPASSWORD or ~/.pgpass still apply
     if password:
         env["PGPASSWORD"] = str(password)
     return make_conninfo(**parts), env

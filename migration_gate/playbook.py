@@ -147,8 +147,10 @@ def check_backup_path(path: Path) -> None:
                 f"--backup {path}: {existing} already exists; a backup is never overwritten, choose a new path"
             )
     parent = path.absolute().parent
-    if not parent.is_dir():
+    if not parent.exists():
         raise UsageError(f"--backup {path}: directory {parent} does not exist")
+    if not parent.is_dir():
+        raise UsageError(f"--backup {path}: {parent} is not a directory")
     _probe_writable(parent, f"--backup {path}")
 
 
