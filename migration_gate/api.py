@@ -303,13 +303,14 @@ def list_activities(call: Call) -> Reply:
 @dataclass(frozen=True)
 class Route:
     method: str
+    template: str  # as in smoke/openapi.yaml
     pattern: re.Pattern[str]
     operation: str  # the contract's operationId
 
     @classmethod
     def of(cls, method: str, template: str, operation: str) -> Route:
         regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template)
-        return cls(method, re.compile(f"^{regex}$"), operation)
+        return cls(method, template, re.compile(f"^{regex}$"), operation)
 
 
 ROUTES = (

@@ -92,3 +92,56 @@ def test_the_activity_log_is_newest_first_and_limited(deployment: Deployment) ->
             (ws,),
         ).fetchall()
     assert [a["id"] for a in three["activities"]] == [row[0] for row in newest]
+
+
+def test_every_successful_write_records_exactly_one_activity(deployment: Deployment) -> None:
+    api, actors = deployment.api, deployment.actors
+    ws, user = actors.workspace_id, actors.user_id
+    credential_body = {"name": deployment.name("each write"), "provider": "github", "secret": "x"}
+    webhook_body = {
+        "target_url": "https://example.invalid/each-write",
+        "event_types": ["smoke.ping"],
+        "secret": "x",
+    }
+
+    def count() -> int | None:
+        if deployment.database is None:
+            return None
+        with deployment.database.connect() as conn:
+            row = conn.execute("SELECT count(*) FROM activities WHERE workspace_id = %s", (ws,)).fetchone()
+        return None if row is None else int(row[0])
+
+    recorded: list[tuple[str, int | None, int | None]] = []
+    ids: dict[str, int] = {}
+    writes = [
+        ("credential.created", "POST", "/credentials", credential_body, 201, "credential"),
+        ("credential.updated", "PATCH", "/credentials/{credential}", {"secret": "y"}, 200, None),
+        ("webhook.created", "POST", "/webhooks", webhook_body, 201, "webhook"),
+        (
+            "webhook_event.fired",
+            "POST",
+            "/webhooks/{webhook}/events",
+            {"event_type": "smoke.ping", "body": {}},
+            202,
+            None,
+        ),
+    ]
+    for action, method, path, body, status, remember in writes:
+        before = count()
+        reply = expect(
+            api.request(method, f"/workspaces/{ws}" + path.format(**ids), user=user, json_body=body), status
+        )
+        if remember:
+            ids[remember] = reply["id"]
+        latest = expect(api.request("GET", f"/workspaces/{ws}/activities?limit=1", user=user), 200)[
+            "activities"
+        ]
+        assert latest and latest[0]["action"] == action, (
+            f"{method} {path} recorded {latest} instead of {action}"
+        )
+        assert latest[0]["workspace_id"] == ws and latest[0].get("user_id", user) == user, latest
+        recorded.append((action, before, count()))
+
+    deployment.db()  # skips from here when there is no database to count in
+    wrong = [(action, before, after) for action, before, after in recorded if after != (before or 0) + 1]
+    assert not wrong, f"writes that did not add exactly one activity row (action, before, after): {wrong}"

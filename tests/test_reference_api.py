@@ -1,0 +1,248 @@
+"""The reference API itself: it matches its contract, and no input gets a 5xx or writes when refused."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import socket
+from collections.abc import Iterator
+from urllib.parse import quote, urlsplit
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from migration_gate.api import MAX_BODY_BYTES, ROUTES
+from migration_gate.checkpoints import CheckpointDatabases, GateDatabases
+from migration_gate.smoke import Deployment, fingerprint, reference_deployment
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def deployment(gate: GateDatabases) -> Iterator[Deployment]:
+    if not isinstance(gate, CheckpointDatabases):
+        pytest.skip("the reference API is tested on a clone of the disposable gate database")
+    with reference_deployment(gate) as deployment:
+        yield deployment
+
+
+@pytest.fixture(scope="module")
+def objects(deployment: Deployment) -> dict[str, int]:
+    """A credential and a webhook in the actor's workspace, for the paths that need one."""
+    ws, user = deployment.actors.workspace_id, deployment.actors.user_id
+    credential = deployment.api.request(
+        "POST",
+        f"/workspaces/{ws}/credentials",
+        user=user,
+        json_body={"name": "n", "provider": "p", "secret": "s"},
+    ).json()
+    webhook = deployment.api.request(
+        "POST",
+        f"/workspaces/{ws}/webhooks",
+        user=user,
+        json_body={"target_url": "http://127.0.0.1:9/", "event_types": ["a"], "secret": "s"},
+    ).json()
+    return {"credential": credential["id"], "webhook": webhook["id"]}
+
+
+def contract_operations() -> set[tuple[str, str]]:
+    """(METHOD, path) of every operation in smoke/openapi.yaml."""
+    operations, path = set(), None
+    for line in (REPO / "smoke" / "openapi.yaml").read_text().splitlines():
+        if match := re.match(r"^  (/\S*):\s*$", line):
+            path = match.group(1)
+        elif (match := re.match(r"^    (get|put|post|patch|delete):\s*$", line)) and path:
+            operations.add((match.group(1).upper(), path))
+        elif re.match(r"^\S", line):
+            path = None
+    return operations
+
+
+def test_the_reference_api_serves_exactly_the_operations_of_the_contract() -> None:
+    served = {(route.method, route.template) for route in ROUTES}
+    assert contract_operations() == served
+
+
+def status_of(
+    deployment: Deployment, method: str, path: str, body: object = None, raw: bytes | None = None
+) -> int:
+    user = deployment.actors.user_id
+    ws = deployment.actors.workspace_id
+    if body is None:
+        response = deployment.api.request(method, f"/workspaces/{ws}{path}", user=user, raw=raw)
+    else:
+        response = deployment.api.request(method, f"/workspaces/{ws}{path}", user=user, json_body=body)
+    assert isinstance(response.json().get("error", ""), str)
+    return response.status_code
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "raw", "status"),
+    [
+        ("POST", "/credentials", {"name": "n", "provider": "p", "secret": "s", "extra": 1}, None, 400),
+        ("POST", "/credentials", {"name": "  ", "provider": "p", "secret": "s"}, None, 400),
+        ("POST", "/credentials", None, b'{"name": "\\u0000", "provider": "p", "secret": "s"}', 400),
+        ("POST", "/credentials", None, b'{"name": "\\ud800", "provider": "p", "secret": "s"}', 400),
+        ("POST", "/credentials", None, b'{"name": NaN, "provider": "p", "secret": "s"}', 400),
+        ("POST", "/credentials", None, b"\xff\xfe", 400),
+        ("POST", "/credentials", None, b"[" * 100_000, 400),
+        ("PATCH", "/credentials/{credential}", {}, None, 400),
+        ("PATCH", "/credentials/{credential}", {"provider": "changed"}, None, 400),
+        ("POST", "/webhooks", {"target_url": "ftp://x", "event_types": ["a"], "secret": "s"}, None, 400),
+        ("POST", "/webhooks", {"target_url": "http://x", "event_types": [], "secret": "s"}, None, 400),
+        ("POST", "/webhooks/{webhook}/events", {"event_type": "not-subscribed", "body": {}}, None, 400),
+        ("POST", "/webhooks/{webhook}/events", {"event_type": "a", "body": {"n": 1e400}}, None, 400),
+        ("POST", "/webhooks/{webhook}/events", {"event_type": "a", "body": [1]}, None, 400),
+        ("GET", "/activities?limit=0", None, None, 400),
+        ("GET", "/activities?limit=501", None, None, 400),
+        ("GET", "/activities?limit=1.5", None, None, 400),
+        ("GET", "/activities?limit=1&limit=2", None, None, 400),
+        ("GET", "/activities?limit=500", None, None, 200),
+        ("GET", "/credentials/{credential}", None, None, 405),
+        ("DELETE", "/credentials", None, None, 405),
+        ("GET", "/nowhere", None, None, 404),
+        ("PATCH", "/credentials/99999999999999999999", {"name": "n"}, None, 404),
+        ("PATCH", "/credentials/-1", {"name": "n"}, None, 404),
+    ],
+)
+def test_edge_inputs_get_their_status_and_an_error(
+    deployment: Deployment,
+    objects: dict[str, int],
+    method: str,
+    path: str,
+    body: object,
+    raw: bytes | None,
+    status: int,
+) -> None:
+    assert status_of(deployment, method, path.format(**objects), body, raw) == status
+
+
+def test_an_inactive_webhook_refuses_events_with_409(deployment: Deployment, objects: dict[str, int]) -> None:
+    assert deployment.database is not None
+    with deployment.database.connect() as conn:
+        conn.execute("UPDATE webhook_registrations SET active = false WHERE id = %s", (objects["webhook"],))
+    try:
+        status = status_of(
+            deployment, "POST", f"/webhooks/{objects['webhook']}/events", {"event_type": "a", "body": {}}
+        )
+        assert status == 409
+    finally:
+        with deployment.database.connect() as conn:
+            conn.execute(
+                "UPDATE webhook_registrations SET active = true WHERE id = %s", (objects["webhook"],)
+            )
+
+
+def raw_exchange(deployment: Deployment, request: bytes) -> tuple[int, dict[str, object]]:
+    """Send bytes as they are (what requests would never send) and read the answer."""
+    parts = urlsplit(deployment.api.base_url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as conn:
+        conn.sendall(request)
+        response = http.client.HTTPResponse(conn)
+        response.begin()
+        return response.status, json.loads(response.read())
+
+
+def test_http_the_server_library_refuses_is_answered_in_json_too(deployment: Deployment) -> None:
+    status, reply = raw_exchange(deployment, b"GET / HTTP/1.1\r\nX-Long: " + b"x" * 70_000 + b"\r\n\r\n")
+    assert status == 431 and "error" in reply
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read(deployment: Deployment) -> None:
+    ws, user = deployment.actors.workspace_id, deployment.actors.user_id
+    status, reply = raw_exchange(
+        deployment,
+        f"POST /workspaces/{ws}/credentials HTTP/1.1\r\nHost: x\r\nX-User-Id: {user}\r\n"
+        f"Content-Length: {MAX_BODY_BYTES + 1}\r\n\r\n".encode(),
+    )
+    assert status == 413 and "error" in reply
+
+
+def test_a_chunked_body_is_refused(deployment: Deployment) -> None:
+    ws, user = deployment.actors.workspace_id, deployment.actors.user_id
+    status, reply = raw_exchange(
+        deployment,
+        f"POST /workspaces/{ws}/credentials HTTP/1.1\r\nHost: x\r\nX-User-Id: {user}\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n".encode(),
+    )
+    assert status == 411 and "error" in reply
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+# A valid body per endpoint; the fuzz keeps, drops or replaces each field, so it reaches
+# the type checks behind the presence checks.
+VALID_BODIES: dict[tuple[str, str], dict[str, object]] = {
+    ("POST", "/credentials"): {"name": "n", "provider": "p", "secret": "s"},
+    ("PATCH", "/credentials/{credential}"): {"name": "n", "secret": "s"},
+    ("POST", "/webhooks"): {"target_url": "http://127.0.0.1:9/", "event_types": ["a"], "secret": "s"},
+    ("POST", "/webhooks/{webhook}/events"): {"event_type": "a", "body": {}},
+}
+# What a client can put in a header: printable ASCII, or numbers in and out of bigint range.
+USER_IDS = st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=8) | st.integers(
+    -5, 2**64
+).map(str)
+
+
+DROPPED = object()
+
+
+@st.composite
+def api_requests(draw: st.DrawFn) -> tuple[str, str, bytes]:
+    method, template = endpoint = draw(st.sampled_from(sorted(VALID_BODIES)))
+    valid = VALID_BODIES[endpoint]
+    # Each field mostly kept, sometimes replaced by any JSON, sometimes dropped.
+    fields = st.fixed_dictionaries(
+        {
+            name: st.one_of(st.just(value), st.just(value), st.just(value), JSON, st.just(DROPPED))
+            for name, value in valid.items()
+        }
+    )
+    mutated = fields.map(lambda body: {name: value for name, value in body.items() if value is not DROPPED})
+    body = draw(
+        st.one_of(
+            st.binary(max_size=64),
+            JSON.map(lambda value: json.dumps(value).encode()),
+            mutated.map(lambda value: json.dumps(value).encode()),
+            mutated.map(lambda value: json.dumps(value).encode()),
+        )
+    )
+    return method, template, body
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    request=api_requests(),
+    # Mostly the real user and workspace, so that most examples reach the body's checks.
+    user=st.one_of(st.none(), st.none(), st.none(), USER_IDS),
+    segment=st.one_of(st.none(), st.none(), st.none(), st.text(max_size=6)),
+)
+def test_no_input_gets_a_5xx_and_a_refusal_writes_nothing(
+    deployment: Deployment,
+    objects: dict[str, int],
+    request: tuple[str, str, bytes],
+    user: str | None,
+    segment: str | None,
+) -> None:
+    """Any body, any X-User-Id, any workspace segment: 2xx, or a 4xx with an error and no write."""
+    assert deployment.database is not None
+    actors = deployment.actors
+    method, template, body = request
+    ws = actors.workspace_id if segment is None else quote(segment, safe="") or "%20"
+    path = f"/workspaces/{ws}" + template.format(**objects)
+    acting = actors.user_id if user is None else user
+    workspaces = (actors.workspace_id, actors.other_workspace_id)
+    with deployment.database.connect() as conn:
+        before = fingerprint(conn, workspaces)
+    response = deployment.api.request(method, path, user=acting or None, raw=body)
+    assert response.status_code < 500, f"{method} {path} {body!r} as {acting!r}: {response.text}"
+    if response.status_code >= 400:
+        assert isinstance(response.json()["error"], str)
+        with deployment.database.connect() as conn:
+            assert fingerprint(conn, workspaces) == before, f"{method} {path} {body!r} was refused but wrote"
