@@ -1,0 +1,107 @@
+"""``migration-gate rehearse``: the playbook on a disposable copy; the source is only ever read.
+
+The source is a private copy of the gate's ``legacy`` checkpoint, read through a role that
+may read everything and write nothing, with a password the server checks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from migration_gate import dsn
+from migration_gate.checkpoints import CheckpointDatabases
+from tests.databases import PasswordRole, full_dump, password_role
+from tests.test_playbook import ledger_versions, migration_gate, one_error_line
+
+
+@pytest.fixture
+def source(gate: CheckpointDatabases) -> Iterator[str]:
+    url = gate.clone("legacy")
+    yield url
+    gate.server.drop_database(str(dsn.parse(url)["dbname"]))
+
+
+@pytest.fixture
+def reader(gate: CheckpointDatabases) -> Iterator[PasswordRole]:
+    with password_role(gate.server, grants=("pg_read_all_data",)) as role:
+        yield role
+
+
+def rehearse(url: str, report: Path, *extra: str) -> Any:
+    return migration_gate("rehearse", "--source", url, "--report-dir", str(report), *extra)
+
+
+def record_of(report: Path) -> dict[str, Any]:
+    record: dict[str, Any] = json.loads((report / "report.json").read_text())
+    return record
+
+
+def test_a_rehearsal_runs_the_playbook_on_a_copy_and_never_writes_to_the_source(
+    gate: CheckpointDatabases, source: str, reader: PasswordRole, tmp_path: Path
+) -> None:
+    before = full_dump(gate.server, source)
+    report = tmp_path / "rehearsal"
+
+    run = rehearse(reader.url(source), report)
+
+    assert run.returncode == 0, run.output[-4000:]
+    assert full_dump(gate.server, source) == before, "the rehearsal wrote to its source"
+    assert ledger_versions(source) == [1, 2, 3, 4]
+    record = record_of(report)
+    assert record["command"] == "rehearse" and record["outcome"] == "migrated_and_validated"
+    assert [m["file_name"][:3] for m in record["migrations"]] == ["005", "006", "007", "008"]
+    assert set(record["checkpoints"]) == {"after_006", "after_007", "after_008"}
+    assert not [c for c in record["checks"] if c["status"] == "failed"]
+    assert any(s["status"] == "passed" for s in record["smoke"])
+    rehearsal = record["rehearsal"]
+    database = dsn.parse(source)["dbname"]
+    assert f"database {database} on 127.0.0.1:{gate.server.port}" in rehearsal["source"]
+    assert f"as role {reader.name}" in rehearsal["source"]
+    assert rehearsal["source_dump_bytes"] > 0
+    assert "Rehearsal" in (report / "report.md").read_text()
+    assert reader.password not in run.output
+    for path in report.iterdir():
+        assert reader.password not in path.read_text(), f"the password is in {path.name}"
+
+
+def test_a_rehearsal_that_stops_at_a_checkpoint_says_so_and_leaves_the_source_alone(
+    gate: CheckpointDatabases, source: str, reader: PasswordRole, tmp_path: Path, migrations_copy: Path
+) -> None:
+    with (migrations_copy / "006_workspace_defaults.sql").open("a") as sql:
+        sql.write("\nUPDATE users SET default_workspace_id = NULL WHERE id = (SELECT min(id) FROM users);\n")
+    before = full_dump(gate.server, source)
+    report = tmp_path / "rehearsal"
+
+    run = rehearse(reader.url(source), report, "--migrations-dir", str(migrations_copy), "--no-smoke")
+
+    assert run.returncode == 1, run.output[-4000:]
+    assert "checkpoint after_006" in one_error_line(run)
+    assert full_dump(gate.server, source) == before
+    record = record_of(report)
+    assert record["outcome"] == "rolled_back" and record["stopped_at"] == "checkpoint after_006"
+    assert record["checkpoints"]["after_006"]["users_without_default_workspace"] == 1
+
+
+@pytest.mark.parametrize(
+    ("make_url", "message"),
+    [
+        (lambda role, url: f"postgresql://{role.name}:{role.password}@127.0.0.1:1/staging", "cannot connect"),
+        (lambda role, url: role.url(url).replace(role.password, "Wr0ng-S3cret-Guess"), "password authentication failed"),
+        (lambda role, url: role.url(url).rsplit("/", 1)[0] + "/no_such_database", "does not exist"),
+    ],
+    ids=["unreachable-source", "wrong-password", "missing-database"],
+)
+def test_a_source_that_cannot_be_read_is_one_line_exit_2_and_nothing_is_written(
+    source: str, reader: PasswordRole, tmp_path: Path, make_url: Any, message: str
+) -> None:
+    report = tmp_path / "rehearsal"
+    run = rehearse(make_url(reader, source), report)
+    assert run.returncode == 2, run.output
+    assert message in one_error_line(run)
+    assert not report.exists()
+    assert reader.password not in run.output and "Wr0ng-S3cret-Guess" not in run.output
