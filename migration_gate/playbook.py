@@ -185,7 +185,18 @@ def preflight(options: PlaybookOptions, progress: Progress) -> Preflight:
     with dsn.connect(options.database_url) as conn:
         identity = backup.identify(conn)
         progress(f"target: {identity.describe()}")
-        todo = runner.plan_run(plan, ledger.read(conn))  # refuses drift and holes before anything runs
+        applied = ledger.read(conn)
+        if not applied:
+            tables = conn.execute(
+                "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')"
+            ).fetchone()
+            if tables and tables[0]:
+                raise UsageError(
+                    f"{identity.database} has {tables[0]} table(s) in public but no migration_gate.ledger: another "
+                    "runner migrated it, and the playbook will not guess which files it applied"
+                )
+        todo = runner.plan_run(plan, applied)  # refuses drift and holes before anything runs
         sessions = app_sessions(conn)
         others_row = conn.execute(_OTHER_SESSIONS).fetchone()
         size_row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
@@ -404,8 +415,8 @@ class Run:
                     "pg_dump": f"{self.pre.tools.pg_dump} ({self.pre.tools.version})",
                 }
                 self.progress(f"backup: {options.backup_path} ({size} bytes)")
-        except GateError as exc:
-            record.stop(record.steps[-1].name, str(exc), "not_started", EXIT_USAGE)
+        except (GateError, OSError, psycopg.Error) as exc:
+            record.stop(record.steps[-1].name, _first_line(exc), "not_started", EXIT_USAGE)
             return
         try:
             self.migrate_and_validate()
@@ -578,8 +589,12 @@ def run(
     try:
         Run(options, pre, record, progress, confirm).carry_out()
     except KeyboardInterrupt:
-        record.stop(record.steps[-1].name if record.steps else "preflight", "interrupted by the operator", "running", 130)
+        record.stop(record.steps[-1].name, "interrupted by the operator", "running", 130)
         raise
+    except (OSError, psycopg.Error) as exc:  # not a verdict on the migrations: the run could not go on
+        record.stop(record.steps[-1].name, f"unexpected error: {_first_line(exc)}", "running", EXIT_FAILED)
+        if options.backup_path.exists():
+            record.next_action = restore_command(options)
     finally:
         record.finished_at = now()
         paths = record.write(options.report_dir, options.database_url)

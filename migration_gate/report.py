@@ -24,7 +24,7 @@ MARKDOWN_NAME = "report.md"
 
 # outcome → what it means for the database
 OUTCOMES: dict[str, str] = {
-    "running": "the run did not finish (interrupted): check the database before doing anything else",
+    "running": "the run did not finish (interrupted, or an unexpected error): check the database before anything else",
     "migrated_and_validated": "every pending migration is applied and every check passed",
     "rolled_back": "stopped before committing: the database is exactly as it was (verified)",
     "restored": "stopped after committing: the backup was restored and the database is exactly as it was (verified)",
@@ -144,6 +144,16 @@ def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
     return [*lines, ""]
 
 
+def _figures(value: Any) -> str:
+    """A fingerprint summary in a line; anything else as it is."""
+    if isinstance(value, dict) and "schema_sha256" in value:
+        return (
+            f"{value['rows']} rows in {value['tables']} tables, {value['sequences']} sequences, "
+            f"{value['large_objects']} large objects, schema sha256 {value['schema_sha256'][:16]}…"
+        )
+    return str(value)
+
+
 def markdown(data: dict[str, Any]) -> str:
     """The change record for people, from the (already scrubbed) JSON data."""
     out = [f"# Change record: migration-gate {data['command']}", ""]
@@ -193,7 +203,7 @@ def markdown(data: dict[str, Any]) -> str:
     if data.get("fingerprint"):
         fp = data["fingerprint"]
         out += ["## Is the database exactly as it was?", ""]
-        out += [f"- **{k}:** {v}" for k, v in fp.items() if k != "differences"]
+        out += [f"- **{k}:** {_figures(v)}" for k, v in fp.items() if k != "differences"]
         if fp.get("differences"):
             out += ["", "```", *fp["differences"], "```"]
         out += [""]

@@ -399,3 +399,14 @@ def _playbook_backup(gate: CheckpointDatabases, url: str, directory: Path) -> Pa
     taken = fingerprint.take(url, tools)
     backup.write_metadata(path, backup.BackupMetadata(identity, taken.to_json(), tools.version))
     return path
+
+
+def test_a_database_migrated_by_another_runner_is_refused_rather_than_guessed(
+    staging: str, window: dict[str, Path]
+) -> None:
+    with dsn.connect(staging) as conn:
+        conn.execute("DROP SCHEMA migration_gate CASCADE")  # as run-migrations.js leaves it: no ledger
+    run = playbook(staging, window, "--no-smoke")
+    assert run.returncode == 2, run.output
+    assert "no migration_gate.ledger" in one_error_line(run)
+    assert not window["backup"].exists() and not window["report"].exists()
