@@ -68,7 +68,9 @@ class ClientTools:
 def tool_version(path: str) -> tuple[int, str] | None:
     """``(15, "15.18")`` from ``pg_dump --version``; None when it does not run."""
     try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30, check=False).stdout
+        out = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, timeout=30, check=False
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     match = _VERSION.search(out)
@@ -181,7 +183,9 @@ def identify(conn: psycopg.Connection) -> DatabaseIdentity:
         system_identifier = found[0] if found else None
     except psycopg.Error:  # revoked on some managed services; the OID and name still identify it
         system_identifier = None
-    return DatabaseIdentity(database, int(oid), system_identifier, host, int(port), version.split()[0], major, role)
+    return DatabaseIdentity(
+        database, int(oid), system_identifier, host, int(port), version.split()[0], major, role
+    )
 
 
 def tool_connection(url: str, read_only: bool = False) -> tuple[str, dict[str, str]]:
@@ -196,7 +200,9 @@ def tool_connection(url: str, read_only: bool = False) -> tuple[str, dict[str, s
     return make_conninfo(**parts), env
 
 
-def _pump_stderr(stream: IO[str], sink: list[str], progress: Progress, show: Callable[[str], str | None]) -> None:
+def _pump_stderr(
+    stream: IO[str], sink: list[str], progress: Progress, show: Callable[[str], str | None]
+) -> None:
     for raw in stream:
         line = raw.rstrip("\n")
         sink.append(line)
@@ -240,7 +246,14 @@ def dump(
 ) -> int:
     """``pg_dump --format=custom`` of ``url`` into ``path``; its size in bytes. A failed dump leaves no file."""
     conninfo, env = tool_connection(url, read_only=read_only)
-    command = [tools.pg_dump, "--format=custom", "--verbose", f"--file={path}", *extra_args, f"--dbname={conninfo}"]
+    command = [
+        tools.pg_dump,
+        "--format=custom",
+        "--verbose",
+        f"--file={path}",
+        *extra_args,
+        f"--dbname={conninfo}",
+    ]
     lines: list[str] = []
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     assert process.stderr is not None
@@ -342,7 +355,17 @@ def restore(url: str, backup: Path, tools: ClientTools, progress: Progress = lam
     conninfo, env = tool_connection(url)
     # Bytes, not text: table data is passed through untouched, whatever its encoding.
     psql = subprocess.Popen(
-        [tools.psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-f", "-", f"--dbname={conninfo}"],
+        [
+            tools.psql,
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "--single-transaction",
+            "-f",
+            "-",
+            f"--dbname={conninfo}",
+        ],
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -380,7 +403,9 @@ def restore(url: str, backup: Path, tools: ClientTools, progress: Progress = lam
             f"restore failed and was rolled back: {_error_line(psql_errors, url, f'psql exit code {psql_code}')}"
         )
     if script_code != 0:
-        raise BackupFailed(f"pg_restore could not read {backup}: {_error_line(script_errors, url, str(script_code))}")
+        raise BackupFailed(
+            f"pg_restore could not read {backup}: {_error_line(script_errors, url, str(script_code))}"
+        )
 
 
 @dataclass

@@ -196,7 +196,10 @@ def _conclude(record: Any, secret_url: str) -> int:
         _say(f"to restore: {record.next_action}")
     if record.exit_code:
         sys.stderr.write(
-            dsn.scrub(f"migration-gate: stopped at {record.stopped_at}: {record.reason} ({record.outcome})", secret_url)
+            dsn.scrub(
+                f"migration-gate: stopped at {record.stopped_at}: {record.reason} ({record.outcome})",
+                secret_url,
+            )
             + "\n"
         )
     return int(record.exit_code if record.exit_code is not None else EXIT_USAGE)
@@ -255,16 +258,36 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if differences:
         for line in differences:
             _say(line)
-        raise GateError(f"restored, but the database still differs from the backup in {len(differences)} way(s)")
+        raise GateError(
+            f"restored, but the database still differs from the backup in {len(differences)} way(s)"
+        )
     _say("restored and verified: the database is exactly what the backup holds (schema and data)")
     return EXIT_OK
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--report-dir", required=True, type=Path, metavar="DIR", help="where report.json and report.md go (a new directory)")
+    parser.add_argument(
+        "--report-dir",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="where report.json and report.md go (a new directory)",
+    )
     parser.add_argument("--migrations-dir", type=Path, default=Path(DEFAULT_MIGRATIONS_DIR), metavar="DIR")
-    parser.add_argument("--checks-dir", type=Path, default=Path("checks"), metavar="DIR", help="the invariants (default checks/)")
-    parser.add_argument("--smoke-dir", type=Path, default=Path("smoke"), metavar="DIR", help="the smoke tests (default smoke/)")
+    parser.add_argument(
+        "--checks-dir",
+        type=Path,
+        default=Path("checks"),
+        metavar="DIR",
+        help="the invariants (default checks/)",
+    )
+    parser.add_argument(
+        "--smoke-dir",
+        type=Path,
+        default=Path("smoke"),
+        metavar="DIR",
+        help="the smoke tests (default smoke/)",
+    )
     parser.add_argument("--no-smoke", action="store_true", help="skip the smoke tests (the record says so)")
 
 
@@ -279,10 +302,24 @@ def _add_playbook(commands: argparse._SubParsersAction) -> None:
             "2 usage, connection or preflight problem, nothing touched."
         ),
     )
-    parser.add_argument("--database", required=True, metavar="URL", help="postgresql://user:password@host:port/dbname")
-    parser.add_argument("--backup", required=True, type=Path, metavar="FILE", help="a new file for pg_dump --format=custom (never overwritten)")
-    parser.add_argument("--yes", action="store_true", help="restore the backup without asking if a failure needs it")
-    parser.add_argument("--allow-active-sessions", action="store_true", help="run although fluxolab_devmode sessions are connected")
+    parser.add_argument(
+        "--database", required=True, metavar="URL", help="postgresql://user:password@host:port/dbname"
+    )
+    parser.add_argument(
+        "--backup",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="a new file for pg_dump --format=custom (never overwritten)",
+    )
+    parser.add_argument(
+        "--yes", action="store_true", help="restore the backup without asking if a failure needs it"
+    )
+    parser.add_argument(
+        "--allow-active-sessions",
+        action="store_true",
+        help="run although fluxolab_devmode sessions are connected",
+    )
     _add_run_options(parser)
     parser.set_defaults(handler=cmd_playbook)
 
@@ -293,8 +330,14 @@ def _add_rehearse(commands: argparse._SubParsersAction) -> None:
         help="the playbook on a disposable copy of --source (read only): how 005→008 would go there",
         description="Dump --source read-only, restore it into a disposable PostgreSQL, run the playbook there.",
     )
-    parser.add_argument("--source", required=True, metavar="URL", help="the database to copy (only ever read)")
-    parser.add_argument("--pg-ctl", metavar="PATH", help="pg_ctl of the disposable server (default: PATH, /usr/lib/postgresql/*/bin)")
+    parser.add_argument(
+        "--source", required=True, metavar="URL", help="the database to copy (only ever read)"
+    )
+    parser.add_argument(
+        "--pg-ctl",
+        metavar="PATH",
+        help="pg_ctl of the disposable server (default: PATH, /usr/lib/postgresql/*/bin)",
+    )
     _add_run_options(parser)
     parser.set_defaults(handler=cmd_rehearse)
 
@@ -305,8 +348,16 @@ def _add_restore(commands: argparse._SubParsersAction) -> None:
         help="restore a playbook backup into the database it was taken from, and verify it",
         description="Restore --backup (taken by 'migration-gate playbook') into --database, only if it is the database it came from.",
     )
-    parser.add_argument("--database", required=True, metavar="URL", help="postgresql://user:password@host:port/dbname")
-    parser.add_argument("--backup", required=True, type=Path, metavar="FILE", help="the backup file (its .meta.json beside it)")
+    parser.add_argument(
+        "--database", required=True, metavar="URL", help="postgresql://user:password@host:port/dbname"
+    )
+    parser.add_argument(
+        "--backup",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="the backup file (its .meta.json beside it)",
+    )
     parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     parser.set_defaults(handler=cmd_restore)
 

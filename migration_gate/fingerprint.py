@@ -151,8 +151,10 @@ def differences(before: Fingerprint, after: Fingerprint, limit: int = 20) -> lis
         diff = [
             line
             for line in difflib.unified_diff(before.schema, after.schema, "before", "after", n=0, lineterm="")
-            if line[:1] in "+-" and not line.startswith(("+++", "---"))
-            and line[1:].strip() and not line[1:].startswith("--")  # blank and comment lines say nothing
+            if line[:1] in "+-"
+            and not line.startswith(("+++", "---"))
+            and line[1:].strip()
+            and not line[1:].startswith("--")  # blank and comment lines say nothing
         ]
         found.append(f"schema differs ({len(diff)} line(s) of pg_dump --schema-only):")
         found += [f"  {line}" for line in diff[:limit]]

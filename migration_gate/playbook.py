@@ -209,7 +209,9 @@ def preflight(options: PlaybookOptions, progress: Progress) -> Preflight:
                 f"{len(sessions)} session(s) of {APP_ROLE} still connected to {identity.database} ({listed}): "
                 "stop the application first (playbook 2.1) or pass --allow-active-sessions"
             )
-        warnings.append(f"--allow-active-sessions: {len(sessions)} session(s) of {APP_ROLE} connected: {listed}")
+        warnings.append(
+            f"--allow-active-sessions: {len(sessions)} session(s) of {APP_ROLE} connected: {listed}"
+        )
     others = int(others_row[0]) if others_row else 0
     if others > len(sessions):
         warnings.append(f"{others - len(sessions)} other client session(s) connected to {identity.database}")
@@ -231,7 +233,9 @@ def preflight(options: PlaybookOptions, progress: Progress) -> Preflight:
 class Validation:
     """The in-transaction part: migrations, their checkpoints and the final checks, recorded."""
 
-    def __init__(self, conn: psycopg.Connection, pre: Preflight, record: ChangeRecord, progress: Progress) -> None:
+    def __init__(
+        self, conn: psycopg.Connection, pre: Preflight, record: ChangeRecord, progress: Progress
+    ) -> None:
         self.conn, self.pre, self.record, self.progress = conn, pre, record, progress
         self.legacy_counts: dict[str, int] | None = None
         self.legacy_payloads: int | None = None
@@ -257,7 +261,10 @@ class Validation:
                 MigrationRecord(
                     migration.file_name,
                     round(seconds, 3),
-                    [{"line": t.line, "seconds": round(t.seconds, 3), "statement": t.summary} for t in timings],
+                    [
+                        {"line": t.line, "seconds": round(t.seconds, 3), "statement": t.summary}
+                        for t in timings
+                    ],
                 )
             )
             self.progress(f"{migration.file_name:<45} {seconds:8.3f} s")
@@ -287,7 +294,9 @@ class Validation:
                 with self.conn.transaction():
                     result = invariants.run(self.conn, invariant, where=name)
             except psycopg.Error as exc:
-                raise Stop(f"checkpoint {name}", f"invariant {invariant.name} could not run: {_first_line(exc)}") from None
+                raise Stop(
+                    f"checkpoint {name}", f"invariant {invariant.name} could not run: {_first_line(exc)}"
+                ) from None
             counts[invariant.name] = result.count
             if not result.passed:
                 failures.append(result.failure())
@@ -349,7 +358,9 @@ class Validation:
             payloads = self.legacy_payloads or 0
             add("conservation[activity_payloads]", lambda: structure.check_payloads_conserved(conn, payloads))
         else:
-            self._skip("conservation", "005 was already applied before this run: no pre-005 snapshot to compare with")
+            self._skip(
+                "conservation", "005 was already applied before this run: no pre-005 snapshot to compare with"
+            )
         for query in explain.APPLICATION_QUERIES:
             if query.from_version <= version:  # whether plans use it is checked after the commit
                 add(f"index_definition[{query.index}]", partial(explain.check_definition, conn, query))
@@ -385,9 +396,20 @@ class Run:
     """One playbook run: the stages in order, each recorded."""
 
     def __init__(
-        self, options: PlaybookOptions, pre: Preflight, record: ChangeRecord, progress: Progress, confirm: Confirm
+        self,
+        options: PlaybookOptions,
+        pre: Preflight,
+        record: ChangeRecord,
+        progress: Progress,
+        confirm: Confirm,
     ) -> None:
-        self.options, self.pre, self.record, self.progress, self.confirm = options, pre, record, progress, confirm
+        self.options, self.pre, self.record, self.progress, self.confirm = (
+            options,
+            pre,
+            record,
+            progress,
+            confirm,
+        )
         self.before: fingerprint.Fingerprint | None = None
 
     @contextmanager
@@ -405,7 +427,9 @@ class Run:
             with self.step("backup"):
                 started = time.perf_counter()
                 size = backup.dump(url, options.backup_path, self.pre.tools, self.progress)
-                metadata = backup.BackupMetadata(self.pre.identity, self.before.to_json(), self.pre.tools.version)
+                metadata = backup.BackupMetadata(
+                    self.pre.identity, self.before.to_json(), self.pre.tools.version
+                )
                 meta_path = backup.write_metadata(options.backup_path, metadata)
                 record.backup = {
                     "path": str(options.backup_path.absolute()),
@@ -434,7 +458,12 @@ class Run:
             failed = [s.name for s in record.smoke if s.status == "failed"]
             if failed:
                 record.steps[-1].status = "failed"
-                record.stop("smoke tests", f"{len(failed)} smoke test(s) failed: {', '.join(failed)}", "needs_restore", EXIT_FAILED)
+                record.stop(
+                    "smoke tests",
+                    f"{len(failed)} smoke test(s) failed: {', '.join(failed)}",
+                    "needs_restore",
+                    EXIT_FAILED,
+                )
                 self.restore()
                 return
         record.outcome, record.exit_code = "migrated_and_validated", EXIT_OK
@@ -452,18 +481,27 @@ class Run:
         with self.step("index plans"), dsn.connect(self.options.database_url) as conn:
             validation = Validation(conn, self.pre, self.record, self.progress)
             for query in queries:
-                if not validation._check(f"index_usable[{query.index}]", partial(explain.check_usable, conn, query)):
+                if not validation._check(
+                    f"index_usable[{query.index}]", partial(explain.check_usable, conn, query)
+                ):
                     failed.append(f"index_usable[{query.index}]")
                 conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier("public", query.table)))
                 too_small = explain.too_small_for_chosen(conn, query)
                 if too_small:
                     validation._skip(f"index_chosen[{query.index}]", too_small)
-                elif not validation._check(f"index_chosen[{query.index}]", partial(explain.check_chosen, conn, query)):
+                elif not validation._check(
+                    f"index_chosen[{query.index}]", partial(explain.check_chosen, conn, query)
+                ):
                     failed.append(f"index_chosen[{query.index}]")
             if failed:
                 self.record.steps[-1].status = "failed"
         if failed:
-            self.record.stop("index plans", f"{len(failed)} check(s) failed: {', '.join(failed)}", "needs_restore", EXIT_FAILED)
+            self.record.stop(
+                "index plans",
+                f"{len(failed)} check(s) failed: {', '.join(failed)}",
+                "needs_restore",
+                EXIT_FAILED,
+            )
             self.restore()
             return False
         return True
@@ -501,7 +539,9 @@ class Run:
             return
         differences = fingerprint.differences(self.before, after)
         assert self.record.fingerprint is not None
-        self.record.fingerprint.update(after=after.summary(), matches=not differences, differences=differences)
+        self.record.fingerprint.update(
+            after=after.summary(), matches=not differences, differences=differences
+        )
         if differences:
             self.progress("the database differs from before: " + "; ".join(differences[:3]))
             self.restore()
@@ -515,12 +555,17 @@ class Run:
         record.next_action = restore_command(options)
         question = f"restore {self.pre.identity.database} from {options.backup_path}?"
         if not self.confirm(question):
-            record.restore = {"performed": False, "why": "not confirmed: no --yes, and no terminal or the answer was no"}
+            record.restore = {
+                "performed": False,
+                "why": "not confirmed: no --yes, and no terminal or the answer was no",
+            }
             self.progress(f"NOT restored: the database needs restoring; run: {record.next_action}")
             return
         try:
             with self.step("restore backup"):
-                outcome = restore_from_backup(options.database_url, options.backup_path, self.pre.tools, self.progress)
+                outcome = restore_from_backup(
+                    options.database_url, options.backup_path, self.pre.tools, self.progress
+                )
         except GateError as exc:
             record.restore = {"performed": False, "why": str(exc)}
             record.reason = f"{record.reason}; restore failed: {exc}"
@@ -600,5 +645,3 @@ def run(
         paths = record.write(options.report_dir, options.database_url)
         progress(f"change record: {paths[1]} ({record.outcome})")
     return record
-
-

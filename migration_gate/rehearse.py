@@ -33,7 +33,9 @@ Progress = playbook.Progress
 
 RESERVED_NAMES = ("postgres", "template0", "template1")
 # Database-level statements of a dump's --create script: settings and the database's ACL.
-_DATABASE_LEVEL = re.compile(r"^(ALTER DATABASE \S+ SET |ALTER ROLE \S+ IN DATABASE |(GRANT|REVOKE) .* ON DATABASE )")
+_DATABASE_LEVEL = re.compile(
+    r"^(ALTER DATABASE \S+ SET |ALTER ROLE \S+ IN DATABASE |(GRANT|REVOKE) .* ON DATABASE )"
+)
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,12 @@ def copy_roles(source_url: str, source_db: str, tools: backup.ClientTools, serve
 
 
 def restore_copy(
-    source_dump: Path, name: str, owner: str, tools: backup.ClientTools, server: DisposableServer, progress: Progress
+    source_dump: Path,
+    name: str,
+    owner: str,
+    tools: backup.ClientTools,
+    server: DisposableServer,
+    progress: Progress,
 ) -> str:
     """A database ``name`` on the disposable server holding the dump, with the source's ACL and settings."""
     with server.admin() as conn:
@@ -117,8 +124,12 @@ def restore_copy(
     with dsn.connect(url) as conn:
         for line in backup.script_lines(script.stdout):
             if _DATABASE_LEVEL.match(line) and source_name:
-                statement = line.replace(f" DATABASE {source_name} ", f" DATABASE {sql.Identifier(name).as_string(conn)} ")
-                statement = statement.replace(f" DATABASE {source_name};", f" DATABASE {sql.Identifier(name).as_string(conn)};")
+                statement = line.replace(
+                    f" DATABASE {source_name} ", f" DATABASE {sql.Identifier(name).as_string(conn)} "
+                )
+                statement = statement.replace(
+                    f" DATABASE {source_name};", f" DATABASE {sql.Identifier(name).as_string(conn)};"
+                )
                 conn.execute(statement.encode("utf-8"))
     progress(f"restored in {time.perf_counter() - started:.3f} s")
     return url
@@ -143,7 +154,10 @@ def rehearse(options: RehearsalOptions, progress: Progress = lambda line: None) 
         raise UsageError(f"--smoke-dir {options.smoke_dir} does not exist (or pass --no-smoke)")
     identity, owner = _source_identity(options.source_url)
     progress(f"source: {identity.describe()} (read-only)")
-    with DisposableServer(pg_ctl=options.pg_ctl) as server, tempfile.TemporaryDirectory(prefix="migration-gate-rehearsal-") as tmp:
+    with (
+        DisposableServer(pg_ctl=options.pg_ctl) as server,
+        tempfile.TemporaryDirectory(prefix="migration-gate-rehearsal-") as tmp,
+    ):
         bindir = Path(server.binary("pg_dump")).parent
         tools = backup.find_tools(identity.server_major, [bindir], allow_newer=True)
         local = backup.tool_version(server.binary("postgres"))
@@ -161,7 +175,9 @@ def rehearse(options: RehearsalOptions, progress: Progress = lambda line: None) 
             raise UsageError(f"cannot dump the source: {exc}") from None
         dump_seconds = time.perf_counter() - started
         roles = copy_roles(options.source_url, identity.database, tools, server)
-        name = identity.database if identity.database not in RESERVED_NAMES else f"rehearsal_{identity.database}"
+        name = (
+            identity.database if identity.database not in RESERVED_NAMES else f"rehearsal_{identity.database}"
+        )
         started = time.perf_counter()
         url = restore_copy(source_dump, name, owner, tools, server, progress)
         rehearsal = {

@@ -168,7 +168,12 @@ def markdown(data: dict[str, Any]) -> str:
     out += [f"- **Started:** {data['started_at']}; **finished:** {data['finished_at']}"]
     out += [f"- **Exit code:** {data['exit_code']}", ""]
     if data.get("stopped_at"):
-        out += ["## Where it stopped, and why", "", f"Stopped at **{data['stopped_at']}**: {data['reason']}", ""]
+        out += [
+            "## Where it stopped, and why",
+            "",
+            f"Stopped at **{data['stopped_at']}**: {data['reason']}",
+            "",
+        ]
     if data.get("next_action"):
         out += ["## What to do now", "", "```", data["next_action"], "```", ""]
     if data.get("warnings"):
@@ -176,12 +181,17 @@ def markdown(data: dict[str, Any]) -> str:
     if data.get("rehearsal"):
         out += ["## Rehearsal", ""] + [f"- **{k}:** {v}" for k, v in data["rehearsal"].items()] + [""]
     out += ["## Steps", ""]
-    out += _table(["step", "status", "seconds", "detail"], [[s["name"], s["status"], f"{s['seconds']:.3f}", s["detail"]] for s in data["steps"]])
+    out += _table(
+        ["step", "status", "seconds", "detail"],
+        [[s["name"], s["status"], f"{s['seconds']:.3f}", s["detail"]] for s in data["steps"]],
+    )
     if data.get("backup"):
         out += ["## Backup", ""] + [f"- **{k}:** {v}" for k, v in data["backup"].items()] + [""]
     if data["migrations"]:
         out += ["## Migrations", ""]
-        out += _table(["file", "seconds"], [[m["file_name"], f"{m['seconds']:.3f}"] for m in data["migrations"]])
+        out += _table(
+            ["file", "seconds"], [[m["file_name"], f"{m['seconds']:.3f}"] for m in data["migrations"]]
+        )
     if data["checkpoints"]:
         names = sorted({name for counts in data["checkpoints"].values() for name in counts})
         points = list(data["checkpoints"])
@@ -192,11 +202,15 @@ def markdown(data: dict[str, Any]) -> str:
         out += ["## Profile audit (memberships in each user's default workspace, by profile)", ""]
         codes = sorted({code for counts in data["profile_audit"].values() for code in counts})
         points = list(data["profile_audit"])
-        out += _table(["profile", *points], [[c] + [data["profile_audit"][p].get(c, 0) for p in points] for c in codes])
+        out += _table(
+            ["profile", *points], [[c] + [data["profile_audit"][p].get(c, 0) for p in points] for c in codes]
+        )
     for title, key in (("Checks", "checks"), ("Smoke tests", "smoke")):
         if data[key]:
             out += [f"## {title}", ""]
-            out += _table(["check", "result", "summary"], [[c["name"], c["status"], c["summary"]] for c in data[key]])
+            out += _table(
+                ["check", "result", "summary"], [[c["name"], c["status"], c["summary"]] for c in data[key]]
+            )
             for check in data[key]:
                 if check["status"] == "failed" and check["details"]:
                     out += [f"### {check['name']}", "", "```", check["details"], "```", ""]

@@ -111,7 +111,11 @@ def smoke_runner(smoke_dir: Path) -> Callable[[str, Progress], list[CheckRecord]
             try:
                 api = ReferenceApi(ApiSettings(url, delivery=DELIVERY)).start()
             except GateError as exc:
-                return [CheckRecord("smoke", "failed", f"the reference API cannot serve the migrated database: {exc}")]
+                return [
+                    CheckRecord(
+                        "smoke", "failed", f"the reference API cannot serve the migrated database: {exc}"
+                    )
+                ]
             try:
                 progress(f"smoke tests ({smoke_dir}) against the reference API at {api.url}")
                 return _pytest(smoke_dir, url, api.url, progress)
@@ -142,6 +146,8 @@ def _pytest(smoke_dir: Path, url: str, api_url: str, progress: Progress) -> list
             last = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
             summary = dsn.scrub(last[-1] if last else f"exit code {done.returncode}", url)
             return [CheckRecord("smoke", "failed", f"pytest could not run the smoke tests: {summary}")]
-    counts = {status: sum(1 for r in records if r.status == status) for status in ("passed", "failed", "skipped")}
+    counts = {
+        status: sum(1 for r in records if r.status == status) for status in ("passed", "failed", "skipped")
+    }
     progress("smoke tests: " + ", ".join(f"{n} {status}" for status, n in counts.items()))
     return records or [CheckRecord("smoke", "skipped", f"no smoke tests collected in {smoke_dir}")]

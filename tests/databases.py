@@ -40,7 +40,9 @@ class PasswordRole:
 
 
 @contextmanager
-def password_role(server: DisposableServer, *attributes: str, grants: tuple[str, ...] = ()) -> Iterator[PasswordRole]:
+def password_role(
+    server: DisposableServer, *attributes: str, grants: tuple[str, ...] = ()
+) -> Iterator[PasswordRole]:
     """A login role whose password the server really checks (the disposable server trusts everyone else).
 
     A ``pg_hba.conf`` line asks this role, and only it, for its scram-sha-256 password.

@@ -81,7 +81,9 @@ def test_the_whole_gate_against_an_existing_database_changes_nothing_and_says_wh
 def test_checks_that_need_the_pre_005_snapshot_or_a_generated_volume_are_skipped_with_the_reason(
     migrated: str, reader: PasswordRole
 ) -> None:
-    run = run_gate("checks/test_structure.py", "checks/test_indexes.py", "--database-url", reader.url(migrated))
+    run = run_gate(
+        "checks/test_structure.py", "checks/test_indexes.py", "--database-url", reader.url(migrated)
+    )
     assert run.returncode == 0, run.output[-4000:]
     skipped = [line for line in run.stdout.splitlines() if line.startswith("SKIPPED")]
     assert any("conservation needs the pre-005 snapshot" in line for line in skipped), run.stdout
@@ -105,7 +107,9 @@ def test_the_ledger_check_fails_on_a_pending_migration_and_nothing_is_applied(
 
 
 def test_migrate_applies_the_pending_migrations_first(gate: CheckpointDatabases, pending_008: str) -> None:
-    run = run_gate("checks/test_ledger.py", "checks/test_invariants.py", "--database-url", pending_008, "--migrate")
+    run = run_gate(
+        "checks/test_ledger.py", "checks/test_invariants.py", "--database-url", pending_008, "--migrate"
+    )
     assert run.returncode == 0, run.output[-4000:]
     with dsn.connect(pending_008) as conn:
         versions = [row[0] for row in conn.execute("SELECT version FROM migration_gate.ledger ORDER BY 1")]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -68,7 +69,14 @@ def window(tmp_path: Path) -> dict[str, Path]:
 
 def playbook(url: str, window: dict[str, Path], *extra: str) -> Run:
     return migration_gate(
-        "playbook", "--database", url, "--backup", str(window["backup"]), "--report-dir", str(window["report"]), *extra
+        "playbook",
+        "--database",
+        url,
+        "--backup",
+        str(window["backup"]),
+        "--report-dir",
+        str(window["report"]),
+        *extra,
     )
 
 
@@ -149,7 +157,11 @@ def test_the_playbook_migrates_validates_and_writes_the_change_record(
 
 
 def test_a_nonzero_count_after_006_stops_before_007_and_leaves_the_database_exactly_as_it_was(
-    gate: CheckpointDatabases, staging: str, migrator: PasswordRole, window: dict[str, Path], migrations_copy: Path
+    gate: CheckpointDatabases,
+    staging: str,
+    migrator: PasswordRole,
+    window: dict[str, Path],
+    migrations_copy: Path,
 ) -> None:
     # A 006 that leaves one user without a default workspace.
     with (migrations_copy / "006_workspace_defaults.sql").open("a") as sql:
@@ -165,7 +177,10 @@ def test_a_nonzero_count_after_006_stops_before_007_and_leaves_the_database_exac
     record = change_record(window)
     assert record["outcome"] == "rolled_back" and record["exit_code"] == 1
     assert record["stopped_at"] == "checkpoint after_006"
-    assert [m["file_name"] for m in record["migrations"]] == ["005_workspace_scoping.sql", "006_workspace_defaults.sql"]
+    assert [m["file_name"] for m in record["migrations"]] == [
+        "005_workspace_scoping.sql",
+        "006_workspace_defaults.sql",
+    ]
     assert list(record["checkpoints"]) == ["after_006"]
     assert record["checkpoints"]["after_006"]["users_without_default_workspace"] == 1
     failed = [c for c in record["checks"] if c["status"] == "failed"]
@@ -178,7 +193,11 @@ def test_a_nonzero_count_after_006_stops_before_007_and_leaves_the_database_exac
 
 
 def test_a_failure_in_the_last_statement_of_008_rolls_everything_back(
-    gate: CheckpointDatabases, staging: str, migrator: PasswordRole, window: dict[str, Path], migrations_copy: Path
+    gate: CheckpointDatabases,
+    staging: str,
+    migrator: PasswordRole,
+    window: dict[str, Path],
+    migrations_copy: Path,
 ) -> None:
     path = migrations_copy / MIGRATION_008
     sql = path.read_text()
@@ -214,12 +233,18 @@ UNUSABLE_INDEX = (
 
 
 def test_a_failure_after_the_commit_restores_the_backup_exactly(
-    gate: CheckpointDatabases, staging: str, migrator: PasswordRole, window: dict[str, Path], migrations_copy: Path
+    gate: CheckpointDatabases,
+    staging: str,
+    migrator: PasswordRole,
+    window: dict[str, Path],
+    migrations_copy: Path,
 ) -> None:
     (migrations_copy / "009_unusable_index.sql").write_text(UNUSABLE_INDEX)
     before = full_dump(gate.server, staging)
 
-    run = playbook(migrator.url(staging), window, "--migrations-dir", str(migrations_copy), "--yes", "--no-smoke")
+    run = playbook(
+        migrator.url(staging), window, "--migrations-dir", str(migrations_copy), "--yes", "--no-smoke"
+    )
 
     assert run.returncode == 1, run.output[-4000:]
     error = one_error_line(run)
@@ -234,7 +259,11 @@ def test_a_failure_after_the_commit_restores_the_backup_exactly(
 
 
 def test_without_yes_and_without_a_terminal_the_restore_is_refused_and_the_record_says_how(
-    gate: CheckpointDatabases, staging: str, migrator: PasswordRole, window: dict[str, Path], migrations_copy: Path
+    gate: CheckpointDatabases,
+    staging: str,
+    migrator: PasswordRole,
+    window: dict[str, Path],
+    migrations_copy: Path,
 ) -> None:
     (migrations_copy / "009_unusable_index.sql").write_text(UNUSABLE_INDEX)
     before = full_dump(gate.server, staging)
@@ -263,8 +292,35 @@ def test_without_yes_and_without_a_terminal_the_restore_is_refused_and_the_recor
     assert full_dump(gate.server, staging) == before
 
 
+def test_on_a_terminal_the_restore_is_asked_for_and_done_when_answered_yes(
+    gate: CheckpointDatabases, staging: str, window: dict[str, Path], migrations_copy: Path
+) -> None:
+    (migrations_copy / "009_unusable_index.sql").write_text(UNUSABLE_INDEX)
+    before = full_dump(gate.server, staging)
+    terminal, program_side = pty.openpty()
+    try:
+        os.write(terminal, b"y\n")  # the operator's answer, waiting in the terminal's input
+        done = subprocess.run(
+            [sys.executable, "-m", "migration_gate.cli", "playbook", "--database", staging,
+             "--backup", str(window["backup"]), "--report-dir", str(window["report"]),
+             "--migrations-dir", str(migrations_copy), "--no-smoke"],
+            stdin=program_side, capture_output=True, text=True, cwd=REPO, timeout=600, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(program_side)
+        os.close(terminal)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"from {window['backup']}? [y/N]" in done.stdout
+    assert change_record(window)["outcome"] == "restored"
+    assert full_dump(gate.server, staging) == before
+
+
 def test_a_failing_smoke_test_restores_the_backup(
-    gate: CheckpointDatabases, staging: str, migrator: PasswordRole, window: dict[str, Path], migrations_copy: Path
+    gate: CheckpointDatabases,
+    staging: str,
+    migrator: PasswordRole,
+    window: dict[str, Path],
+    migrations_copy: Path,
 ) -> None:
     # Every check passes; only the application, creating a credential, finds out.
     (migrations_copy / "009_block_credentials.sql").write_text(
@@ -294,7 +350,10 @@ def test_a_failing_smoke_test_restores_the_backup(
     ("make_url", "message"),
     [
         (lambda role, url: f"postgresql://{role.name}:{role.password}@127.0.0.1:1/staging", "cannot connect"),
-        (lambda role, url: role.url(url).replace(role.password, "Wr0ng-S3cret-Guess"), "password authentication failed"),
+        (
+            lambda role, url: role.url(url).replace(role.password, "Wr0ng-S3cret-Guess"),
+            "password authentication failed",
+        ),
         (lambda role, url: role.url(url).rsplit("/", 1)[0] + "/no_such_database", "does not exist"),
     ],
     ids=["unreachable-server", "wrong-password", "missing-database"],
@@ -324,9 +383,18 @@ def _under_a_file(tmp_path: Path, name: str) -> Path:
         (lambda w, tmp: w.update(backup=tmp / "missing-dir" / "staging.backup"), "does not exist"),
         (lambda w, tmp: w["backup"].write_bytes(b"an older backup"), "is never overwritten"),
         (lambda w, tmp: w.update(report=_under_a_file(tmp, "record")), "--report-dir"),
-        (lambda w, tmp: (w["report"].mkdir(), (w["report"] / "report.json").write_text("{}")), "already holds a change record"),
+        (
+            lambda w, tmp: (w["report"].mkdir(), (w["report"] / "report.json").write_text("{}")),
+            "already holds a change record",
+        ),
     ],
-    ids=["backup-dir-unwritable", "backup-dir-missing", "backup-exists", "report-dir-unwritable", "report-dir-used"],
+    ids=[
+        "backup-dir-unwritable",
+        "backup-dir-missing",
+        "backup-exists",
+        "report-dir-unwritable",
+        "report-dir-used",
+    ],
 )
 def test_unwritable_or_taken_paths_are_refused_before_anything_is_touched(
     staging: str, migrator: PasswordRole, window: dict[str, Path], tmp_path: Path, arrange: Any, message: str
@@ -336,7 +404,9 @@ def test_unwritable_or_taken_paths_are_refused_before_anything_is_touched(
     run = playbook(migrator.url(staging), window)
     assert run.returncode == 2, run.output
     assert message in one_error_line(run)
-    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == existing, "something was written"
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == existing, (
+        "something was written"
+    )
     assert ledger_versions(staging) == [1, 2, 3, 4]
     assert migrator.password not in run.output
 
@@ -344,7 +414,10 @@ def test_unwritable_or_taken_paths_are_refused_before_anything_is_touched(
 def test_sessions_of_the_application_role_stop_the_run_unless_allowed(
     gate: CheckpointDatabases, staging: str, window: dict[str, Path]
 ) -> None:
-    with password_role(gate.server, grants=("fluxolab_devmode",)) as app_user, psycopg.connect(app_user.url(staging)):
+    with (
+        password_role(gate.server, grants=("fluxolab_devmode",)) as app_user,
+        psycopg.connect(app_user.url(staging)),
+    ):
         run = playbook(staging, window, "--no-smoke")
         assert run.returncode == 2, run.output
         error = one_error_line(run)

@@ -91,7 +91,10 @@ def test_a_rehearsal_that_stops_at_a_checkpoint_says_so_and_leaves_the_source_al
     ("make_url", "message"),
     [
         (lambda role, url: f"postgresql://{role.name}:{role.password}@127.0.0.1:1/staging", "cannot connect"),
-        (lambda role, url: role.url(url).replace(role.password, "Wr0ng-S3cret-Guess"), "password authentication failed"),
+        (
+            lambda role, url: role.url(url).replace(role.password, "Wr0ng-S3cret-Guess"),
+            "password authentication failed",
+        ),
         (lambda role, url: role.url(url).rsplit("/", 1)[0] + "/no_such_database", "does not exist"),
     ],
     ids=["unreachable-source", "wrong-password", "missing-database"],
