@@ -8,7 +8,7 @@ back afterwards: load it, run 005→008, then require every zero-count invariant
 model of section 2 (``migration_gate.model``) says. A failure shows the shrunk dataset
 as SQL that reproduces it.
 
-Profiles: ``ci`` (default, 150 derandomized examples) and ``nightly`` (5000, random);
+Profiles: ``ci`` (default, 120 derandomized examples) and ``nightly`` (5000, random);
 ``--hypothesis-profile nightly`` or ``HYPOTHESIS_PROFILE=nightly``.
 """
 

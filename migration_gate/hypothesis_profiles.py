@@ -1,0 +1,45 @@
+"""Hypothesis profiles for the property tests: ``ci`` (the default) and ``nightly``.
+
+Chosen with ``--hypothesis-profile NAME`` or the ``HYPOTHESIS_PROFILE`` environment
+variable. ``--hypothesis-profile`` is applied by Hypothesis' own pytest plugin while
+pytest configures, so the profiles must be registered by then: importing this module
+from a conftest (or the gate's plugin) does that. Importing it again later registers
+the same profiles and leaves a profile already chosen alone.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+PROFILE_ENV = "HYPOTHESIS_PROFILE"
+DEFAULT_PROFILE = "ci"
+
+# Each example migrates 005→008 in a transaction: tens of milliseconds, never a
+# deadline's business. Derandomized in CI so that the gate gives the same answer for
+# the same migrations; the nightly run explores new examples every night.
+settings.register_profile(
+    "ci",
+    max_examples=120,
+    deadline=None,
+    derandomize=True,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "nightly",
+    max_examples=5_000,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+def load_default() -> None:
+    """Load the profile named by HYPOTHESIS_PROFILE (``ci`` when unset), unless one was chosen already."""
+    if settings.get_current_profile_name() == "default":
+        settings.load_profile(os.environ.get(PROFILE_ENV) or DEFAULT_PROFILE)
+
+
+load_default()
