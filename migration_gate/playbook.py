@@ -313,7 +313,7 @@ class Validation:
             offending = ", ".join(f"{f.check} = {counts[f.check]}" for f in failures)
             raise Stop(f"checkpoint {name}", f"{offending} (must be 0)")
 
-    def _check(self, name: str, run: Callable[[], object]) -> bool:
+    def check(self, name: str, run: Callable[[], object]) -> bool:
         """One check in a savepoint (an SQL error fails that check, not the transaction)."""
         try:
             with self.conn.transaction():
@@ -330,14 +330,14 @@ class Validation:
         self.record.checks.append(CheckRecord(name, "passed"))
         return True
 
-    def _skip(self, name: str, why: str) -> None:
+    def skip(self, name: str, why: str) -> None:
         self.record.checks.append(CheckRecord(name, "skipped", why))
         self.progress(f"  skipped {name}: {why}")
 
     def final_checks(self, version: int, options: PlaybookOptions) -> None:
         conn = self.conn
         results: list[bool] = []
-        check = self._check
+        check = self.check
 
         def add(name: str, run: Callable[[], object]) -> None:
             results.append(check(name, run))
@@ -358,7 +358,7 @@ class Validation:
             payloads = self.legacy_payloads or 0
             add("conservation[activity_payloads]", lambda: structure.check_payloads_conserved(conn, payloads))
         else:
-            self._skip(
+            self.skip(
                 "conservation", "005 was already applied before this run: no pre-005 snapshot to compare with"
             )
         for query in explain.APPLICATION_QUERIES:
@@ -481,15 +481,15 @@ class Run:
         with self.step("index plans"), dsn.connect(self.options.database_url) as conn:
             validation = Validation(conn, self.pre, self.record, self.progress)
             for query in queries:
-                if not validation._check(
+                if not validation.check(
                     f"index_usable[{query.index}]", partial(explain.check_usable, conn, query)
                 ):
                     failed.append(f"index_usable[{query.index}]")
                 conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier("public", query.table)))
                 too_small = explain.too_small_for_chosen(conn, query)
                 if too_small:
-                    validation._skip(f"index_chosen[{query.index}]", too_small)
-                elif not validation._check(
+                    validation.skip(f"index_chosen[{query.index}]", too_small)
+                elif not validation.check(
                     f"index_chosen[{query.index}]", partial(explain.check_chosen, conn, query)
                 ):
                     failed.append(f"index_chosen[{query.index}]")

@@ -483,3 +483,23 @@ def test_a_database_migrated_by_another_runner_is_refused_rather_than_guessed(
     assert run.returncode == 2, run.output
     assert "no migration_gate.ledger" in one_error_line(run)
     assert not window["backup"].exists() and not window["report"].exists()
+
+
+def test_with_nothing_pending_the_playbook_only_validates(
+    gate: CheckpointDatabases, window: dict[str, Path]
+) -> None:
+    migrated = gate.clone("after_008")
+    try:
+        run = playbook(migrated, window, "--no-smoke")
+        assert run.returncode == 0, run.output[-4000:]
+        assert "nothing to apply" in run.stdout
+        record = change_record(window)
+        assert record["migrations"] == []
+        assert list(record["checkpoints"]) == ["current"] and set(
+            record["checkpoints"]["current"].values()
+        ) == {0}
+        statuses = {check["name"]: check["status"] for check in record["checks"]}
+        assert statuses["conservation"] == "skipped", "no pre-005 snapshot when 005 ran before"
+        assert statuses["ledger"] == "passed"
+    finally:
+        gate.server.drop_database(str(dsn.parse(migrated)["dbname"]))
