@@ -403,13 +403,11 @@ class Run:
         progress: Progress,
         confirm: Confirm,
     ) -> None:
-        self.options, self.pre, self.record, self.progress, self.confirm = (
-            options,
-            pre,
-            record,
-            progress,
-            confirm,
-        )
+        self.options = options
+        self.pre = pre
+        self.record = record
+        self.progress = progress
+        self.confirm = confirm
         self.before: fingerprint.Fingerprint | None = None
 
     @contextmanager
