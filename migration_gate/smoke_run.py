@@ -128,10 +128,14 @@ def smoke_runner(smoke_dir: Path) -> Callable[[str, Progress], list[CheckRecord]
 def _pytest(smoke_dir: Path, url: str, api_url: str, progress: Progress) -> list[CheckRecord]:
     with tempfile.TemporaryDirectory(prefix="migration-gate-smoke-") as tmp:
         junit = Path(tmp) / "smoke.xml"
-        env = {key: value for key, value in os.environ.items() if not key.startswith("FLUXOLAB_")}
+        # Not a worker of whatever pytest run (xdist) may have started the playbook.
+        inherited = ("FLUXOLAB_", "PYTEST_XDIST_", "PYTEST_CURRENT_TEST")
+        env = {key: value for key, value in os.environ.items() if not key.startswith(inherited)}
         env.update(FLUXOLAB_DATABASE_URL=url, FLUXOLAB_API_URL=api_url)
+        # The gate's plugin by name too: smoke tests kept outside this repository have no conftest.py loading it.
         command = [
             sys.executable, "-m", "pytest", str(smoke_dir.resolve()), "-q", "-p", "no:cacheprovider",
+            "-p", "migration_gate.pytest_plugin",
             f"--junitxml={junit}", "--webhook-receiver-url", f"http://127.0.0.1:{_free_port()}/",
         ]  # fmt: skip
         try:
