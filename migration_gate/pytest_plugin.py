@@ -13,11 +13,12 @@ from migration_gate.config import GateConfig
 from migration_gate.errors import EXIT_USAGE, GateError
 from migration_gate.existing import ExistingDatabase
 from migration_gate.plan import load_plan
-from migration_gate.runner import migrate
+from migration_gate.runner import AppliedMigration, migrate
 from migration_gate.server import DisposableServer, find_pg_ctl
 
 GATE_CONFIG = pytest.StashKey[GateConfig]()
-GATE_DATABASES = pytest.StashKey[CheckpointDatabases]()
+# What the session applied, for the summary: a title, each migration's timing, extra lines.
+GATE_APPLIED = pytest.StashKey[tuple[str, list[AppliedMigration], list[str]]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -80,29 +81,40 @@ def gate(request: pytest.FixtureRequest, gate_config: GateConfig) -> GateDatabas
     With --database-url: that database as it is, read-only; with --migrate, pending
     migrations are applied first (for rehearsals on a copy).
     """
+    # Progress goes straight to the terminal: a session fixture's prints are captured.
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    progress = reporter.write_line if reporter is not None else (lambda line: None)
     try:
         plan = load_plan(gate_config.migrations_dir)
         if gate_config.database_url is not None:
-            if gate_config.migrate:
-                migrate(gate_config.database_url, plan, progress=print)
+            applied = (
+                migrate(gate_config.database_url, plan, progress=progress) if gate_config.migrate else []
+            )
+            request.config.stash[GATE_APPLIED] = (
+                "migrations applied by --migrate (existing database)",
+                applied,
+                [],
+            )
             return ExistingDatabase(gate_config.database_url, gate_config.statement_timeout)
         server = request.getfixturevalue("disposable_server")
         databases = CheckpointDatabases(server, plan).build(gate_config.legacy_seed)
     except GateError as exc:
         pytest.fail(f"building the gate database failed: {exc}", pytrace=False)
-    request.config.stash[GATE_DATABASES] = databases
+    seed_line = f"{f'(legacy seed {gate_config.legacy_seed.name}, loaded at 004)':<45} {databases.seed_seconds:8.3f} s"
+    request.config.stash[GATE_APPLIED] = (
+        "migrations applied (disposable database, legacy seed)",
+        databases.applied,
+        [seed_line],
+    )
     return databases
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
-    databases = config.stash.get(GATE_DATABASES, None)
-    if databases is None:
+    title, applied, extra_lines = config.stash.get(GATE_APPLIED, ("", [], []))
+    if not title or not (applied or extra_lines):
         return
-    terminalreporter.section("migration-gate: migrations applied (disposable database, legacy seed)")
-    for applied in databases.applied:
-        terminalreporter.write_line(f"{applied.migration.file_name:<45} {applied.seconds:8.3f} s")
-    terminalreporter.write_line(f"{databases_seed_label(config):<45} {databases.seed_seconds:8.3f} s")
-
-
-def databases_seed_label(config: pytest.Config) -> str:
-    return f"(legacy seed {config.stash[GATE_CONFIG].legacy_seed.name}, loaded at 004)"
+    terminalreporter.section(f"migration-gate: {title}")
+    for result in applied:
+        terminalreporter.write_line(f"{result.migration.file_name:<45} {result.seconds:8.3f} s")
+    for line in extra_lines:
+        terminalreporter.write_line(line)
