@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from migration_gate import structure
-from migration_gate.checkpoints import LEGACY_TABLES, GateDatabases, checkpoints_from
+from migration_gate.checkpoints import GateDatabases, checkpoints_from
+from migration_gate.contract import LEGACY_TABLES
 from migration_gate.pytest_plugin import GATE_CONFIG
 
 

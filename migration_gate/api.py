@@ -27,17 +27,16 @@ from psycopg import errors as pg_errors
 from psycopg.types.json import Jsonb
 
 from migration_gate import dsn
+from migration_gate.contract import APP_ROLE, WORKSPACE_SCOPED_TABLES
 from migration_gate.errors import GateError, UsageError
 from migration_gate.webhook_delivery import DeliveryPolicy, DeliveryWorker
 
 log = logging.getLogger("migration_gate.api")
 
-APP_ROLE = "fluxolab_devmode"
 MAX_BODY_BYTES = 1 << 20
 BIGINT_MAX = 2**63 - 1
 DEFAULT_ACTIVITY_LIMIT = 50
 MAX_ACTIVITY_LIMIT = 500
-SCOPED_TABLES = ("credentials", "webhook_registrations", "webhook_events", "activities")
 SHUTDOWN_POLL_SECONDS = (
     0.05  # how soon serve_forever notices stop(); the default half second adds up in tests
 )
@@ -378,16 +377,16 @@ class ReferenceApi:
                 scoped = conn.execute(
                     "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'public'"
                     " AND column_name = 'workspace_id' AND table_name = ANY(%s)",
-                    (list(SCOPED_TABLES),),
+                    (list(WORKSPACE_SCOPED_TABLES),),
                 ).fetchone()
         except psycopg.Error as exc:
             raise UsageError(
                 f"cannot act as {APP_ROLE} on {dsn.describe(url)}: {dsn.scrub(first_line(exc), url)}"
             ) from None
-        if scoped is None or scoped[0] != len(SCOPED_TABLES):
+        if scoped is None or scoped[0] != len(WORKSPACE_SCOPED_TABLES):
             raise UsageError(
                 f"{dsn.describe(url)} is not migrated through 008 (workspace_id missing on "
-                f"{', '.join(SCOPED_TABLES)} as seen by {APP_ROLE}): run migration-gate migrate first"
+                f"{', '.join(WORKSPACE_SCOPED_TABLES)} as seen by {APP_ROLE}): run migration-gate migrate first"
             )
 
     def bind(self) -> ReferenceApi:

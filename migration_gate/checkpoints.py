@@ -19,6 +19,7 @@ from typing import Protocol
 import psycopg
 
 from migration_gate import dsn, runner
+from migration_gate.contract import LEGACY_TABLES
 from migration_gate.plan import Migration
 from migration_gate.server import DisposableServer
 
@@ -29,16 +30,6 @@ CHECKPOINTS: dict[str, str | None] = {
     "after_007": "007",
     "after_008": None,
 }
-LEGACY_TABLES = (
-    "users",
-    "profiles",
-    "workspaces",
-    "workspace_members",
-    "credentials",
-    "activities",
-    "webhook_registrations",
-    "webhook_events",
-)
 
 
 class GateDatabases(Protocol):

@@ -51,7 +51,8 @@ from migration_gate import (
     runner,
     structure,
 )
-from migration_gate.checkpoints import CHECKPOINTS, LEGACY_TABLES
+from migration_gate.checkpoints import CHECKPOINTS
+from migration_gate.contract import APP_ROLE, LEGACY_TABLES
 from migration_gate.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, GateError, MigrationFailed, UsageError
 from migration_gate.failures import CheckFailed
 from migration_gate.plan import Migration, load_plan
@@ -62,7 +63,6 @@ Confirm = Callable[[str], bool]
 # (url of the committed database, progress) → one record per smoke test
 SmokeRunner = Callable[[str, Progress], list[CheckRecord]]
 
-APP_ROLE = privileges.APP_ROLE
 # The checkpoints where the playbook pauses (section 3): after 006 and after 007.
 PAUSES = {int(last): name for name, last in CHECKPOINTS.items() if last is not None and name != "legacy"}
 # A migration waiting this long for a lock stops (and rolls back) instead of queueing the application behind it.

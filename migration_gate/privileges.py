@@ -14,10 +14,8 @@ from dataclasses import dataclass
 
 import psycopg
 
+from migration_gate.contract import APP_ROLE, ARCHIVE_SCHEMA, PUBLIC_TABLES
 from migration_gate.failures import CheckFailed, format_list
-
-APP_ROLE = "fluxolab_devmode"
-ARCHIVE_SCHEMA = "legacy_archive"
 
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 SEQUENCE_PRIVILEGES = ("USAGE", "SELECT", "UPDATE")
@@ -41,19 +39,8 @@ ROLE_ATTRIBUTES = {
 # What has_table_privilege applies to (tables, partitioned tables, views, matviews, foreign tables).
 TABLE_KINDS = ["r", "p", "v", "m", "f"]
 
-# The contract's tables in public after 008 (domain.md sections 1-2), and the identity
-# column behind each sequence there.
-CONTRACT_TABLES = (
-    "users",
-    "profiles",
-    "workspaces",
-    "workspace_members",
-    "credentials",
-    "activities",
-    "webhook_registrations",
-    "webhook_events",
-)
-CONTRACT_SEQUENCES = tuple(f"{table}.id" for table in CONTRACT_TABLES if table != "workspace_members")
+# The identity column behind each sequence of the contract's tables in public.
+CONTRACT_SEQUENCES = tuple(f"{table}.id" for table in PUBLIC_TABLES if table != "workspace_members")
 
 
 @dataclass(frozen=True)

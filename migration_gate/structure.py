@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import psycopg
 
+from migration_gate.contract import ARCHIVE_SCHEMA
 from migration_gate.failures import CheckFailed, format_rows
 
 SCHEMAS = ("public", "legacy_archive")
-ARCHIVE_SCHEMA = "legacy_archive"
 
 
 @dataclass(frozen=True)

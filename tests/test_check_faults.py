@@ -20,7 +20,8 @@ import psycopg
 import pytest
 
 from migration_gate import dsn, explain, invariants, ledger_check, privileges, structure
-from migration_gate.checkpoints import LEGACY_TABLES, CheckpointDatabases, GateDatabases
+from migration_gate.checkpoints import CheckpointDatabases, GateDatabases
+from migration_gate.contract import LEGACY_TABLES, PUBLIC_TABLES
 from migration_gate.failures import CheckFailed
 from migration_gate.plan import Migration, load_plan
 from migration_gate.profile_audit import profile_audit
@@ -74,7 +75,7 @@ def _sequence_privileges(column: str) -> Check:
 
 def _other_relations(ctx: Context) -> object:
     sequences = {privileges.identity_sequence(ctx.conn, column) for column in privileges.CONTRACT_SEQUENCES}
-    skip = {*privileges.CONTRACT_TABLES, *(name for name in sequences if name)}
+    skip = {*PUBLIC_TABLES, *(name for name in sequences if name)}
     return privileges.check_every_relation(ctx.conn, "public", skip=skip)
 
 
@@ -90,7 +91,7 @@ CHECKS: dict[str, Check] = {
     "legacy_archive present": lambda ctx: structure.check_archive_present(ctx.conn),
     **{f"conservation of {table}": _conservation(table) for table in LEGACY_TABLES},
     "payload conservation": lambda ctx: structure.check_payloads_conserved(ctx.conn, ctx.legacy_payloads),
-    **{f"privileges on {table}": _table_privileges(table) for table in privileges.CONTRACT_TABLES},
+    **{f"privileges on {table}": _table_privileges(table) for table in PUBLIC_TABLES},
     **{f"privileges on the sequence of {c}": _sequence_privileges(c) for c in privileges.CONTRACT_SEQUENCES},
     "privileges on other relations in public": _other_relations,
     "CONNECT on the database": lambda ctx: privileges.check_database(ctx.conn),
@@ -336,7 +337,7 @@ FAULTS = [
             f"REVOKE DELETE ON {table} FROM fluxolab_devmode",
             "DELETE",
         )
-        for table in privileges.CONTRACT_TABLES
+        for table in PUBLIC_TABLES
     ],
     Fault(
         "privileges on users", "TRUNCATE granted", "GRANT TRUNCATE ON users TO fluxolab_devmode", "TRUNCATE"
