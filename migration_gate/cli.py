@@ -362,6 +362,58 @@ def _add_restore(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=cmd_restore)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from migration_gate import bench
+
+    plan = load_plan(args.migrations_dir)
+    _say(f"benchmark of {args.migrations_dir} at {', '.join(f'{s:,}' for s in args.scales)} activities")
+    result = bench.bench(plan, args.scales, args.seed, args.gate_runs, progress=_say)
+    _say("")
+    for line in result.table():
+        _say(line)
+    for verdict, met in result.verdicts():
+        _say(f"{'met    ' if met else 'MISSED '} {verdict}")
+    if args.json:
+        bench.write_json(result, args.json)
+        _say(f"wrote {args.json}")
+    return EXIT_OK
+
+
+def _scales(text: str) -> list[int]:
+    parts = [part.strip().replace("_", "") for part in text.split(",")]
+    if not parts or not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of positive integers: {text!r}")
+    return [int(part) for part in parts]
+
+
+def _add_bench(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "bench",
+        help="time 005→008 against bulk-loading the legacy volume, and the gate against its floor",
+        description="For each scale (activities; users and the rest in proportion) on a disposable server: "
+        "load_s (COPY of the generated legacy volume), migrate_s (005→008) and each migration's time and "
+        "longest ACCESS EXCLUSIVE lock on a pre-existing table; then the gate against pg_ctl + psql.",
+    )
+    parser.add_argument(
+        "--scales",
+        type=_scales,
+        default=[10_000, 100_000, 1_000_000],
+        metavar="N,N,...",
+        help="numbers of activities (default 10000,100000,1000000)",
+    )
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--seed", type=_non_negative_int, default=0, metavar="S")
+    parser.add_argument(
+        "--gate-runs",
+        type=_non_negative_int,
+        default=3,
+        metavar="N",
+        help="runs of the gate and its floor, median reported (0 skips them; default 3)",
+    )
+    parser.add_argument("--migrations-dir", type=Path, default=Path(DEFAULT_MIGRATIONS_DIR), metavar="DIR")
+    parser.set_defaults(handler=cmd_bench)
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_migrate,
     _add_serve_api,
@@ -369,6 +421,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_playbook,
     _add_rehearse,
     _add_restore,
+    _add_bench,
 ]
 
 

@@ -1,0 +1,83 @@
+"""The benchmark measures what it says: lock probes, the JSON shape, bad input. Never timings."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from migration_gate import bench, dsn, ledger
+from migration_gate.plan import Migration, load_plan
+from tests.conftest import REPO, Run
+
+
+def migration(tmp_path: Path, sql: str) -> Migration:
+    directory = tmp_path / "migrations"
+    directory.mkdir(exist_ok=True)
+    (directory / "001_probe.sql").write_text(sql, encoding="utf-8")
+    return load_plan(directory)[0]
+
+
+@pytest.mark.parametrize(
+    ("sql", "locked"),
+    [
+        # ADD COLUMN takes ACCESS EXCLUSIVE on an existing table: measured.
+        ("ALTER TABLE existing ADD COLUMN extra int;", "existing"),
+        # DROP CONSTRAINT of a foreign key also locks the table it references.
+        ("ALTER TABLE child DROP CONSTRAINT child_parent_id_fkey;", "existing"),
+        # A table created by the migration itself is not pre-existing.
+        ("CREATE TABLE brand_new (id int); ALTER TABLE brand_new ADD COLUMN extra int;", None),
+        # Reading and inserting take no ACCESS EXCLUSIVE lock.
+        ("INSERT INTO existing (id) SELECT 1; SELECT count(*) FROM existing;", None),
+    ],
+)
+def test_access_exclusive_locks_on_pre_existing_tables_are_found(
+    fresh_database: str, tmp_path: Path, sql: str, locked: str | None
+) -> None:
+    with dsn.connect(fresh_database) as conn:
+        conn.execute("CREATE TABLE existing (id int PRIMARY KEY)")
+        conn.execute("CREATE TABLE child (parent_id int REFERENCES existing)")
+        ledger.ensure(conn)
+        run = bench.apply_measured(conn, migration(tmp_path, sql))
+        recorded = ledger.read(conn)
+    assert run.lock_table == locked
+    assert (run.lock_seconds > 0) == (locked is not None)
+    assert run.lock_seconds <= run.seconds
+    assert 1 in recorded, "a measured migration is recorded in the ledger like any other"
+
+
+def test_bench_reports_the_issue_json_shape(tmp_path: Path) -> None:
+    plan = load_plan(REPO / "migrations")
+    result = bench.bench(plan, [400], gate_runs=1)
+    target = tmp_path / "bench.json"
+    bench.write_json(result, target)
+    document = json.loads(target.read_text(encoding="utf-8"))
+    assert set(document) == {"scales", "gate"}
+    (scale,) = document["scales"]
+    assert set(scale) == {"activities", "load_s", "migrate_s", "ratio", "per_migration"}
+    assert scale["activities"] == 400
+    assert list(scale["per_migration"]) == [m.file_name for m in plan if m.version > 4]
+    assert scale["migrate_s"] == pytest.approx(
+        sum(m["seconds"] for m in scale["per_migration"].values()), abs=1e-3
+    )
+    assert scale["ratio"] == pytest.approx(scale["migrate_s"] / scale["load_s"], rel=1e-2)
+    # 008 rewrites tables that existed before it: it must report an ACCESS EXCLUSIVE lock.
+    assert scale["per_migration"]["008_webhooks_activities_alignment.sql"]["access_exclusive_table"]
+    assert set(document["gate"]) == {"floor_s", "gate_s", "ratio"}
+    assert document["gate"]["floor_s"] > 0 and document["gate"]["gate_s"] > 0
+    assert len(result.table()) == 3 and result.verdicts()
+
+
+@pytest.mark.parametrize("scales", ["0", "ten", "1000,,2000", "-5"])
+def test_cli_refuses_bad_scales_in_one_line(cli: Callable[..., Run], scales: str) -> None:
+    run = cli("bench", "--scales", scales)
+    assert run.returncode == 2
+    assert run.stderr.count("\n") == 1 and "Traceback" not in run.output
+
+
+def test_cli_refuses_a_missing_migrations_directory(cli: Callable[..., Run], tmp_path: Path) -> None:
+    run = cli("bench", "--scales", "100", "--migrations-dir", str(tmp_path / "nowhere"))
+    assert run.returncode == 2
+    assert "does not exist" in run.stderr and run.stderr.count("\n") == 1
