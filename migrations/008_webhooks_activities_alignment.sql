@@ -45,8 +45,9 @@ CREATE TABLE legacy_archive.activities (
 );
 
 -- Payloads of the activities that stay in public, once activities.payload is dropped.
+-- Its primary key is built once it is filled, below.
 CREATE TABLE legacy_archive.activity_payloads (
-    activity_id bigint PRIMARY KEY,
+    activity_id bigint NOT NULL,
     payload     jsonb NOT NULL
 );
 
@@ -61,21 +62,42 @@ WHERE u.id = r.user_id
   AND r.workspace_id IS NULL;
 
 -- A registration whose user was deleted has no workspace to go to: its events, then
--- itself, move to the archive. Events first, so the cascade has nothing left to do.
-WITH moved AS (
-    DELETE FROM webhook_events e
-    USING webhook_registrations r
-    WHERE r.id = e.registration_id
-      AND r.user_id IS NULL
-      AND r.workspace_id IS NULL
-    RETURNING e.id, e.registration_id, e.event_type, e.body, e.status, e.attempts,
-              e.created_at, e.processed_at
-)
+-- itself, move to the archive. Every other event belongs where its registration does.
+-- Each event is placed once into a temporary table; the archive is written from it,
+-- then the table is emptied and refilled with the rest, its keys and index rebuilt
+-- afterwards: the same reasons as for activities below, on fewer rows.
+CREATE TEMPORARY TABLE event_placements AS
+SELECT e.id, e.registration_id, e.event_type, e.body, e.status, e.attempts, e.created_at,
+       e.processed_at, r.workspace_id,
+       r.user_id IS NULL AND r.workspace_id IS NULL AS archived
+FROM webhook_events e
+JOIN webhook_registrations r ON r.id = e.registration_id;
+
 INSERT INTO legacy_archive.webhook_events
     (id, registration_id, event_type, body, status, attempts, created_at, processed_at)
 SELECT id, registration_id, event_type, body, status, attempts, created_at, processed_at
-FROM moved;
+FROM event_placements
+WHERE archived;
 
+ALTER TABLE webhook_events DROP CONSTRAINT webhook_events_registration_id_fkey;
+ALTER TABLE webhook_events DROP CONSTRAINT webhook_events_pkey;
+DROP INDEX idx_webhook_events_registration;
+TRUNCATE webhook_events;
+ALTER TABLE webhook_events ALTER COLUMN workspace_id SET NOT NULL;
+
+INSERT INTO webhook_events
+    (id, registration_id, event_type, body, status, attempts, created_at, processed_at, workspace_id)
+SELECT id, registration_id, event_type, body, status, attempts, created_at, processed_at, workspace_id
+FROM event_placements
+WHERE NOT archived;
+
+-- Dropped explicitly, not ON COMMIT: the file must also run statement by statement
+-- outside a transaction block (psql -f).
+DROP TABLE event_placements;
+
+ALTER TABLE webhook_events ADD CONSTRAINT webhook_events_pkey PRIMARY KEY (id);
+
+-- No event points at them any more, so nothing cascades.
 WITH moved AS (
     DELETE FROM webhook_registrations
     WHERE user_id IS NULL
@@ -87,96 +109,105 @@ INSERT INTO legacy_archive.webhook_registrations
 SELECT id, user_id, target_url, event_types, secret, active, created_at
 FROM moved;
 
--- An event belongs where its registration does. (The cascades above needed the
--- registration index; the backfill does not.)
-DROP INDEX idx_webhook_events_registration;
-
-UPDATE webhook_events e
-SET workspace_id = r.workspace_id
-FROM webhook_registrations r
-WHERE r.id = e.registration_id
-  AND e.workspace_id IS DISTINCT FROM r.workspace_id;
-
+ALTER TABLE webhook_events
+    ADD CONSTRAINT webhook_events_registration_id_fkey
+    FOREIGN KEY (registration_id) REFERENCES webhook_registrations ON DELETE CASCADE;
 CREATE INDEX idx_webhook_events_registration ON webhook_events (registration_id);
 
 -- Activities -----------------------------------------------------------------------
 
+-- Every activity gets a workspace and loses its payload, so every row is rewritten
+-- anyway. An UPDATE would write a new version of each whole row (payload included),
+-- insert into every index row by row and leave the table twice its size; instead each
+-- activity is placed once into a temporary table (never WAL-logged), the archive and
+-- the payload copies are written from it, and only then is the table emptied and
+-- refilled, its index and foreign keys rebuilt in one pass each. One transaction: a
+-- failure anywhere leaves activities as they were. (docs/performance.md: 15 s of
+-- UPDATE at 1M activities became under 3 s.)
+--
 -- The workspace an activity's payload names counts when "workspace_id" is
 --   * a JSON number with an integral value in bigint range (30, 30.0 and 3e1 all
 --     name 30; 30.5 and 1e400 name nothing), or
 --   * a JSON string of ASCII digits only, leading zeros allowed ("007" names 7;
 --     " 7", "+7", "-7", "7.0" and "" name nothing), whose value fits bigint,
 -- and that workspace exists and the activity has no user or its user is a member
--- there. Otherwise the user's default workspace applies.
+-- there. Otherwise the user's default workspace applies; with neither, NULL: the
+-- activity goes to the archive.
 -- Every cast sits behind a CASE guard (WHERE/AND evaluation order is not
 -- guaranteed), so no payload can raise: NULL, arrays, scalars and JSON null yield
 -- no "workspace_id" at all, and the digit string is measured before it is cast.
-DROP INDEX idx_activities_user;
-
-UPDATE activities a
-SET workspace_id = resolved.workspace_id
+CREATE TEMPORARY TABLE activity_placements AS
+SELECT s.id, s.user_id, s.action, s.payload, s.created_at,
+       CASE
+           WHEN w.id IS NOT NULL AND (s.user_id IS NULL OR m.user_id IS NOT NULL)
+               THEN w.id
+           ELSE u.default_workspace_id
+       END AS workspace_id
 FROM (
-    SELECT s.id,
-           CASE
-               WHEN w.id IS NOT NULL AND (s.user_id IS NULL OR m.user_id IS NOT NULL)
-                   THEN w.id
-               ELSE u.default_workspace_id
-           END AS workspace_id
-    FROM (
-        SELECT id,
-               user_id,
-               CASE jsonb_typeof(payload -> 'workspace_id')
-                   WHEN 'number' THEN (payload ->> 'workspace_id')::numeric
-                   WHEN 'string' THEN
-                       CASE
-                           WHEN payload ->> 'workspace_id' ~ '^[0-9]+$'
-                            AND length(ltrim(payload ->> 'workspace_id', '0')) <= 19
-                               THEN (payload ->> 'workspace_id')::numeric
-                       END
-               END AS named
-        FROM activities
-        WHERE workspace_id IS NULL
-        -- A fence: without it the planner copies this CASE into every use of "named"
-        -- below and parses each payload five times over.
-        OFFSET 0
-    ) s
-    LEFT JOIN workspaces w
-        ON w.id = CASE
-                      WHEN s.named = trunc(s.named) AND s.named BETWEEN 1 AND 9223372036854775807
-                          THEN s.named::bigint
-                  END
-    LEFT JOIN workspace_members m ON m.workspace_id = w.id AND m.user_id = s.user_id
-    LEFT JOIN users u ON u.id = s.user_id
-) resolved
-WHERE resolved.id = a.id
-  AND resolved.workspace_id IS NOT NULL;
+    SELECT id, user_id, action, payload, created_at,
+           CASE jsonb_typeof(payload -> 'workspace_id')
+               WHEN 'number' THEN (payload ->> 'workspace_id')::numeric
+               WHEN 'string' THEN
+                   CASE
+                       WHEN payload ->> 'workspace_id' ~ '^[0-9]+$'
+                        AND length(ltrim(payload ->> 'workspace_id', '0')) <= 19
+                           THEN (payload ->> 'workspace_id')::numeric
+                   END
+           END AS named
+    FROM activities
+    -- A fence: without it the planner copies this CASE into every use of "named"
+    -- below and parses each payload five times over.
+    OFFSET 0
+) s
+LEFT JOIN workspaces w
+    ON w.id = CASE
+                  WHEN s.named = trunc(s.named) AND s.named BETWEEN 1 AND 9223372036854775807
+                      THEN s.named::bigint
+              END
+LEFT JOIN workspace_members m ON m.workspace_id = w.id AND m.user_id = s.user_id
+LEFT JOIN users u ON u.id = s.user_id;
 
 -- An activity with neither a named workspace nor a user's default moves, payload
 -- included, to the archive.
-WITH moved AS (
-    DELETE FROM activities
-    WHERE workspace_id IS NULL
-    RETURNING id, user_id, action, payload, created_at
-)
 INSERT INTO legacy_archive.activities (id, user_id, action, payload, created_at)
 SELECT id, user_id, action, payload, created_at
-FROM moved;
+FROM activity_placements
+WHERE workspace_id IS NULL;
 
 -- The payloads of the activities that stay, JSON null included (it is not SQL NULL).
 INSERT INTO legacy_archive.activity_payloads (activity_id, payload)
 SELECT id, payload
-FROM activities
-WHERE payload IS NOT NULL;
+FROM activity_placements
+WHERE workspace_id IS NOT NULL
+  AND payload IS NOT NULL;
 
+ALTER TABLE legacy_archive.activity_payloads ADD PRIMARY KEY (activity_id);
+
+-- Refill without the per-row costs: no foreign key checked and no index maintained
+-- row by row; each is rebuilt afterwards in one pass.
+ALTER TABLE activities DROP CONSTRAINT activities_user_id_fkey;
+ALTER TABLE activities DROP CONSTRAINT activities_pkey;
+DROP INDEX idx_activities_user;
+TRUNCATE activities;
 ALTER TABLE activities DROP COLUMN payload;
+ALTER TABLE activities ALTER COLUMN workspace_id SET NOT NULL;
 
+INSERT INTO activities (id, user_id, action, created_at, workspace_id)
+SELECT id, user_id, action, created_at, workspace_id
+FROM activity_placements
+WHERE workspace_id IS NOT NULL;
+
+DROP TABLE activity_placements;
+
+ALTER TABLE activities ADD CONSTRAINT activities_pkey PRIMARY KEY (id);
+ALTER TABLE activities
+    ADD CONSTRAINT activities_user_id_fkey
+    FOREIGN KEY (user_id) REFERENCES users ON DELETE SET NULL;
 CREATE INDEX idx_activities_user ON activities (user_id);
 
 -- Constraints and indexes -----------------------------------------------------------
 
 ALTER TABLE webhook_registrations ALTER COLUMN workspace_id SET NOT NULL;
-ALTER TABLE webhook_events ALTER COLUMN workspace_id SET NOT NULL;
-ALTER TABLE activities ALTER COLUMN workspace_id SET NOT NULL;
 
 ALTER TABLE webhook_registrations
     ADD CONSTRAINT webhook_registrations_workspace_id_fkey
