@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 from migration_gate import dsn
 from migration_gate.errors import EXIT_OK, EXIT_USAGE, GateError, UsageError
 from migration_gate.plan import load_plan
+from migration_gate.server import interrupt_on_sigterm
 
 DEFAULT_MIGRATIONS_DIR = "migrations"
 
@@ -435,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    interrupt_on_sigterm()
     secret_url = getattr(args, "database", None) or getattr(args, "source", None)
     try:
         return int(args.handler(args))

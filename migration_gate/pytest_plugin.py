@@ -14,7 +14,7 @@ from migration_gate.errors import EXIT_USAGE, GateError
 from migration_gate.existing import ExistingDatabase
 from migration_gate.plan import load_plan
 from migration_gate.runner import AppliedMigration, migrate
-from migration_gate.server import DisposableServer, find_pg_ctl
+from migration_gate.server import DisposableServer, find_pg_ctl, interrupt_on_sigterm
 
 GATE_CONFIG = pytest.StashKey[GateConfig]()
 # What the session applied, for the summary: a title, each migration's timing, extra lines.
@@ -26,6 +26,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    interrupt_on_sigterm()
     try:
         config.stash[GATE_CONFIG] = gate_config_module.resolve(config)
     except GateError as exc:

@@ -12,9 +12,11 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -33,6 +35,8 @@ SERVER_SETTINGS = (
     "-c max_connections=100 -c shared_buffers=256MB -c maintenance_work_mem=256MB -c work_mem=32MB "
     "-c max_wal_size=4GB -c checkpoint_timeout=30min"
 )
+# Where distributions put the server binaries when they are not on PATH.
+SEARCH_GLOBS = ("/usr/lib/postgresql/*/bin/pg_ctl",)
 INSTALL_HINT = (
     "PostgreSQL server binaries (pg_ctl, initdb, postgres) not found on PATH or under "
     "/usr/lib/postgresql/*/bin: install them (Debian/Ubuntu: apt-get install postgresql; "
@@ -43,7 +47,7 @@ INSTALL_HINT = (
 def find_pg_ctl(explicit: str | None = None) -> Path:
     """``pg_ctl`` from an explicit path, MIGRATION_GATE_PG_CTL, PATH, or the newest Debian install."""
     debian = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"),
+        (path for pattern in SEARCH_GLOBS for path in glob.glob(pattern)),
         key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0,
         reverse=True,
     )
@@ -89,6 +93,19 @@ def _drop_privileges_wrapper(base: Path, pg_ctl: Path, user: pwd.struct_passwd) 
     wrapper.write_text(f"#!/bin/sh\n{command}\n")
     wrapper.chmod(stat.S_IRWXU)
     return wrapper
+
+
+def interrupt_on_sigterm() -> None:
+    """Treat SIGTERM (CI timeouts, ``kill``) like Ctrl-C, so cleanup runs and no server is orphaned."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    ):
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 class DisposableServer:
@@ -157,14 +174,36 @@ class DisposableServer:
         return lines[-1] if lines else "empty server log"
 
     def stop(self) -> None:
-        if self.started:
+        """Stop the server, whatever state start() left it in, then delete its files."""
+        if self.started or self._postmaster_pid() is not None:
             # Stopping a throwaway server must not mask the error that brought us here.
             with contextlib.suppress(Exception):
                 self.executor.stop()
             self.started = False
+        self._kill_leftover_postmaster()
         shutil.rmtree(self.base, ignore_errors=True)
         if self._wrapper_dir is not None:
             shutil.rmtree(self._wrapper_dir, ignore_errors=True)
+
+    def _postmaster_pid(self) -> int | None:
+        try:
+            first_line = (self.base / "data" / "postmaster.pid").read_text().split("\n", 1)[0]
+            pid = int(first_line)
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return None
+        return pid
+
+    def _kill_leftover_postmaster(self, timeout: float = 10.0) -> None:
+        """If pg_ctl could not stop it, an immediate shutdown: deleting its data under it would orphan it."""
+        pid = self._postmaster_pid()
+        if pid is None:
+            return
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGQUIT)
+        deadline = time.monotonic() + timeout
+        while self._postmaster_pid() is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def __enter__(self) -> DisposableServer:
         return self.start()
