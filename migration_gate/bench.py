@@ -185,6 +185,15 @@ def run_scale(
         server.drop_database(name)
 
 
+def median_run(runs: list[ScaleRun]) -> ScaleRun:
+    """Several runs of one scale as one: the median load, and the run with the median migration time."""
+    by_migrate = sorted(runs, key=lambda run: run.migrate_s)
+    middle = by_migrate[(len(by_migrate) - 1) // 2]
+    return ScaleRun(
+        middle.activities, middle.rows, statistics.median(run.load_s for run in runs), middle.migrations
+    )
+
+
 def _as_server_user(command: list[str]) -> list[str]:
     user = _server_os_user()
     if user is None:
@@ -345,15 +354,17 @@ def bench(
     gate_runs: int = 3,
     pg_ctl: str | None = None,
     progress: Progress = lambda line: None,
+    repeats: int = 1,
 ) -> BenchResult:
-    """Measure every scale on one disposable server, then the gate against its floor."""
+    """Measure every scale (``repeats`` times, medians kept) on one disposable server, then the gate."""
     if not any(m.version == 4 for m in plan) or plan[-1].version <= 4:
         raise UsageError("the benchmark needs migrations 001-004 and at least one after them")
     executable = find_pg_ctl(pg_ctl)
     results = []
     with DisposableServer(pg_ctl=str(executable)) as server:
         for activities in scales:
-            results.append(run_scale(server, plan, activities, seed, progress))
+            runs = [run_scale(server, plan, activities, seed, progress) for _ in range(max(1, repeats))]
+            results.append(median_run(runs))
     gate = run_gate(executable, plan, gate_runs, progress) if gate_runs else None
     return BenchResult(results, gate)
 

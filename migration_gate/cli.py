@@ -368,7 +368,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     plan = load_plan(args.migrations_dir)
     _say(f"benchmark of {args.migrations_dir} at {', '.join(f'{s:,}' for s in args.scales)} activities")
-    result = bench.bench(plan, args.scales, args.seed, args.gate_runs, progress=_say)
+    result = bench.bench(plan, args.scales, args.seed, args.gate_runs, progress=_say, repeats=args.repeats)
     _say("")
     for line in result.table():
         _say(line)
@@ -410,6 +410,13 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
         default=3,
         metavar="N",
         help="runs of the gate and its floor, median reported (0 skips them; default 3)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="runs per scale on a fresh database each, medians reported (default 1)",
     )
     parser.add_argument("--migrations-dir", type=Path, default=Path(DEFAULT_MIGRATIONS_DIR), metavar="DIR")
     parser.set_defaults(handler=cmd_bench)

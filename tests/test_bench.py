@@ -81,3 +81,13 @@ def test_cli_refuses_a_missing_migrations_directory(cli: Callable[..., Run], tmp
     run = cli("bench", "--scales", "100", "--migrations-dir", str(tmp_path / "nowhere"))
     assert run.returncode == 2
     assert "does not exist" in run.stderr and run.stderr.count("\n") == 1
+
+
+def test_repeated_runs_report_the_median_load_and_the_median_migration_run() -> None:
+    def run(load_s: float, migrate_s: float) -> bench.ScaleRun:
+        return bench.ScaleRun(100, 150, load_s, [bench.MigrationRun("008_x.sql", migrate_s, 0.0, None)])
+
+    kept = bench.median_run([run(1.0, 9.0), run(3.0, 2.0), run(2.0, 5.0)])
+    assert kept.load_s == 2.0
+    assert kept.migrate_s == 5.0
+    assert kept.ratio == 2.5
