@@ -133,22 +133,30 @@ class GateRun:
 
 
 def apply_measured(conn: psycopg.Connection, migration: Migration) -> MigrationRun:
-    """Apply one migration as the runner does, timing each statement and probing its locks."""
+    """Apply one migration as the runner does, timing each statement and probing its locks.
+
+    The probes' own time is left out of both the migration's time and the locks' times.
+    """
     pre_existing = [row[0] for row in conn.execute(_PRE_EXISTING_TABLES)]
-    first_held: dict[str, float] = {}
+    first_held: dict[str, tuple[float, float]] = {}  # table → (statement start, probing so far)
     timings: list[runner.StatementTiming] = []
+    probing = 0.0
     started = time.perf_counter()
     with conn.transaction():
         for statement in migration.statements():
             statement_started = time.perf_counter()
             timings += runner.execute_statements(conn, migration.file_name, [statement])
+            probe_started = time.perf_counter()
             for (table,) in conn.execute(_ACCESS_EXCLUSIVE_HELD, (pre_existing,)):
-                first_held.setdefault(table, statement_started)
-        ledger.record(conn, migration, (time.perf_counter() - started) * 1000)
+                first_held.setdefault(table, (statement_started, probing))
+            probing += time.perf_counter() - probe_started
+        ledger.record(conn, migration, (time.perf_counter() - started - probing) * 1000)
     ended = time.perf_counter()
-    held = {table: ended - since for table, since in first_held.items()}
+    held = {table: ended - since - (probing - before) for table, (since, before) in first_held.items()}
     table = max(held, key=lambda name: held[name]) if held else None
-    return MigrationRun(migration.file_name, ended - started, held[table] if table else 0.0, table, timings)
+    return MigrationRun(
+        migration.file_name, ended - started - probing, held[table] if table else 0.0, table, timings
+    )
 
 
 def run_scale(
