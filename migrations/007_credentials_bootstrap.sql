@@ -40,4 +40,4 @@ CREATE INDEX idx_credentials_user ON credentials (user_id);
 CREATE INDEX idx_credentials_workspace ON credentials (workspace_id);
 
 -- Fresh statistics, so the planner picks the new index as soon as the application runs.
-ANALYZE credentials;
+ANALYZE credentials (workspace_id);

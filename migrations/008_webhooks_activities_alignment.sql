@@ -228,4 +228,4 @@ CREATE INDEX idx_webhook_registrations_workspace ON webhook_registrations (works
 CREATE INDEX idx_webhook_events_workspace ON webhook_events (workspace_id);
 
 -- Fresh statistics, so the planner picks the new indexes as soon as the application runs.
-ANALYZE webhook_registrations, webhook_events, activities;
+ANALYZE webhook_registrations (workspace_id), webhook_events (workspace_id), activities (workspace_id);
