@@ -10,7 +10,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from migration_gate import invariants, volume_checkpoint
+# Imported for its side effect: the property tests' Hypothesis profiles (ci, nightly)
+# must be registered before Hypothesis' plugin applies --hypothesis-profile.
+from migration_gate import hypothesis_profiles, invariants, volume_checkpoint  # noqa: F401
 from migration_gate.checkpoints import CheckpointDatabases, GateDatabases, checkpoints_from
 from migration_gate.errors import GateError
 from migration_gate.pytest_plugin import GATE_CONFIG
