@@ -10,9 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-# Imported for its side effect: the property tests' Hypothesis profiles (ci, nightly)
-# must be registered before Hypothesis' plugin applies --hypothesis-profile.
-from migration_gate import hypothesis_profiles, invariants, volume_checkpoint  # noqa: F401
+from migration_gate import invariants, volume_checkpoint
 from migration_gate.checkpoints import CheckpointDatabases, GateDatabases, checkpoints_from
 from migration_gate.errors import GateError
 from migration_gate.pytest_plugin import GATE_CONFIG

@@ -7,7 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
+# Imported for its side effect: the Hypothesis profiles (ci, nightly) must be registered
+# before Hypothesis' own plugin applies --hypothesis-profile, in checks/ and tests/ alike.
 from migration_gate import config as gate_config_module
+from migration_gate import hypothesis_profiles  # noqa: F401
 from migration_gate.checkpoints import CheckpointDatabases, GateDatabases
 from migration_gate.config import GateConfig
 from migration_gate.errors import EXIT_USAGE, GateError
