@@ -25,6 +25,12 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(EXIT_USAGE)
 
 
+def _add_database(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--database", required=True, metavar="URL", help="postgresql://user:password@host:port/dbname"
+    )
+
+
 def _say(line: str) -> None:
     print(line, flush=True)
 
@@ -53,9 +59,7 @@ def _add_migrate(commands: argparse._SubParsersAction) -> None:
         help="apply pending migrations, one transaction per file, recorded in the ledger",
         description="Apply the pending migrations between --from and --to (inclusive) to --database.",
     )
-    parser.add_argument(
-        "--database", required=True, metavar="URL", help="postgresql://user:password@host:port/dbname"
-    )
+    _add_database(parser)
     parser.add_argument(
         "--from", dest="from_", metavar="X", help="first migration: 006 or 006_workspace_defaults.sql"
     )
@@ -119,9 +123,7 @@ def _add_serve_api(commands: argparse._SubParsersAction) -> None:
         help="serve the reference API of smoke/openapi.yaml against a migrated database",
         description="Serve the API the smoke tests speak, acting on --database as fluxolab_devmode.",
     )
-    parser.add_argument(
-        "--database", required=True, metavar="URL", help="postgresql://user:password@host:port/dbname"
-    )
+    _add_database(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=_port, default=8080, help="port to bind; 0 picks a free one")
     parser.add_argument(
@@ -155,9 +157,7 @@ def _add_generate(commands: argparse._SubParsersAction) -> None:
         description="Load legacy rows with every dirty case of section 1 into --database, migrated to 004 "
         "and empty; other tables grow in proportion to --users and --activities.",
     )
-    parser.add_argument(
-        "--database", required=True, metavar="URL", help="postgresql://user:password@host:port/dbname"
-    )
+    _add_database(parser)
     parser.add_argument("--users", type=_positive_int, required=True, metavar="N")
     parser.add_argument("--activities", type=_positive_int, required=True, metavar="M")
     parser.add_argument(
@@ -303,9 +303,7 @@ def _add_playbook(commands: argparse._SubParsersAction) -> None:
             "2 usage, connection or preflight problem, nothing touched."
         ),
     )
-    parser.add_argument(
-        "--database", required=True, metavar="URL", help="postgresql://user:password@host:port/dbname"
-    )
+    _add_database(parser)
     parser.add_argument(
         "--backup",
         required=True,
@@ -349,9 +347,7 @@ def _add_restore(commands: argparse._SubParsersAction) -> None:
         help="restore a playbook backup into the database it was taken from, and verify it",
         description="Restore --backup (taken by 'migration-gate playbook') into --database, only if it is the database it came from.",
     )
-    parser.add_argument(
-        "--database", required=True, metavar="URL", help="postgresql://user:password@host:port/dbname"
-    )
+    _add_database(parser)
     parser.add_argument(
         "--backup",
         required=True,
