@@ -418,8 +418,37 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=cmd_bench)
 
 
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from migration_gate import baseline
+
+    plan = load_plan(args.migrations_dir)
+    adopted = baseline.baseline(args.database, plan, args.to, pg_ctl=args.pg_ctl, progress=_say)
+    _say(f"recorded {len(adopted)} migration(s) as applied; run 'migration-gate migrate' for the rest")
+    return EXIT_OK
+
+
+def _add_baseline(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "baseline",
+        help="adopt a database migrated by another runner: record 001→Y in the ledger without running them",
+        description=(
+            "Record 001→Y as applied in --database's ledger, once a disposable build of 001→Y shows its catalog "
+            "(schemas, tables, columns, constraints, indexes) is exactly the database's. Nothing runs, and "
+            "any difference refuses the baseline with exit 2."
+        ),
+    )
+    _add_database(parser)
+    parser.add_argument("--to", required=True, metavar="Y", help="the last migration already applied: 004")
+    parser.add_argument("--migrations-dir", type=Path, default=Path(DEFAULT_MIGRATIONS_DIR), metavar="DIR")
+    parser.add_argument(
+        "--pg-ctl", metavar="PATH", help="pg_ctl of the disposable server used for the comparison"
+    )
+    parser.set_defaults(handler=cmd_baseline)
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_migrate,
+    _add_baseline,
     _add_serve_api,
     _add_generate,
     _add_playbook,

@@ -194,7 +194,8 @@ def preflight(options: PlaybookOptions, progress: Progress) -> Preflight:
             if tables and tables[0]:
                 raise UsageError(
                     f"{identity.database} has {tables[0]} table(s) in public but no migration_gate.ledger: another "
-                    "runner migrated it, and the playbook will not guess which files it applied"
+                    "runner migrated it, and the playbook will not guess which files it applied: adopt it first "
+                    "with 'migration-gate baseline --database URL --to 004' (it checks the schema is exactly that)"
                 )
         todo = runner.plan_run(plan, applied)  # refuses drift and holes before anything runs
         sessions = app_sessions(conn)

@@ -1,0 +1,103 @@
+"""Adopting a database the old runner migrated: recorded only when it is exactly at that version."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from migration_gate import dsn
+from migration_gate.server import DisposableServer
+from tests.conftest import REPO, run_cli
+
+MIGRATIONS = sorted((REPO / "migrations").glob("*.sql"))
+
+
+def migrate_like_the_old_runner(server: DisposableServer, url: str, upto: int) -> None:
+    """psql -f, file after file: what run-migrations.js did to staging, leaving no ledger."""
+    files = [str(path) for path in MIGRATIONS if int(path.name[:3]) <= upto]
+    arguments = [argument for path in files for argument in ("-f", path)]
+    subprocess.run(
+        [server.binary("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, *arguments],
+        check=True,
+        capture_output=True,
+    )
+
+
+def has_ledger(url: str) -> bool:
+    with dsn.connect(url) as conn:
+        return bool(conn.execute("SELECT to_regclass('migration_gate.ledger') IS NOT NULL").fetchone()[0])
+
+
+def test_a_database_at_004_without_a_ledger_is_adopted_and_then_migrates(
+    disposable_server: DisposableServer, fresh_database: str
+) -> None:
+    migrate_like_the_old_runner(disposable_server, fresh_database, 4)
+    run = run_cli("baseline", "--database", fresh_database, "--to", "004")
+    assert run.returncode == 0, run.output
+    with dsn.connect(fresh_database) as conn:
+        rows = conn.execute(
+            "SELECT version, duration_ms FROM migration_gate.ledger ORDER BY version"
+        ).fetchall()
+    assert [version for version, _ in rows] == [1, 2, 3, 4]
+    assert all(duration == 0 for _, duration in rows), "a baseline runs nothing"
+    rest = run_cli("migrate", "--database", fresh_database)
+    assert rest.returncode == 0, rest.output
+    assert "005_workspace_scoping.sql" in rest.stdout and "001_init.sql" not in rest.stdout
+
+
+@pytest.mark.parametrize(
+    ("drift", "expected"),
+    [
+        (
+            "ALTER TABLE public.activities DROP COLUMN payload",
+            "missing: column public.activities.payload jsonb",
+        ),
+        (
+            "ALTER TABLE public.users ADD COLUMN nickname text",
+            "not in the migrations: column public.users.nickname text",
+        ),
+        (
+            "ALTER TABLE public.credentials ALTER COLUMN secret DROP NOT NULL",
+            "column public.credentials.secret text NOT NULL",
+        ),
+        ("DROP INDEX public.idx_activities_user", "missing: index public.idx_activities_user"),
+    ],
+    ids=["column-missing", "column-extra", "not-null-dropped", "index-missing"],
+)
+def test_a_database_that_differs_from_004_is_refused_and_nothing_is_recorded(
+    disposable_server: DisposableServer, fresh_database: str, drift: str, expected: str
+) -> None:
+    migrate_like_the_old_runner(disposable_server, fresh_database, 4)
+    with dsn.connect(fresh_database) as conn:
+        conn.execute(drift.encode())
+    run = run_cli("baseline", "--database", fresh_database, "--to", "004")
+    assert run.returncode == 2, run.output
+    assert "is not exactly at 004_webhooks.sql, nothing recorded" in run.stderr
+    assert expected in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+    assert not has_ledger(fresh_database)
+
+
+def test_a_database_further_than_the_baseline_is_refused(
+    disposable_server: DisposableServer, fresh_database: str
+) -> None:
+    migrate_like_the_old_runner(disposable_server, fresh_database, 5)
+    run = run_cli("baseline", "--database", fresh_database, "--to", "004")
+    assert run.returncode == 2, run.output
+    assert "not in the migrations: column public.activities.workspace_id bigint" in run.stderr
+    assert not has_ledger(fresh_database)
+
+
+def test_a_database_with_a_ledger_is_not_baselined(fresh_database: str) -> None:
+    assert run_cli("migrate", "--database", fresh_database, "--to", "004").returncode == 0
+    run = run_cli("baseline", "--database", fresh_database, "--to", "004")
+    assert run.returncode == 2
+    assert "already has a ledger" in run.stderr
+
+
+def test_an_unknown_version_is_refused_before_connecting(tmp_path: Path) -> None:
+    run = run_cli("baseline", "--database", "postgresql://u:Sup3rS3cret@127.0.0.1:1/x", "--to", "042")
+    assert run.returncode == 2
+    assert "Sup3rS3cret" not in run.output
