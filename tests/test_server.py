@@ -110,3 +110,46 @@ def test_a_server_pg_ctl_could_not_stop_is_shut_down_before_its_files_go(
     disposable.stop()
     assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
     assert not disposable.base.exists()
+
+
+SYSTEM_PYTHON = Path("/usr/bin/python3")
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0, reason="already running as an ordinary user: every other test covers it"
+)
+@pytest.mark.skipif(
+    not SYSTEM_PYTHON.exists(),
+    reason="no system python3 that an unprivileged user may run (this venv's is root's)",
+)
+def test_an_ordinary_user_runs_the_server_directly() -> None:
+    """Laptops: no runuser wrapper, the server runs as the user who started the gate."""
+    repo = Path(__file__).resolve().parents[1]
+    site_packages = next((repo / ".venv" / "lib").glob("python3*/site-packages"))
+    script = textwrap.dedent(
+        """
+        import os
+        from migration_gate.server import DisposableServer
+        from migration_gate import dsn
+        with DisposableServer() as disposable:
+            pid = int(open(disposable.base / "data" / "postmaster.pid").readline())
+            uid = os.stat(f"/proc/{pid}").st_uid
+            with dsn.connect(disposable.url()) as conn:
+                answer = conn.execute("SELECT 1").fetchone()[0]
+            print(os.geteuid(), uid, disposable._wrapper_dir is None, answer)
+        """
+    )
+    done = subprocess.run(
+        ["runuser", "-u", "postgres", "--", str(SYSTEM_PYTHON), "-c", script],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": f"{site_packages}:{repo}"},
+        cwd="/tmp",
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    euid, server_uid, without_wrapper, answer = done.stdout.split()
+    assert euid == server_uid != "0"
+    assert without_wrapper == "True"
+    assert answer == "1"
