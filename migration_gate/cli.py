@@ -244,6 +244,7 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
         checks_dir=args.checks_dir,
         smoke_dir=None if args.no_smoke else args.smoke_dir,
         pg_ctl=args.pg_ctl,
+        baseline=args.baseline,
     )
     record = rehearse.rehearse(options, _scrubbed_say(args.source))
     return _conclude(record, args.source)
@@ -336,6 +337,11 @@ def _add_rehearse(commands: argparse._SubParsersAction) -> None:
         "--pg-ctl",
         metavar="PATH",
         help="pg_ctl of the disposable server (default: PATH, /usr/lib/postgresql/*/bin)",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="Y",
+        help="the source was migrated to Y by another runner (no ledger): adopt the copy first (see baseline)",
     )
     _add_run_options(parser)
     parser.set_defaults(handler=cmd_rehearse)

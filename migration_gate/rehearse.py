@@ -22,7 +22,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from migration_gate import backup, dsn, invariants, playbook
+from migration_gate import backup, baseline, dsn, invariants, playbook
 from migration_gate.errors import UsageError
 from migration_gate.existing import read_only_options
 from migration_gate.plan import load_plan
@@ -46,6 +46,8 @@ class RehearsalOptions:
     checks_dir: Path = Path("checks")
     smoke_dir: Path | None = Path("smoke")
     pg_ctl: str | None = None
+    # The source was migrated up to this version by another runner (no ledger): adopt the copy first.
+    baseline: str | None = None
 
 
 def _source_identity(url: str) -> tuple[backup.DatabaseIdentity, str]:
@@ -147,7 +149,7 @@ def rehearse(options: RehearsalOptions, progress: Progress = lambda line: None) 
     Anything that stops before the playbook starts raises UsageError (exit 2): the source
     was only read, and no change record is written.
     """
-    load_plan(options.migrations_dir)  # refuse bad migrations or checks before starting a server
+    plan = load_plan(options.migrations_dir)  # refuse bad migrations or checks before starting a server
     invariants.load(options.checks_dir)
     playbook.check_report_dir(options.report_dir)
     if options.smoke_dir is not None and not options.smoke_dir.is_dir():
@@ -180,6 +182,9 @@ def rehearse(options: RehearsalOptions, progress: Progress = lambda line: None) 
         )
         started = time.perf_counter()
         url = restore_copy(source_dump, name, owner, tools, server, progress)
+        adopted = []
+        if options.baseline is not None:
+            adopted = baseline.baseline(url, plan, options.baseline, pg_ctl=options.pg_ctl, progress=progress)
         rehearsal = {
             "source": identity.describe(),
             "source_dump_bytes": size,
@@ -188,6 +193,7 @@ def rehearse(options: RehearsalOptions, progress: Progress = lambda line: None) 
             "copy_restore_seconds": round(time.perf_counter() - started, 3),
             "disposable_server": f"PostgreSQL {local[1]} on 127.0.0.1:{server.port}, database {name}, as {SUPERUSER}",
             "note": "the backup below was taken from the disposable copy and is gone with it",
+            "baseline": [m.file_name for m in adopted],
         }
         smoke = None
         if options.smoke_dir is not None:

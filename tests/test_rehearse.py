@@ -108,3 +108,28 @@ def test_a_source_that_cannot_be_read_is_one_line_exit_2_and_nothing_is_written(
     assert message in one_error_line(run)
     assert not report.exists()
     assert reader.password not in run.output and "Wr0ng-S3cret-Guess" not in run.output
+
+
+def test_a_source_the_old_runner_migrated_is_adopted_on_the_copy_with_baseline(
+    gate: CheckpointDatabases, source: str, tmp_path: Path
+) -> None:
+    """Staging has no ledger of ours: --baseline 004 adopts the copy (never the source) first."""
+    with dsn.connect(source) as conn:
+        conn.execute("DROP SCHEMA migration_gate CASCADE")
+    before = full_dump(gate.server, source)
+
+    refused = rehearse(source, tmp_path / "without", "--no-smoke")
+    assert refused.returncode == 2, refused.output[-2000:]
+    assert "migration-gate baseline" in refused.output
+
+    run = rehearse(source, tmp_path / "with", "--no-smoke", "--baseline", "004")
+    assert run.returncode == 0, run.output[-4000:]
+    record = record_of(tmp_path / "with")
+    assert record["rehearsal"]["baseline"] == [
+        "001_init.sql",
+        "002_workspaces.sql",
+        "003_business_core.sql",
+        "004_webhooks.sql",
+    ]
+    assert [m["file_name"][:3] for m in record["migrations"]] == ["005", "006", "007", "008"]
+    assert full_dump(gate.server, source) == before, "the rehearsal wrote to its source"
