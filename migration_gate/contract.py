@@ -19,6 +19,34 @@ LEGACY_TABLES = (
     "webhook_registrations",
     "webhook_events",
 )
+# The columns of each legacy table that holds data, in the order 001-004 create them.
+LEGACY_COLUMNS: dict[str, tuple[str, ...]] = {
+    "users": ("id", "email", "name", "created_at"),
+    "workspaces": ("id", "owner_id", "name", "created_at"),
+    "workspace_members": ("workspace_id", "user_id", "profile_id", "created_at"),
+    "credentials": ("id", "user_id", "name", "provider", "secret", "created_at", "updated_at"),
+    "webhook_registrations": ("id", "user_id", "target_url", "event_types", "secret", "active", "created_at"),
+    "webhook_events": (
+        "id",
+        "registration_id",
+        "event_type",
+        "body",
+        "status",
+        "attempts",
+        "created_at",
+        "processed_at",
+    ),
+    "activities": ("id", "user_id", "action", "payload", "created_at"),
+}
+# legacy_archive after 008: what moved there keeps its pre-005 columns, plus archived_at;
+# the payloads of the activities that stayed are kept by id.
+ARCHIVE_TABLES: dict[str, tuple[str, ...]] = {
+    **{
+        table: (*LEGACY_COLUMNS[table], "archived_at")
+        for table in ("webhook_registrations", "webhook_events", "activities")
+    },
+    "activity_payloads": ("activity_id", "payload"),
+}
 # 008 leaves the same eight tables in public (and moves what it takes out to the archive).
 PUBLIC_TABLES = LEGACY_TABLES
 # The tables 005 scopes to a workspace and 007/008 make NOT NULL.

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from migration_gate.contract import ARCHIVE_SCHEMA
+from migration_gate.contract import ARCHIVE_SCHEMA, ARCHIVE_TABLES
 from migration_gate.failures import CheckFailed, format_rows
 
 SCHEMAS = ("public", "legacy_archive")
@@ -33,32 +33,6 @@ NOT_NULL_COLUMNS = (
     RequiredColumn("activities", "workspace_id", 8),
 )
 
-# legacy_archive after 008: the pre-005 columns of what moved there, plus archived_at.
-ARCHIVE_TABLES: dict[str, tuple[str, ...]] = {
-    "webhook_registrations": (
-        "id",
-        "user_id",
-        "target_url",
-        "event_types",
-        "secret",
-        "active",
-        "created_at",
-        "archived_at",
-    ),
-    "webhook_events": (
-        "id",
-        "registration_id",
-        "event_type",
-        "body",
-        "status",
-        "attempts",
-        "created_at",
-        "processed_at",
-        "archived_at",
-    ),
-    "activities": ("id", "user_id", "action", "payload", "created_at", "archived_at"),
-    "activity_payloads": ("activity_id", "payload"),
-}
 ARCHIVE_FROM_VERSION = 8
 PAYLOAD_GONE_FROM_VERSION = 8
 

@@ -30,6 +30,7 @@ from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
 from migration_gate import dsn, ledger
+from migration_gate.contract import LEGACY_COLUMNS
 from migration_gate.errors import UsageError
 
 Progress = Callable[[str], None]
@@ -63,24 +64,6 @@ TABLES = (
     "webhook_events",
     "activities",
 )
-COLUMNS = {
-    "users": ("id", "email", "name", "created_at"),
-    "workspaces": ("id", "owner_id", "name", "created_at"),
-    "workspace_members": ("workspace_id", "user_id", "profile_id", "created_at"),
-    "credentials": ("id", "user_id", "name", "provider", "secret", "created_at", "updated_at"),
-    "webhook_registrations": ("id", "user_id", "target_url", "event_types", "secret", "active", "created_at"),
-    "webhook_events": (
-        "id",
-        "registration_id",
-        "event_type",
-        "body",
-        "status",
-        "attempts",
-        "created_at",
-        "processed_at",
-    ),
-    "activities": ("id", "user_id", "action", "payload", "created_at"),
-}
 IDENTITY_TABLES = tuple(table for table in TABLES if table != "workspace_members")
 LEGACY_VERSIONS = (1, 2, 3, 4)
 
@@ -485,7 +468,7 @@ def generate(
         for table in TABLES:
             started = time.perf_counter()
             statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FREEZE)").format(
-                sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in COLUMNS[table])
+                sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in LEGACY_COLUMNS[table])
             )
             # The queued writer sends from a thread: Python formats the next block meanwhile.
             cursor = conn.cursor()
