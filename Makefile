@@ -24,6 +24,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check migration_gate tests checks smoke conftest.py
+	$(BIN)/ruff format --check migration_gate tests checks smoke conftest.py
 	$(BIN)/mypy
 
 bench: $(STAMP)
