@@ -227,19 +227,26 @@ def _plan_failure(
     )
 
 
+def _check_plan_scans_index(
+    conn: psycopg.Connection, query: ApplicationQuery, *, seqscan: bool, failure: str
+) -> dict[str, Any]:
+    __tracebackhide__ = True
+    check_definition(conn, query)
+    plan = explain(conn, query, seqscan=seqscan)
+    if not uses_index(plan, query.index):
+        raise _plan_failure(query, plan, failure, seqscan=seqscan)
+    return plan
+
+
 def check_usable(conn: psycopg.Connection, query: ApplicationQuery) -> dict[str, Any]:
     """With sequential scans off, the query's plan scans the contract's index (which must be right)."""
     __tracebackhide__ = True
-    check_definition(conn, query)
-    plan = explain(conn, query, seqscan=False)
-    if not uses_index(plan, query.index):
-        raise _plan_failure(
-            query,
-            plan,
-            f"not usable: even with enable_seqscan off the plan does not scan {query.index}",
-            seqscan=False,
-        )
-    return plan
+    return _check_plan_scans_index(
+        conn,
+        query,
+        seqscan=False,
+        failure=f"not usable: even with enable_seqscan off the plan does not scan {query.index}",
+    )
 
 
 def too_small_for_chosen(
@@ -265,13 +272,9 @@ def too_small_for_chosen(
 def check_chosen(conn: psycopg.Connection, query: ApplicationQuery) -> dict[str, Any]:
     """With the database's own planner settings, the planner picks the contract's index."""
     __tracebackhide__ = True
-    check_definition(conn, query)
-    plan = explain(conn, query, seqscan=True)
-    if not uses_index(plan, query.index):
-        raise _plan_failure(
-            query,
-            plan,
-            f"not chosen: with default planner settings the plan does not scan {query.index}",
-            seqscan=True,
-        )
-    return plan
+    return _check_plan_scans_index(
+        conn,
+        query,
+        seqscan=True,
+        failure=f"not chosen: with default planner settings the plan does not scan {query.index}",
+    )
