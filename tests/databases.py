@@ -10,11 +10,32 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import psycopg
+import pytest
 from psycopg import sql
 
 from migration_gate import dsn
 from migration_gate.backup import script_lines
 from migration_gate.server import DisposableServer
+
+# (make_url(role, url) -> a URL that cannot be used, what the one error line says): the
+# connection problems every command that takes a database URL must turn into exit 2.
+CONNECTION_PROBLEMS = [
+    pytest.param(
+        lambda role, url: f"postgresql://{role.name}:{role.password}@127.0.0.1:1/staging",
+        "cannot connect",
+        id="unreachable-server",
+    ),
+    pytest.param(
+        lambda role, url: role.url(url).replace(role.password, "Wr0ng-S3cret-Guess"),
+        "password authentication failed",
+        id="wrong-password",
+    ),
+    pytest.param(
+        lambda role, url: role.url(url).rsplit("/", 1)[0] + "/no_such_database",
+        "does not exist",
+        id="missing-database",
+    ),
+]
 
 
 def full_dump(server: DisposableServer, url: str) -> list[str]:

@@ -25,7 +25,7 @@ from migration_gate.checkpoints import CheckpointDatabases
 from migration_gate.invariants import load as load_invariants
 from migration_gate.plan import split
 from tests.conftest import REPO, Run
-from tests.databases import PasswordRole, full_dump, password_role
+from tests.databases import CONNECTION_PROBLEMS, PasswordRole, full_dump, password_role
 
 INVARIANTS = {inv.name: inv.from_version for inv in load_invariants(REPO / "checks")}
 MIGRATION_008 = "008_webhooks_activities_alignment.sql"
@@ -346,18 +346,7 @@ def test_a_failing_smoke_test_restores_the_backup(
 # -- Bad input: exit 2, one line, nothing touched, nothing written ----------------------------
 
 
-@pytest.mark.parametrize(
-    ("make_url", "message"),
-    [
-        (lambda role, url: f"postgresql://{role.name}:{role.password}@127.0.0.1:1/staging", "cannot connect"),
-        (
-            lambda role, url: role.url(url).replace(role.password, "Wr0ng-S3cret-Guess"),
-            "password authentication failed",
-        ),
-        (lambda role, url: role.url(url).rsplit("/", 1)[0] + "/no_such_database", "does not exist"),
-    ],
-    ids=["unreachable-server", "wrong-password", "missing-database"],
-)
+@pytest.mark.parametrize(("make_url", "message"), CONNECTION_PROBLEMS)
 def test_connection_problems_are_one_line_exit_2_and_nothing_is_written(
     staging: str, migrator: PasswordRole, window: dict[str, Path], make_url: Any, message: str
 ) -> None:

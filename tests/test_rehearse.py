@@ -15,7 +15,7 @@ import pytest
 
 from migration_gate import dsn
 from migration_gate.checkpoints import CheckpointDatabases
-from tests.databases import PasswordRole, full_dump, password_role
+from tests.databases import CONNECTION_PROBLEMS, PasswordRole, full_dump, password_role
 from tests.test_playbook import ledger_versions, migration_gate, one_error_line
 
 
@@ -87,18 +87,7 @@ def test_a_rehearsal_that_stops_at_a_checkpoint_says_so_and_leaves_the_source_al
     assert record["checkpoints"]["after_006"]["users_without_default_workspace"] == 1
 
 
-@pytest.mark.parametrize(
-    ("make_url", "message"),
-    [
-        (lambda role, url: f"postgresql://{role.name}:{role.password}@127.0.0.1:1/staging", "cannot connect"),
-        (
-            lambda role, url: role.url(url).replace(role.password, "Wr0ng-S3cret-Guess"),
-            "password authentication failed",
-        ),
-        (lambda role, url: role.url(url).rsplit("/", 1)[0] + "/no_such_database", "does not exist"),
-    ],
-    ids=["unreachable-source", "wrong-password", "missing-database"],
-)
+@pytest.mark.parametrize(("make_url", "message"), CONNECTION_PROBLEMS)
 def test_a_source_that_cannot_be_read_is_one_line_exit_2_and_nothing_is_written(
     source: str, reader: PasswordRole, tmp_path: Path, make_url: Any, message: str
 ) -> None:
