@@ -77,6 +77,9 @@ class MigrationRun:
     lock_seconds: float  # longest ACCESS EXCLUSIVE on a pre-existing table, 0 when none
     lock_table: str | None
     statements: list[runner.StatementTiming] = field(default_factory=list)
+    # Every pre-existing table held ACCESS EXCLUSIVE, and for how long: several often
+    # tie (a foreign key's two tables are locked by the same statement).
+    locks: dict[str, float] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         slowest = sorted(self.statements, key=lambda s: s.seconds, reverse=True)[:SLOWEST_STATEMENTS]
@@ -155,7 +158,7 @@ def apply_measured(conn: psycopg.Connection, migration: Migration) -> MigrationR
     held = {table: ended - since - (probing - before) for table, (since, before) in first_held.items()}
     table = max(held, key=lambda name: held[name]) if held else None
     return MigrationRun(
-        migration.file_name, ended - started - probing, held[table] if table else 0.0, table, timings
+        migration.file_name, ended - started - probing, held[table] if table else 0.0, table, timings, held
     )
 
 
