@@ -1,16 +1,49 @@
 -- 008: every webhook registration, webhook event and activity belongs to a workspace;
 -- what cannot be placed moves to legacy_archive, and activities.payload goes there too.
--- Nothing is deleted from public before a copy of it is in legacy_archive: webhook
--- events are emptied and refilled only once the rows that leave are in the archive and
--- the rest in a temporary table; activities are written to a new table, and the old
--- one, stripped to (id, payload), becomes legacy_archive.activity_payloads.
+--
+-- Webhook events and activities are rewritten, not updated: each gets a new table,
+-- written in one pass from the old one (an UPDATE writes a new version of every row,
+-- payload included, and maintains each index and foreign key row by row). Keys,
+-- foreign keys and indexes are built once the new tables are filled, one sorted pass
+-- or one join each. Nothing leaves public before a copy of it is in legacy_archive:
+-- the old events table is dropped only once the archive has the events that leave,
+-- and the old activities table, stripped to (id, payload), becomes
+-- legacy_archive.activity_payloads. One transaction: a failure anywhere, renames
+-- included, leaves every table as it was. (docs/performance.md has the timings.)
 
--- The FKs from 005 are dropped around the bulk backfills (one trigger call per row
--- otherwise) and re-added at the end, validated by one join each. For the same reason
--- the rewritten tables' keys and indexes are built after the fill rather than
--- maintained row by row, in random order, during it.
+-- A rewritten table keeps its columns, constraints, indexes, owner and privileges
+-- (rebuilt below), but nothing else of the old table would follow it: refuse, before
+-- anything is changed, rather than lose a trigger, a row-level security policy or a
+-- column privilege somebody added.
+DO $$
+DECLARE
+    rel   regclass;
+    found text;
+BEGIN
+    FOREACH rel IN ARRAY ARRAY['public.webhook_events', 'public.activities']::regclass[] LOOP
+        SELECT string_agg(what, ', ') INTO found
+        FROM (
+            SELECT 'trigger ' || quote_ident(tgname) AS what
+            FROM pg_trigger WHERE tgrelid = rel AND NOT tgisinternal
+            UNION ALL
+            SELECT 'policy ' || quote_ident(polname) FROM pg_policy WHERE polrelid = rel
+            UNION ALL
+            SELECT 'row level security' FROM pg_class WHERE oid = rel AND relrowsecurity
+            UNION ALL
+            SELECT 'privileges on column ' || quote_ident(attname)
+            FROM pg_attribute WHERE attrelid = rel AND attnum > 0 AND attacl IS NOT NULL
+        ) extras;
+        IF found IS NOT NULL THEN
+            RAISE EXCEPTION '008 rewrites % into a new table, which would not keep its %', rel, found
+                USING HINT = 'Drop them before 008 and re-create them on the new table after it.';
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- The FK from 005 is dropped around the registrations' backfill (one trigger call per
+-- row otherwise) and re-added at the end, validated by one join.
 ALTER TABLE webhook_registrations DROP CONSTRAINT webhook_registrations_workspace_id_fkey;
-ALTER TABLE webhook_events DROP CONSTRAINT webhook_events_workspace_id_fkey;
 
 -- Archive tables: the pre-005 columns, plus when the row was archived. No FKs: the
 -- rows they would point at are gone, which is why these rows are here.
@@ -56,58 +89,48 @@ FROM users u
 WHERE u.id = r.user_id
   AND r.workspace_id IS NULL;
 
+-- Webhook events ---------------------------------------------------------------------
+
 -- A registration whose user was deleted has no workspace to go to: its events, then
 -- itself, move to the archive. Every other event belongs where its registration does.
--- Each event is placed once into a temporary table; the archive is written from it,
--- then the table is emptied and refilled with the rest, its keys and index rebuilt
--- afterwards: the same reasons as for activities below, on fewer rows.
-CREATE TEMPORARY TABLE event_placements AS
-SELECT e.id, e.registration_id, e.event_type, e.body, e.status, e.attempts, e.created_at,
-       e.processed_at, r.workspace_id,
-       r.user_id IS NULL AND r.workspace_id IS NULL AS archived
-FROM webhook_events e
-JOIN webhook_registrations r ON r.id = e.registration_id;
+-- The old table's key and index go with it; the new table takes their names.
+ALTER TABLE webhook_events RENAME TO webhook_events_before_008;
+ALTER TABLE webhook_events_before_008 RENAME CONSTRAINT webhook_events_pkey TO webhook_events_before_008_pkey;
+ALTER SEQUENCE webhook_events_id_seq RENAME TO webhook_events_before_008_id_seq;
+DROP INDEX idx_webhook_events_registration;
 
 INSERT INTO legacy_archive.webhook_events
     (id, registration_id, event_type, body, status, attempts, created_at, processed_at)
-SELECT id, registration_id, event_type, body, status, attempts, created_at, processed_at
-FROM event_placements
-WHERE archived;
+SELECT e.id, e.registration_id, e.event_type, e.body, e.status, e.attempts, e.created_at, e.processed_at
+FROM webhook_events_before_008 e
+JOIN webhook_registrations r ON r.id = e.registration_id
+WHERE r.user_id IS NULL
+  AND r.workspace_id IS NULL;
 
-ALTER TABLE webhook_events DROP CONSTRAINT webhook_events_registration_id_fkey;
-ALTER TABLE webhook_events DROP CONSTRAINT webhook_events_pkey;
-DROP INDEX idx_webhook_events_registration;
-TRUNCATE webhook_events;
-ALTER TABLE webhook_events ALTER COLUMN workspace_id SET NOT NULL;
+CREATE TABLE webhook_events AS
+SELECT e.id, e.registration_id, e.event_type, e.body, e.status, e.attempts, e.created_at,
+       e.processed_at, r.workspace_id
+FROM webhook_events_before_008 e
+JOIN webhook_registrations r ON r.id = e.registration_id
+WHERE NOT (r.user_id IS NULL AND r.workspace_id IS NULL);
 
-INSERT INTO webhook_events
-    (id, registration_id, event_type, body, status, attempts, created_at, processed_at, workspace_id)
-SELECT id, registration_id, event_type, body, status, attempts, created_at, processed_at, workspace_id
-FROM event_placements
-WHERE NOT archived;
-
--- Dropped explicitly, not ON COMMIT: the file must also run statement by statement
--- outside a transaction block (psql -f).
-DROP TABLE event_placements;
-
-ALTER TABLE webhook_events ADD CONSTRAINT webhook_events_pkey PRIMARY KEY (id);
-
--- No event points at them any more, so nothing cascades.
-WITH moved AS (
-    DELETE FROM webhook_registrations
-    WHERE user_id IS NULL
-      AND workspace_id IS NULL
-    RETURNING id, user_id, target_url, event_types, secret, active, created_at
-)
-INSERT INTO legacy_archive.webhook_registrations
-    (id, user_id, target_url, event_types, secret, active, created_at)
-SELECT id, user_id, target_url, event_types, secret, active, created_at
-FROM moved;
-
+-- The columns, defaults and CHECK of 004 + 005, declared on the new table and checked
+-- in one scan.
 ALTER TABLE webhook_events
-    ADD CONSTRAINT webhook_events_registration_id_fkey
-    FOREIGN KEY (registration_id) REFERENCES webhook_registrations ON DELETE CASCADE;
-CREATE INDEX idx_webhook_events_registration ON webhook_events (registration_id);
+    ALTER COLUMN id SET NOT NULL,
+    ALTER COLUMN registration_id SET NOT NULL,
+    ALTER COLUMN event_type SET NOT NULL,
+    ALTER COLUMN body SET NOT NULL,
+    ALTER COLUMN status SET NOT NULL,
+    ALTER COLUMN status SET DEFAULT 'pending',
+    ALTER COLUMN attempts SET NOT NULL,
+    ALTER COLUMN attempts SET DEFAULT 0,
+    ALTER COLUMN created_at SET NOT NULL,
+    ALTER COLUMN created_at SET DEFAULT now(),
+    ALTER COLUMN workspace_id SET NOT NULL,
+    ADD CONSTRAINT webhook_events_status_check
+        CHECK (status IN ('pending', 'processing', 'delivered', 'failed'));
+ALTER TABLE webhook_events ALTER COLUMN id ADD GENERATED BY DEFAULT AS IDENTITY;
 
 -- Activities -----------------------------------------------------------------------
 
@@ -117,8 +140,7 @@ CREATE INDEX idx_webhook_events_registration ON webhook_events (registration_id)
 -- stripped of every column but id and payload, becomes
 -- legacy_archive.activity_payloads. Dropping a column only marks it dropped (no
 -- rewrite), so the archive keeps the old rows' bytes on disk until they are next
--- updated; nobody reads them. One transaction: a failure anywhere, renames included,
--- leaves activities as they were. (docs/performance.md has the timings.)
+-- updated; nobody reads them.
 ALTER TABLE activities RENAME TO activities_before_008;
 ALTER TABLE activities_before_008 RENAME CONSTRAINT activities_pkey TO activities_before_008_pkey;
 ALTER SEQUENCE activities_id_seq RENAME TO activities_before_008_id_seq;
@@ -126,57 +148,8 @@ ALTER SEQUENCE activities_id_seq RENAME TO activities_before_008_id_seq;
 ALTER TABLE activities_before_008 DROP CONSTRAINT activities_user_id_fkey;
 DROP INDEX idx_activities_user;
 
--- The columns in the order 003 + 005 - payload left them. Keys, foreign keys and
--- indexes are built once the table is filled, one sorted pass or one join each.
-CREATE TABLE activities (
-    id           bigint GENERATED BY DEFAULT AS IDENTITY,
-    user_id      bigint,
-    action       text NOT NULL,
-    created_at   timestamptz NOT NULL DEFAULT now(),
-    workspace_id bigint
-);
-
--- The new table has exactly the old one's owner and privileges (default privileges
--- may give it others), and so has its identity sequence, which continues where the
--- old one stood: an id is never handed out twice.
-DO $$
-DECLARE
-    old_table oid := 'public.activities_before_008'::regclass;
-    old_seq   oid := 'public.activities_before_008_id_seq'::regclass;
-    new_seq   text := pg_get_serial_sequence('public.activities', 'id');
-    pair      record;
-    acl       record;
-BEGIN
-    EXECUTE format('ALTER TABLE public.activities OWNER TO %I',
-                   (SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = old_table));
-    EXECUTE format('SELECT setval(%L, last_value, is_called) FROM %s', new_seq, old_seq::regclass);
-    FOR pair IN
-        SELECT old_table AS old_oid, 'public.activities'::regclass AS new_oid, 'TABLE' AS kind
-        UNION ALL
-        SELECT old_seq, new_seq::regclass, 'SEQUENCE'
-    LOOP
-        FOR acl IN
-            SELECT DISTINCT a.grantee
-            FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a
-            WHERE c.oid = pair.new_oid AND a.grantee <> c.relowner
-        LOOP
-            EXECUTE format('REVOKE ALL ON %s %s FROM %s', pair.kind, pair.new_oid::regclass,
-                           CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(acl.grantee)) END);
-        END LOOP;
-        FOR acl IN
-            SELECT a.grantee, a.privilege_type, a.is_grantable
-            FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a
-            WHERE c.oid = pair.old_oid AND a.grantee <> c.relowner
-        LOOP
-            EXECUTE format('GRANT %s ON %s %s TO %s%s', acl.privilege_type, pair.kind, pair.new_oid::regclass,
-                           CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(acl.grantee)) END,
-                           CASE WHEN acl.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
-        END LOOP;
-    END LOOP;
-END
-$$;
-
--- The workspace an activity's payload names counts when "workspace_id" is
+-- The new activities, written in one pass straight from the old table. The workspace
+-- an activity's payload names counts when "workspace_id" is
 --   * a JSON number with an integral value in bigint range (30, 30.0 and 3e1 all
 --     name 30; 30.5 and 1e400 name nothing), or
 --   * a JSON string of ASCII digits only, leading zeros allowed ("007" names 7;
@@ -186,37 +159,49 @@ $$;
 -- activity goes to the archive, just below.
 -- Every cast sits behind a CASE guard (WHERE/AND evaluation order is not
 -- guaranteed), so no payload can raise: NULL, arrays, scalars and JSON null yield
--- no "workspace_id" at all, and the digit string is measured before it is cast.
-INSERT INTO activities (id, user_id, action, created_at, workspace_id)
-SELECT s.id, s.user_id, s.action, s.created_at,
+-- no "workspace_id" at all, and a digit string is measured before it is cast.
+-- The join hashes on a bigint (a number is rounded to one), and a number's exact
+-- value is then compared with the workspace found: 30.5 rounds to 31 but is not 31.
+-- The payload is parsed once per use in that expression, no subquery in between, so
+-- that the whole statement can run in parallel workers; the planner does not know
+-- what parsing costs, and is told that handing rows to the leader is cheap by
+-- comparison (for this statement only).
+SET LOCAL parallel_tuple_cost = 0.01;
+
+CREATE TABLE activities AS
+SELECT a.id, a.user_id, a.action, a.created_at,
        CASE
-           WHEN w.id IS NOT NULL AND (s.user_id IS NULL OR m.user_id IS NOT NULL)
+           WHEN w.id IS NOT NULL AND (a.user_id IS NULL OR m.user_id IS NOT NULL)
                THEN w.id
            ELSE u.default_workspace_id
-       END
-FROM (
-    SELECT id, user_id, action, created_at,
-           CASE jsonb_typeof(payload -> 'workspace_id')
-               WHEN 'number' THEN (payload ->> 'workspace_id')::numeric
-               WHEN 'string' THEN
-                   CASE
-                       WHEN payload ->> 'workspace_id' ~ '^[0-9]+$'
-                        AND length(ltrim(payload ->> 'workspace_id', '0')) <= 19
-                           THEN (payload ->> 'workspace_id')::numeric
-                   END
-           END AS named
-    FROM activities_before_008
-    -- A fence: without it the planner copies this CASE into every use of "named"
-    -- below and parses each payload five times over.
-    OFFSET 0
-) s
+       END AS workspace_id
+FROM activities_before_008 a
 LEFT JOIN workspaces w
-    ON w.id = CASE
-                  WHEN s.named = trunc(s.named) AND s.named BETWEEN 1 AND 9223372036854775807
-                      THEN s.named::bigint
+    ON w.id = CASE jsonb_typeof(a.payload -> 'workspace_id')
+                  WHEN 'number' THEN
+                      CASE
+                          WHEN (a.payload -> 'workspace_id')::numeric BETWEEN 1 AND 9223372036854775807
+                              THEN (a.payload -> 'workspace_id')::numeric::bigint
+                      END
+                  WHEN 'string' THEN
+                      CASE
+                          WHEN a.payload ->> 'workspace_id' ~ '^0*[0-9]{1,18}$'
+                              THEN (a.payload ->> 'workspace_id')::bigint
+                          WHEN a.payload ->> 'workspace_id' ~ '^0*[0-9]{19}$' THEN
+                              CASE
+                                  WHEN (a.payload ->> 'workspace_id')::numeric <= 9223372036854775807
+                                      THEN (a.payload ->> 'workspace_id')::bigint
+                              END
+                      END
               END
-LEFT JOIN workspace_members m ON m.workspace_id = w.id AND m.user_id = s.user_id
-LEFT JOIN users u ON u.id = s.user_id;
+   AND w.id = CASE jsonb_typeof(a.payload -> 'workspace_id')
+                  WHEN 'number' THEN (a.payload -> 'workspace_id')::numeric
+                  ELSE w.id
+              END
+LEFT JOIN workspace_members m ON m.workspace_id = w.id AND m.user_id = a.user_id
+LEFT JOIN users u ON u.id = a.user_id;
+
+RESET parallel_tuple_cost;
 
 -- An activity with neither a named workspace nor a user's default moves, payload
 -- included, from the old table (whose key is still there) to the archive.
@@ -234,7 +219,90 @@ INSERT INTO legacy_archive.activities (id, user_id, action, payload, created_at)
 SELECT id, user_id, action, payload, created_at
 FROM moved;
 
-ALTER TABLE activities ALTER COLUMN workspace_id SET NOT NULL;
+-- The columns are those of 003 + 005 - payload, in that order; what CREATE TABLE AS
+-- does not carry over is declared now, checked in one scan.
+ALTER TABLE activities
+    ALTER COLUMN id SET NOT NULL,
+    ALTER COLUMN action SET NOT NULL,
+    ALTER COLUMN created_at SET NOT NULL,
+    ALTER COLUMN created_at SET DEFAULT now(),
+    ALTER COLUMN workspace_id SET NOT NULL;
+ALTER TABLE activities ALTER COLUMN id ADD GENERATED BY DEFAULT AS IDENTITY;
+
+-- Owners and privileges ----------------------------------------------------------
+
+-- Each new table has exactly the old one's owner and privileges (default privileges
+-- may give it others), and so has its identity sequence, which continues where the
+-- old one stood: an id is never handed out twice.
+DO $$
+DECLARE
+    name text;
+    old_table oid;
+    old_seq   oid;
+    new_table oid;
+    new_seq   oid;
+    pair      record;
+    acl       record;
+BEGIN
+    FOREACH name IN ARRAY ARRAY['webhook_events', 'activities'] LOOP
+        old_table := format('public.%I', name || '_before_008')::regclass;
+        old_seq := format('public.%I', name || '_before_008_id_seq')::regclass;
+        new_table := format('public.%I', name)::regclass;
+        new_seq := pg_get_serial_sequence(format('public.%I', name), 'id')::regclass;
+        EXECUTE format('ALTER TABLE %s OWNER TO %I', new_table::regclass,
+                       (SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = old_table));
+        EXECUTE format('SELECT setval(%L, last_value, is_called) FROM %s', new_seq::regclass, old_seq::regclass);
+        FOR pair IN
+            SELECT old_table AS old_oid, new_table AS new_oid, 'TABLE' AS kind
+            UNION ALL
+            SELECT old_seq, new_seq, 'SEQUENCE'
+        LOOP
+            FOR acl IN
+                SELECT DISTINCT a.grantee
+                FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a
+                WHERE c.oid = pair.new_oid AND a.grantee <> c.relowner
+            LOOP
+                EXECUTE format('REVOKE ALL ON %s %s FROM %s', pair.kind, pair.new_oid::regclass,
+                               CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(acl.grantee)) END);
+            END LOOP;
+            FOR acl IN
+                SELECT a.grantee, a.privilege_type, a.is_grantable
+                FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a
+                WHERE c.oid = pair.old_oid AND a.grantee <> c.relowner
+            LOOP
+                EXECUTE format('GRANT %s ON %s %s TO %s%s', acl.privilege_type, pair.kind, pair.new_oid::regclass,
+                               CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(acl.grantee)) END,
+                               CASE WHEN acl.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+            END LOOP;
+        END LOOP;
+    END LOOP;
+END
+$$;
+
+-- Every event that leaves is in the archive, every other one in the new table.
+DROP TABLE webhook_events_before_008;
+
+-- Webhook registrations without a workspace -----------------------------------------
+
+-- No event points at them any more, so nothing cascades.
+WITH moved AS (
+    DELETE FROM webhook_registrations
+    WHERE user_id IS NULL
+      AND workspace_id IS NULL
+    RETURNING id, user_id, target_url, event_types, secret, active, created_at
+)
+INSERT INTO legacy_archive.webhook_registrations
+    (id, user_id, target_url, event_types, secret, active, created_at)
+SELECT id, user_id, target_url, event_types, secret, active, created_at
+FROM moved;
+
+ALTER TABLE webhook_events ADD CONSTRAINT webhook_events_pkey PRIMARY KEY (id);
+ALTER TABLE webhook_events
+    ADD CONSTRAINT webhook_events_registration_id_fkey
+    FOREIGN KEY (registration_id) REFERENCES webhook_registrations ON DELETE CASCADE;
+CREATE INDEX idx_webhook_events_registration ON webhook_events (registration_id);
+
+-- The old activities become the payload archive ------------------------------------
 
 -- The old table becomes legacy_archive.activity_payloads (activity_id, payload): the
 -- payloads of the activities that stay, JSON null included (it is not SQL NULL). No
