@@ -159,13 +159,14 @@ DROP INDEX idx_activities_user;
 -- activity goes to the archive, just below.
 -- Every cast sits behind a CASE guard (WHERE/AND evaluation order is not
 -- guaranteed), so no payload can raise: NULL, arrays, scalars and JSON null yield
--- no "workspace_id" at all, and a digit string is measured before it is cast.
--- The join hashes on a bigint (a number is rounded to one), and a number's exact
--- value is then compared with the workspace found: 30.5 rounds to 31 but is not 31.
--- The payload is parsed once per use in that expression, no subquery in between, so
--- that the whole statement can run in parallel workers; the planner does not know
--- what parsing costs, and is told that handing rows to the leader is cheap by
--- comparison (for this statement only).
+-- no "workspace_id" at all, and a digit string is measured before it is cast (up to
+-- 18 significant digits always fit; 19 are compared with bigint's maximum first).
+-- The join hashes on a bigint (a number in range is rounded to one), and a number's
+-- exact value is then compared with the workspace found: 30.5 rounds to 31 but is
+-- not 31. There is no subquery computing the named workspace once: it would keep the
+-- joins out of parallel workers, and the payload lookups it would save are cheap.
+-- The planner does not know what parsing the payloads costs, and is told that
+-- handing rows to the leader is cheap by comparison (for this statement only).
 SET LOCAL parallel_tuple_cost = 0.01;
 
 CREATE TABLE activities AS
@@ -181,16 +182,19 @@ LEFT JOIN workspaces w
                   WHEN 'number' THEN
                       CASE
                           WHEN (a.payload -> 'workspace_id')::numeric BETWEEN 1 AND 9223372036854775807
-                              THEN (a.payload -> 'workspace_id')::numeric::bigint
+                              THEN (a.payload -> 'workspace_id')::bigint
                       END
                   WHEN 'string' THEN
                       CASE
-                          WHEN a.payload ->> 'workspace_id' ~ '^0*[0-9]{1,18}$'
-                              THEN (a.payload ->> 'workspace_id')::bigint
-                          WHEN a.payload ->> 'workspace_id' ~ '^0*[0-9]{19}$' THEN
+                          WHEN a.payload ->> 'workspace_id' ~ '^[0-9]+$' THEN
                               CASE
-                                  WHEN (a.payload ->> 'workspace_id')::numeric <= 9223372036854775807
+                                  WHEN length(ltrim(a.payload ->> 'workspace_id', '0')) <= 18
                                       THEN (a.payload ->> 'workspace_id')::bigint
+                                  WHEN length(ltrim(a.payload ->> 'workspace_id', '0')) = 19 THEN
+                                      CASE
+                                          WHEN (a.payload ->> 'workspace_id')::numeric <= 9223372036854775807
+                                              THEN (a.payload ->> 'workspace_id')::bigint
+                                      END
                               END
                       END
               END

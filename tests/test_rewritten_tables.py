@@ -144,3 +144,53 @@ def test_008_refuses_a_table_a_rewrite_would_strip(
         assert applied == 7
     finally:
         gate.server.drop_database(url.rsplit("/", 1)[1])
+
+
+BIGINT_MAX = 9223372036854775807
+
+
+@pytest.mark.parametrize(
+    ("payload", "placed"),
+    [
+        (f'{{"workspace_id": "{BIGINT_MAX}"}}', True),  # 19 significant digits, at the limit
+        (f'{{"workspace_id": "000{BIGINT_MAX}"}}', True),  # leading zeros do not count
+        (f'{{"workspace_id": {BIGINT_MAX}}}', True),
+        (f'{{"workspace_id": {BIGINT_MAX}.0}}', True),
+        ('{"workspace_id": 9.223372036854775807e18}', True),
+        (f'{{"workspace_id": {BIGINT_MAX - 1}.6}}', False),  # rounds to the workspace, is not it
+        (f'{{"workspace_id": "{BIGINT_MAX + 1}"}}', False),  # beyond bigint
+        (f'{{"workspace_id": {BIGINT_MAX + 1}}}', False),
+        (f'{{"workspace_id": " {BIGINT_MAX}"}}', False),
+    ],
+)
+def test_a_payload_names_a_workspace_at_the_edge_of_bigint_exactly(
+    gate: CheckpointDatabases, payload: str, placed: bool
+) -> None:
+    """008 hashes on a bigint and rechecks a number's exact value: the edges of that, one by one.
+
+    A workspace whose id is bigint's maximum, and an activity without a user naming it:
+    placed there, or (naming nothing) moved to the archive.
+    """
+    url = gate.clone("after_007")
+    try:
+        with dsn.connect(url) as conn:
+            owner = conn.execute("SELECT min(id) FROM public.users").fetchone()[0]
+            conn.execute(
+                "INSERT INTO public.workspaces (id, owner_id, name) VALUES (%s, %s, 'edge')", (BIGINT_MAX, owner)
+            )
+            activity = conn.execute(
+                "INSERT INTO public.activities (user_id, action, payload) VALUES (NULL, 'edge', %s) RETURNING id",
+                (payload,),
+            ).fetchone()[0]
+        runner.migrate(url, load_plan(REPO / "migrations"))
+        with dsn.connect(url) as conn:
+            landed = conn.execute("SELECT workspace_id FROM public.activities WHERE id = %s", (activity,)).fetchone()
+            archived = conn.execute(
+                "SELECT count(*) FROM legacy_archive.activities WHERE id = %s", (activity,)
+            ).fetchone()[0]
+        if placed:
+            assert landed == (BIGINT_MAX,) and archived == 0
+        else:
+            assert landed is None and archived == 1
+    finally:
+        gate.server.drop_database(url.rsplit("/", 1)[1])
