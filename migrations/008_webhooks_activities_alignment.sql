@@ -377,5 +377,5 @@ CREATE INDEX idx_webhook_registrations_workspace ON webhook_registrations (works
 CREATE INDEX idx_webhook_events_workspace ON webhook_events (workspace_id);
 
 -- Fresh statistics, so the planner picks the new indexes as soon as the application
--- runs; the new activities table has none at all until then.
-ANALYZE webhook_registrations (workspace_id), webhook_events (workspace_id), activities;
+-- runs; the new webhook_events and activities tables have none at all until then.
+ANALYZE webhook_registrations (workspace_id), webhook_events, activities;

@@ -176,7 +176,8 @@ def test_a_payload_names_a_workspace_at_the_edge_of_bigint_exactly(
         with dsn.connect(url) as conn:
             owner = conn.execute("SELECT min(id) FROM public.users").fetchone()[0]
             conn.execute(
-                "INSERT INTO public.workspaces (id, owner_id, name) VALUES (%s, %s, 'edge')", (BIGINT_MAX, owner)
+                "INSERT INTO public.workspaces (id, owner_id, name) VALUES (%s, %s, 'edge')",
+                (BIGINT_MAX, owner),
             )
             activity = conn.execute(
                 "INSERT INTO public.activities (user_id, action, payload) VALUES (NULL, 'edge', %s) RETURNING id",
@@ -184,7 +185,9 @@ def test_a_payload_names_a_workspace_at_the_edge_of_bigint_exactly(
             ).fetchone()[0]
         runner.migrate(url, load_plan(REPO / "migrations"))
         with dsn.connect(url) as conn:
-            landed = conn.execute("SELECT workspace_id FROM public.activities WHERE id = %s", (activity,)).fetchone()
+            landed = conn.execute(
+                "SELECT workspace_id FROM public.activities WHERE id = %s", (activity,)
+            ).fetchone()
             archived = conn.execute(
                 "SELECT count(*) FROM legacy_archive.activities WHERE id = %s", (activity,)
             ).fetchone()[0]
@@ -194,3 +197,20 @@ def test_a_payload_names_a_workspace_at_the_edge_of_bigint_exactly(
             assert landed is None and archived == 1
     finally:
         gate.server.drop_database(url.rsplit("/", 1)[1])
+
+
+@pytest.mark.parametrize("table", REWRITTEN)
+def test_the_new_table_has_statistics_on_every_column(gate: CheckpointDatabases, table: str) -> None:
+    """A new table starts without statistics: 008 gathers them, or the first plans are guesses."""
+    with gate.connect("after_008") as conn:
+        missing = [
+            name
+            for (name,) in conn.execute(
+                "SELECT a.attname FROM pg_attribute a"
+                " WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped"
+                " AND NOT EXISTS (SELECT FROM pg_stats s WHERE s.schemaname = 'public'"
+                " AND s.tablename = %s AND s.attname = a.attname)",
+                (f"public.{table}", table),
+            )
+        ]
+    assert missing == []
