@@ -13,17 +13,28 @@ FROM users u
 WHERE NOT EXISTS (SELECT FROM workspaces w WHERE w.owner_id = u.id)
 ORDER BY u.id;
 
--- Every owner holds the owner profile in each workspace they own: a missing row is
--- added (dated with the workspace), another profile is raised to owner. Rows that are
--- already right are left untouched.
+-- Every owner holds the owner profile in each workspace they own: another profile is
+-- raised to owner, a missing row is added (dated with the workspace). Rows that are
+-- already right are not touched, not even locked (INSERT ... ON CONFLICT DO UPDATE
+-- would lock every one of them, and WAL-log each lock).
+UPDATE workspace_members m
+SET profile_id = p.id
+FROM workspaces w, profiles p
+WHERE p.code = 'owner'
+  AND m.workspace_id = w.id
+  AND m.user_id = w.owner_id
+  AND m.profile_id <> p.id;
+
 INSERT INTO workspace_members (workspace_id, user_id, profile_id, created_at)
 SELECT w.id, w.owner_id, p.id, w.created_at
 FROM workspaces w
 CROSS JOIN profiles p
 WHERE p.code = 'owner'
-ON CONFLICT (workspace_id, user_id) DO UPDATE
-    SET profile_id = EXCLUDED.profile_id
-    WHERE workspace_members.profile_id IS DISTINCT FROM EXCLUDED.profile_id;
+  AND NOT EXISTS (
+      SELECT FROM workspace_members m
+      WHERE m.workspace_id = w.id
+        AND m.user_id = w.owner_id
+  );
 
 -- Default = oldest owned workspace, by created_at then id.
 UPDATE users u
