@@ -161,12 +161,13 @@ DROP INDEX idx_activities_user;
 -- guaranteed), so no payload can raise: NULL, arrays, scalars and JSON null yield
 -- no "workspace_id" at all, and a digit string is measured before it is cast (up to
 -- 18 significant digits always fit; 19 are compared with bigint's maximum first).
--- The named workspace is computed once per activity, as a bigint, in a subquery
--- that OFFSET 0 keeps the planner from flattening: flattened, the expression would
--- be copied into the join and evaluated again for every match. The planner does not
--- know what parsing the payloads costs, and is told that handing rows from parallel
--- workers to the leader is cheap by comparison (for this statement only), so that
--- the payloads are parsed in parallel.
+-- The named workspace is computed once per activity, as a bigint, in a LATERAL
+-- subquery: PostgreSQL evaluates it with the scan of the old table and hands the
+-- value up, where an expression written into the join condition would be evaluated
+-- again for every match. Unlike a subquery behind OFFSET 0, it leaves the whole
+-- statement free to run in parallel workers; the planner does not know what parsing
+-- the payloads costs, and is told that handing rows from the workers to the leader
+-- is cheap by comparison (for this statement only).
 SET LOCAL parallel_tuple_cost = 0.01;
 
 CREATE TABLE activities AS
@@ -176,33 +177,31 @@ SELECT a.id, a.user_id, a.action, a.created_at,
                THEN w.id
            ELSE u.default_workspace_id
        END AS workspace_id
-FROM (
-    SELECT id, user_id, action, created_at,
-           CASE jsonb_typeof(payload -> 'workspace_id')
+FROM activities_before_008 a
+LEFT JOIN LATERAL (
+    SELECT CASE jsonb_typeof(a.payload -> 'workspace_id')
                WHEN 'number' THEN
                    CASE
-                       WHEN (payload -> 'workspace_id')::numeric BETWEEN 1 AND 9223372036854775807
-                        AND (payload -> 'workspace_id')::numeric = trunc((payload -> 'workspace_id')::numeric)
-                           THEN (payload -> 'workspace_id')::bigint
+                       WHEN (a.payload -> 'workspace_id')::numeric BETWEEN 1 AND 9223372036854775807
+                        AND (a.payload -> 'workspace_id')::numeric = trunc((a.payload -> 'workspace_id')::numeric)
+                           THEN (a.payload -> 'workspace_id')::bigint
                    END
                WHEN 'string' THEN
                    CASE
-                       WHEN payload ->> 'workspace_id' ~ '^[0-9]+$' THEN
+                       WHEN a.payload ->> 'workspace_id' ~ '^[0-9]+$' THEN
                            CASE
-                               WHEN length(ltrim(payload ->> 'workspace_id', '0')) <= 18
-                                   THEN (payload ->> 'workspace_id')::bigint
-                               WHEN length(ltrim(payload ->> 'workspace_id', '0')) = 19 THEN
+                               WHEN length(ltrim(a.payload ->> 'workspace_id', '0')) <= 18
+                                   THEN (a.payload ->> 'workspace_id')::bigint
+                               WHEN length(ltrim(a.payload ->> 'workspace_id', '0')) = 19 THEN
                                    CASE
-                                       WHEN (payload ->> 'workspace_id')::numeric <= 9223372036854775807
-                                           THEN (payload ->> 'workspace_id')::bigint
+                                       WHEN (a.payload ->> 'workspace_id')::numeric <= 9223372036854775807
+                                           THEN (a.payload ->> 'workspace_id')::bigint
                                    END
                            END
                    END
-           END AS named
-    FROM activities_before_008
-    OFFSET 0
-) a
-LEFT JOIN workspaces w ON w.id = a.named
+           END AS id
+) named ON true
+LEFT JOIN workspaces w ON w.id = named.id
 LEFT JOIN workspace_members m ON m.workspace_id = w.id AND m.user_id = a.user_id
 LEFT JOIN users u ON u.id = a.user_id;
 
