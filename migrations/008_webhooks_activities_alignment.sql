@@ -205,7 +205,9 @@ LEFT JOIN workspaces w ON w.id = named.id
 LEFT JOIN workspace_members m ON m.workspace_id = w.id AND m.user_id = a.user_id
 LEFT JOIN users u ON u.id = a.user_id;
 
-RESET parallel_tuple_cost;
+-- Back to the server's value for the rest of the transaction (RESET would also change
+-- the session's, which outlives it).
+SET LOCAL parallel_tuple_cost TO DEFAULT;
 
 -- An activity with neither a named workspace nor a user's default moves, payload
 -- included, from the old table (whose key is still there) to the archive.
