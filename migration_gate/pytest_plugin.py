@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -22,6 +23,10 @@ from migration_gate.server import DisposableServer, find_pg_ctl, interrupt_on_si
 GATE_CONFIG = pytest.StashKey[GateConfig]()
 # What the session applied, for the summary: a title, each migration's timing, extra lines.
 GATE_APPLIED = pytest.StashKey[tuple[str, list[AppliedMigration], list[str]]]()
+# Under pytest-xdist: the key of a worker's summary in its workeroutput, and the
+# summaries the controller received, by worker id.
+WORKER_SUMMARY = "migration_gate_summary"
+WORKER_SUMMARIES = pytest.StashKey[list[tuple[str, list[str]]]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -113,12 +118,37 @@ def gate(request: pytest.FixtureRequest, gate_config: GateConfig) -> GateDatabas
     return databases
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+def _summary(config: pytest.Config) -> list[str]:
+    """The summary's title, then its lines; empty when the session applied nothing."""
     title, applied, extra_lines = config.stash.get(GATE_APPLIED, ("", [], []))
     if not title or not (applied or extra_lines):
-        return
-    terminalreporter.section(f"migration-gate: {title}")
-    for result in applied:
-        terminalreporter.write_line(f"{result.migration.file_name:<45} {result.seconds:8.3f} s")
-    for line in extra_lines:
-        terminalreporter.write_line(line)
+        return []
+    lines = [f"{result.migration.file_name:<45} {result.seconds:8.3f} s" for result in applied]
+    return [title, *lines, *extra_lines]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # Under pytest-xdist each worker builds its own gate database and the controller,
+    # which prints the summary, builds none: a worker hands its summary over.
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput[WORKER_SUMMARY] = _summary(session.config)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """pytest-xdist's controller: keep each worker's summary for the terminal summary."""
+    summary = getattr(node, "workeroutput", {}).get(WORKER_SUMMARY)
+    if summary:
+        name = str(getattr(node.gateway, "id", "worker"))
+        node.config.stash.setdefault(WORKER_SUMMARIES, []).append((name, summary))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    own = _summary(config)
+    received: list[tuple[str, list[str]]] = config.stash.get(WORKER_SUMMARIES, [])
+    summaries = ([("", own)] if own else []) + sorted(received)
+    for worker, (title, *lines) in summaries:
+        terminalreporter.section(f"migration-gate: {title}" + (f" ({worker})" if worker else ""))
+        for line in lines:
+            terminalreporter.write_line(line)

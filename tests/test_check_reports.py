@@ -161,3 +161,29 @@ def test_a_malformed_check_file_is_refused_with_one_line(
     assert len(errors) == 1 and errors[0].startswith("ERROR: "), result.stderr.str()
     assert "orphans.sql: header lacks 'from:'" in errors[0]
     assert "Traceback" not in result.stderr.str() + result.stdout.str()
+
+
+def test_under_xdist_each_workers_migration_timings_reach_the_summary(
+    pytester: pytest.Pytester, gate_project: Path
+) -> None:
+    """Each worker builds its own gate database; the controller prints what each applied."""
+    result = pytester.runpytest_subprocess(
+        "checks/test_structure.py",
+        "-n",
+        "2",
+        "--migrations-dir",
+        str(REPO / "migrations"),
+        "--legacy-seed",
+        str(REPO / "fixtures" / "legacy_seed.sql"),
+        timeout=300,
+    )
+    output = result.stdout.str()
+    assert result.ret == 0, output
+    for worker in ("gw0", "gw1"):
+        section = re.search(
+            rf"migration-gate: migrations applied \(disposable database, legacy seed\) \({worker}\) =+\n(.*?)\n(?:=|$)",
+            output,
+            re.S,
+        )
+        assert section is not None, output
+        assert re.search(r"^008_webhooks_activities_alignment\.sql +\d+\.\d{3} s$", section.group(1), re.M)
