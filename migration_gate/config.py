@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,18 @@ SETTINGS = (
         env="FLUXOLAB_API_URL",
     ),
     Setting("webhook_receiver_url", "with --api-url: a URL the deployment can deliver webhooks to"),
+    Setting(
+        "smoke_actors",
+        "with --api-url: the two users the smoke tests act as, USER:WORKSPACE,OTHER_USER:OTHER_WORKSPACE "
+        "(default: two found in --database-url)",
+        env="FLUXOLAB_SMOKE_ACTORS",
+    ),
+    Setting(
+        "smoke_delivery_timeout",
+        "seconds the smoke tests wait for a webhook delivery to be delivered or failed",
+        "60",
+        env="FLUXOLAB_SMOKE_DELIVERY_TIMEOUT",
+    ),
 )
 
 
@@ -73,10 +86,32 @@ class GateConfig:
     api_url: str | None
     webhook_receiver_url: str | None
     api_token: str | None
+    smoke_actors: str | None = None
+    smoke_delivery_timeout: float = 60.0
 
     @property
     def disposable(self) -> bool:
         return self.database_url is None
+
+
+def _seconds(name: str, value: object) -> float:
+    try:
+        seconds = float(str(value))
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise UsageError(f"--{name.replace('_', '-')} {value!r}: expected a number of seconds above 0")
+    return seconds
+
+
+def _actors(value: object) -> str | None:
+    """USER:WORKSPACE,OTHER_USER:OTHER_WORKSPACE, checked here so that a typo is refused, not skipped."""
+    if value is None:
+        return None
+    pairs = str(value).split(",")
+    if len(pairs) != 2 or not all(re.fullmatch(r"\s*\d+\s*:\s*\d+\s*", pair) for pair in pairs):
+        raise UsageError(f"--smoke-actors {str(value)!r}: expected USER:WORKSPACE,OTHER_USER:OTHER_WORKSPACE")
+    return str(value)
 
 
 def resolve(config: pytest.Config) -> GateConfig:
@@ -106,6 +141,8 @@ def resolve(config: pytest.Config) -> GateConfig:
         api_url=values["api_url"],  # type: ignore[arg-type]
         webhook_receiver_url=values["webhook_receiver_url"],  # type: ignore[arg-type]
         api_token=os.environ.get("FLUXOLAB_API_TOKEN") or None,
+        smoke_actors=_actors(values["smoke_actors"]),
+        smoke_delivery_timeout=_seconds("smoke_delivery_timeout", values["smoke_delivery_timeout"] or "60"),
     )
     if gate_config.migrate and gate_config.disposable:
         raise UsageError(

@@ -11,7 +11,6 @@ nothing.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 import uuid
@@ -37,7 +36,7 @@ NO_SUCH_ID = 2**63 - 1  # a valid bigint no row will ever have in a smoke run
 # The reference API retries fast so a failing delivery settles in well under a second.
 REFERENCE_DELIVERY = DeliveryPolicy(max_attempts=3, backoff_seconds=0.02, timeout_seconds=5.0)
 REQUEST_TIMEOUT = 15.0
-DELIVERY_DEADLINE = float(os.environ.get("FLUXOLAB_SMOKE_DELIVERY_TIMEOUT", "60"))
+DELIVERY_DEADLINE = 60.0  # the default of --smoke-delivery-timeout
 
 T = TypeVar("T")
 
@@ -67,7 +66,8 @@ class Actors:
             )
         except ValueError:
             raise SmokeUnavailable(
-                f"{ACTORS_ENV}={text!r}: expected USER:WORKSPACE,OTHER_USER:OTHER_WORKSPACE"
+                f"smoke actors {text!r} (--smoke-actors or {ACTORS_ENV}): "
+                "expected USER:WORKSPACE,OTHER_USER:OTHER_WORKSPACE"
             ) from None
         return cls(user, workspace, other_user, other_workspace)
 
@@ -126,7 +126,8 @@ def discover_actors(conn: psycopg.Connection) -> Actors:
     row = conn.execute(_DISCOVER_ACTORS).fetchone()
     if row is None:
         raise SmokeUnavailable(
-            f"found no two users in distinct workspaces in the database: set {ACTORS_ENV}=U:W,U2:W2"
+            f"found no two users in distinct workspaces in the database: pass --smoke-actors U:W,U2:W2 "
+            f"(or set {ACTORS_ENV})"
         )
     return Actors(*row)
 
@@ -316,6 +317,7 @@ class Deployment:
     label: str
     reference: ReferenceApi | None = None  # set when the reference API is what is tested
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
+    delivery_deadline: float = DELIVERY_DEADLINE  # seconds to wait for a delivery to settle
 
     @property
     def delivery(self) -> DeliveryPolicy | None:
@@ -349,6 +351,7 @@ def reference_deployment(
     checkpoints: CheckpointDatabases,
     policy: DeliveryPolicy = REFERENCE_DELIVERY,
     prepare: Callable[[psycopg.Connection, Actors], None] | None = None,
+    delivery_deadline: float = DELIVERY_DEADLINE,
 ) -> Iterator[Deployment]:
     """The reference API on a private clone of the database after 008, dropped afterwards.
 
@@ -366,7 +369,15 @@ def reference_deployment(
         client = ApiClient(api.url)
         try:
             database = SmokeDatabase(lambda: dsn.connect(url), writable=True, label=f"clone {clone}")
-            yield Deployment(client, actors, database, f"reference API {api.url} on {clone}", api, run_id)
+            yield Deployment(
+                client,
+                actors,
+                database,
+                f"reference API {api.url} on {clone}",
+                api,
+                run_id,
+                delivery_deadline,
+            )
         finally:
             client.close()
             api.stop()
@@ -383,19 +394,20 @@ def existing_deployment(config: GateConfig, gate: GateDatabases | None) -> Deplo
         database = SmokeDatabase(
             lambda: gate.connect(checkpoint), writable=False, label=dsn.describe(gate.url(checkpoint))
         )
-    if os.environ.get(ACTORS_ENV):
-        actors = Actors.parse(os.environ[ACTORS_ENV])
+    if config.smoke_actors:
+        actors = Actors.parse(config.smoke_actors)
     elif database is not None:
         with database.connect() as conn:
             actors = discover_actors(conn)
     else:
         raise SmokeUnavailable(
-            f"--api-url without --database-url: name the users and workspaces to act as in "
-            f"{ACTORS_ENV}=USER:WORKSPACE,OTHER_USER:OTHER_WORKSPACE"
+            f"--api-url without --database-url: name the users and workspaces to act as with "
+            f"--smoke-actors or {ACTORS_ENV}=USER:WORKSPACE,OTHER_USER:OTHER_WORKSPACE"
         )
     return Deployment(
         ApiClient(config.api_url, config.api_token),
         actors,
         database,
         f"deployment {config.api_url}",
+        delivery_deadline=config.smoke_delivery_timeout,
     )

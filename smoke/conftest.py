@@ -37,7 +37,7 @@ def deployment(request: pytest.FixtureRequest, gate_config: GateConfig) -> Itera
     else:
         gate = request.getfixturevalue("gate")
         assert isinstance(gate, CheckpointDatabases)
-        with reference_deployment(gate) as target:
+        with reference_deployment(gate, delivery_deadline=gate_config.smoke_delivery_timeout) as target:
             yield target
 
 

@@ -6,7 +6,7 @@ import json
 import uuid
 from typing import Any
 
-from migration_gate.smoke import DELIVERY_DEADLINE, Deployment, WebhookReceiver, expect, wait_until
+from migration_gate.smoke import Deployment, WebhookReceiver, expect, wait_until
 from migration_gate.webhook_delivery import SIGNATURE_HEADER, signature_is_valid
 
 EVENT_STATUSES = ("pending", "processing", "delivered", "failed")
@@ -53,7 +53,7 @@ def settled(deployment: Deployment, event_id: int) -> dict[str, Any]:
         ),
         lambda event: event["status"] in ("delivered", "failed"),
         f"webhook event {event_id} delivered or failed",
-        DELIVERY_DEADLINE,
+        deployment.delivery_deadline,
     )
 
 

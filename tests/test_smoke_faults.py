@@ -124,15 +124,14 @@ GRANT_FAULTS = [
 def test_a_revoked_grant_fails_a_smoke_test_with_the_databases_permission_error(
     start_smoke: StartSmoke,
     receiver: WebhookReceiver,
-    monkeypatch: pytest.MonkeyPatch,
     privilege: str,
     table: str,
     module: str,
     test: str,
 ) -> None:
     # Nothing can be delivered here: give up polling soon (a fail-safe, not a timing check).
-    monkeypatch.setattr(smoke_module("test_webhooks"), "DELIVERY_DEADLINE", 1.0)
     deployment = start_smoke(f"REVOKE {privilege} ON public.{table} FROM fluxolab_devmode")
+    deployment.delivery_deadline = 1.0
     with pytest.raises(AssertionError) as failure:
         run_smoke_test(module, test, deployment, receiver=receiver)
     assert f"permission denied for table {table}" in str(failure.value)
@@ -374,17 +373,16 @@ def test_without_a_database_or_a_receiver_the_http_checks_run_and_the_rest_is_sk
 ) -> None:
     deployment = start_smoke()
     assert deployment.reference is not None
-    env = {"FLUXOLAB_SMOKE_ACTORS": str(deployment.actors), "FLUXOLAB_DATABASE_URL": ""}
+    env = {"FLUXOLAB_SMOKE_ACTORS": "", "FLUXOLAB_DATABASE_URL": ""}
     files = ("smoke/test_credentials.py", "smoke/test_webhooks.py")
-    run = run_pytest(*files, "--api-url", deployment.reference.url, env=env)
+    actors = ("--smoke-actors", str(deployment.actors))  # the flag; the environment variable above
+    run = run_pytest(*files, "--api-url", deployment.reference.url, *actors, env=env)
     assert run.returncode == 0, run.output
     # Every test checked its HTTP answers, then skipped only the part that reads the database.
     assert "HTTP answers checked; database verification skipped: no --database-url" in run.stdout, run.output
     assert " failed" not in run.stdout, run.output
     assert "pass --webhook-receiver-url" in run.stdout, run.output
-    without_actors = run_pytest(
-        files[0], "--api-url", deployment.reference.url, env={**env, "FLUXOLAB_SMOKE_ACTORS": ""}
-    )
+    without_actors = run_pytest(files[0], "--api-url", deployment.reference.url, env=env)
     assert without_actors.returncode == 0, without_actors.output
     assert "FLUXOLAB_SMOKE_ACTORS=USER:WORKSPACE" in without_actors.stdout, without_actors.output
 
@@ -446,3 +444,59 @@ def test_serve_api_serves_the_contract_and_stops_cleanly_on_ctrl_c(
         assert "stopped" in out and "Traceback" not in err, err
     finally:
         disposable_gate.server.drop_database(url.rsplit("/", 1)[1])
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        (
+            "--smoke-delivery-timeout",
+            "soon",
+            "--smoke-delivery-timeout 'soon': expected a number of seconds above 0",
+        ),
+        (
+            "--smoke-delivery-timeout",
+            "0",
+            "--smoke-delivery-timeout '0': expected a number of seconds above 0",
+        ),
+        (
+            "--smoke-delivery-timeout",
+            "inf",
+            "--smoke-delivery-timeout 'inf': expected a number of seconds above 0",
+        ),
+        ("--smoke-actors", "7:8", "--smoke-actors '7:8': expected USER:WORKSPACE,OTHER_USER:OTHER_WORKSPACE"),
+        (
+            "--smoke-actors",
+            "a:1,b:2",
+            "--smoke-actors 'a:1,b:2': expected USER:WORKSPACE,OTHER_USER:OTHER_WORKSPACE",
+        ),
+    ],
+)
+def test_a_bad_smoke_setting_is_refused_in_one_line_before_anything_runs(
+    option: str, value: str, message: str
+) -> None:
+    run = run_pytest("smoke/test_credentials.py", "--api-url", "http://127.0.0.1:9/", option, value)
+    assert run.returncode == pytest.ExitCode.USAGE_ERROR, run.output
+    errors = [line for line in run.stderr.splitlines() if line.strip()]
+    assert errors == [f"ERROR: {message}"], run.output
+    assert "Traceback" not in run.output
+
+
+def test_the_delivery_timeout_setting_bounds_the_wait_for_a_delivery(start_smoke: StartSmoke) -> None:
+    """Nothing can be delivered to a closed port: with --smoke-delivery-timeout 1 the test gives up fast."""
+    deployment = start_smoke("REVOKE UPDATE ON public.webhook_events FROM fluxolab_devmode")
+    assert deployment.reference is not None
+    run = run_pytest(
+        "smoke/test_webhooks.py",
+        "--api-url",
+        deployment.reference.url,
+        "--database-url",
+        deployment.reference.settings.database_url,
+        "--webhook-receiver-url",
+        f"http://127.0.0.1:{port_for.select_random()}/hooks",
+        "--smoke-delivery-timeout",
+        "1",
+        env={"FLUXOLAB_SMOKE_ACTORS": str(deployment.actors)},
+    )
+    assert run.returncode == 1, run.output
+    assert "delivered or failed: not reached within 1 s" in run.stdout, run.output
