@@ -333,16 +333,23 @@ def run_pytest(*args: str, env: dict[str, str] | None = None) -> Run:
     return Run(done.returncode, done.stdout, done.stderr)
 
 
-def test_a_deployment_passes_the_smoke_tests_verified_in_its_database(start_smoke: StartSmoke) -> None:
-    deployment = start_smoke()
+def deployed(deployment: Deployment) -> tuple[str, ...]:
+    """The options that point the smoke tests at a reference deployment and its database."""
     assert deployment.reference is not None
-    receiver_url = f"http://127.0.0.1:{port_for.select_random()}/hooks"
-    run = run_pytest(
-        "smoke",
+    return (
         "--api-url",
         deployment.reference.url,
         "--database-url",
         deployment.reference.settings.database_url,
+    )
+
+
+def test_a_deployment_passes_the_smoke_tests_verified_in_its_database(start_smoke: StartSmoke) -> None:
+    deployment = start_smoke()
+    receiver_url = f"http://127.0.0.1:{port_for.select_random()}/hooks"
+    run = run_pytest(
+        "smoke",
+        *deployed(deployment),
         "--webhook-receiver-url",
         receiver_url,
         env={"FLUXOLAB_SMOKE_ACTORS": ""},  # users and workspaces found in the database
@@ -355,13 +362,9 @@ def test_a_deployment_passes_the_smoke_tests_verified_in_its_database(start_smok
 
 def test_a_revoked_grant_on_a_deployment_fails_with_the_databases_message(start_smoke: StartSmoke) -> None:
     deployment = start_smoke("REVOKE INSERT ON public.credentials FROM fluxolab_devmode")
-    assert deployment.reference is not None
     run = run_pytest(
         "smoke/test_credentials.py",
-        "--api-url",
-        deployment.reference.url,
-        "--database-url",
-        deployment.reference.settings.database_url,
+        *deployed(deployment),
         env={"FLUXOLAB_SMOKE_ACTORS": str(deployment.actors)},
     )
     assert run.returncode == 1, run.output
@@ -483,15 +486,11 @@ def test_a_bad_smoke_setting_is_refused_in_one_line_before_anything_runs(
 
 
 def test_the_delivery_timeout_setting_bounds_the_wait_for_a_delivery(start_smoke: StartSmoke) -> None:
-    """Nothing can be delivered to a closed port: with --smoke-delivery-timeout 1 the test gives up fast."""
+    """A deployment that cannot record a delivery: with --smoke-delivery-timeout 1 the wait ends after 1 s."""
     deployment = start_smoke("REVOKE UPDATE ON public.webhook_events FROM fluxolab_devmode")
-    assert deployment.reference is not None
     run = run_pytest(
         "smoke/test_webhooks.py",
-        "--api-url",
-        deployment.reference.url,
-        "--database-url",
-        deployment.reference.settings.database_url,
+        *deployed(deployment),
         "--webhook-receiver-url",
         f"http://127.0.0.1:{port_for.select_random()}/hooks",
         "--smoke-delivery-timeout",
