@@ -86,8 +86,8 @@ class GateConfig:
     api_url: str | None
     webhook_receiver_url: str | None
     api_token: str | None
-    smoke_actors: str | None = None
-    smoke_delivery_timeout: float = 60.0
+    smoke_actors: tuple[int, int, int, int] | None  # USER, WORKSPACE, OTHER_USER, OTHER_WORKSPACE
+    smoke_delivery_timeout: float
 
     @property
     def disposable(self) -> bool:
@@ -104,14 +104,17 @@ def _seconds(name: str, value: object) -> float:
     return seconds
 
 
-def _actors(value: object) -> str | None:
-    """USER:WORKSPACE,OTHER_USER:OTHER_WORKSPACE, checked here so that a typo is refused, not skipped."""
+def _actors(value: object) -> tuple[int, int, int, int] | None:
+    """USER:WORKSPACE,OTHER_USER:OTHER_WORKSPACE, parsed here so that a typo is refused, not skipped."""
     if value is None:
         return None
-    pairs = str(value).split(",")
-    if len(pairs) != 2 or not all(re.fullmatch(r"\s*\d+\s*:\s*\d+\s*", pair) for pair in pairs):
+    pairs = [re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", pair) for pair in str(value).split(",")]
+    if len(pairs) != 2 or not all(pairs):
         raise UsageError(f"--smoke-actors {str(value)!r}: expected USER:WORKSPACE,OTHER_USER:OTHER_WORKSPACE")
-    return str(value)
+    (user, workspace), (other_user, other_workspace) = (
+        (int(match[1]), int(match[2])) for match in pairs if match is not None
+    )
+    return user, workspace, other_user, other_workspace
 
 
 def resolve(config: pytest.Config) -> GateConfig:

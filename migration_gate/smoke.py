@@ -57,20 +57,6 @@ class Actors:
     other_user_id: int
     other_workspace_id: int
 
-    @classmethod
-    def parse(cls, text: str) -> Actors:
-        """``USER:WORKSPACE,OTHER_USER:OTHER_WORKSPACE`` (the FLUXOLAB_SMOKE_ACTORS format)."""
-        try:
-            (user, workspace), (other_user, other_workspace) = (
-                (int(a), int(b)) for a, b in (pair.split(":") for pair in text.split(","))
-            )
-        except ValueError:
-            raise SmokeUnavailable(
-                f"smoke actors {text!r} (--smoke-actors or {ACTORS_ENV}): "
-                "expected USER:WORKSPACE,OTHER_USER:OTHER_WORKSPACE"
-            ) from None
-        return cls(user, workspace, other_user, other_workspace)
-
     def __str__(self) -> str:
         return f"{self.user_id}:{self.workspace_id},{self.other_user_id}:{self.other_workspace_id}"
 
@@ -395,7 +381,7 @@ def existing_deployment(config: GateConfig, gate: GateDatabases | None) -> Deplo
             lambda: gate.connect(checkpoint), writable=False, label=dsn.describe(gate.url(checkpoint))
         )
     if config.smoke_actors:
-        actors = Actors.parse(config.smoke_actors)
+        actors = Actors(*config.smoke_actors)
     elif database is not None:
         with database.connect() as conn:
             actors = discover_actors(conn)
