@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from migration_gate.checkpoints import CheckpointDatabases, GateDatabases
 from migration_gate.server import DisposableServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,6 +25,23 @@ def fresh_database(disposable_server: DisposableServer) -> Iterator[str]:
     url = disposable_server.create_database(name)
     yield url
     disposable_server.drop_database(name)
+
+
+@pytest.fixture
+def clone(gate: GateDatabases) -> Iterator[Callable[[str], str]]:
+    """``clone(checkpoint)``: the URL of a private copy of the gate database there; dropped afterwards."""
+    if not isinstance(gate, CheckpointDatabases):
+        pytest.skip("these tests write to clones of the disposable gate database")
+    databases = gate
+    names: list[str] = []
+
+    def make(checkpoint: str) -> str:
+        names.append(f"clone_{checkpoint}_{uuid.uuid4().hex[:8]}")
+        return databases.clone(checkpoint, names[-1])
+
+    yield make
+    for name in names:
+        databases.server.drop_database(name)
 
 
 @pytest.fixture

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import re
 import shutil
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from migration_gate import dsn
-from migration_gate.checkpoints import CheckpointDatabases, GateDatabases
 from tests.conftest import REPO
 
 pytest_plugins = ("pytester",)
@@ -39,23 +37,6 @@ def gate_project(pytester: pytest.Pytester) -> Path:
     pytester.makeconftest('pytest_plugins = ("migration_gate.pytest_plugin",)')
     pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\n")
     return pytester.path
-
-
-@pytest.fixture
-def clone(gate: GateDatabases) -> Iterator[Callable[[str], str]]:
-    """``clone(checkpoint)``: the URL of a private copy of the gate database there; dropped afterwards."""
-    if not isinstance(gate, CheckpointDatabases):
-        pytest.skip("these reports are produced on clones of the disposable gate database")
-    databases = gate
-    names: list[str] = []
-
-    def make(checkpoint: str) -> str:
-        names.append(f"report_{checkpoint}_{uuid.uuid4().hex[:8]}")
-        return databases.clone(checkpoint, names[-1])
-
-    yield make
-    for name in names:
-        databases.server.drop_database(name)
 
 
 def test_a_migration_bug_fails_the_invariant_at_each_checkpoint_and_the_audit_is_summarized(

@@ -8,7 +8,7 @@ carry over (a trigger, a policy, a column privilege) is refused before anything 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
@@ -40,12 +40,10 @@ WHERE c.oid = %s::regclass
 
 
 @pytest.fixture
-def after_008(gate: CheckpointDatabases) -> Iterator[psycopg.Connection]:
+def after_008(clone: Callable[[str], str]) -> Iterator[psycopg.Connection]:
     """A private copy of the seeded database after 008, to insert into."""
-    url = gate.clone("after_008")
-    with dsn.connect(url) as conn:
+    with dsn.connect(clone("after_008")) as conn:
         yield conn
-    gate.server.drop_database(url.rsplit("/", 1)[1])
 
 
 def test_new_events_take_the_old_defaults_and_a_fresh_id(after_008: psycopg.Connection) -> None:
@@ -122,28 +120,23 @@ def test_the_new_table_keeps_the_old_owner_and_grants(gate: CheckpointDatabases,
     ],
 )
 def test_008_refuses_a_table_a_rewrite_would_strip(
-    gate: CheckpointDatabases, table: str, extra: tuple[str, ...], named: str
+    clone: Callable[[str], str], table: str, extra: tuple[str, ...], named: str
 ) -> None:
-    url = gate.clone("after_007")
-    try:
-        with dsn.connect(url) as conn:
-            for statement in extra:
-                conn.execute(statement)
-        with pytest.raises(MigrationFailed) as refused:
-            runner.migrate(url, load_plan(REPO / "migrations"))
-        assert f"008 rewrites {table} into a new table, which would not keep its {named}" in str(
-            refused.value
-        )
-        with dsn.connect(url) as conn:
-            still = conn.execute(
-                "SELECT count(*) FROM pg_attribute"
-                " WHERE attrelid = 'public.activities'::regclass AND attname = 'payload' AND NOT attisdropped"
-            ).fetchone()[0]
-            applied = conn.execute("SELECT max(version) FROM migration_gate.ledger").fetchone()[0]
-        assert still == 1, "nothing of 008 may remain after it refused"
-        assert applied == 7
-    finally:
-        gate.server.drop_database(url.rsplit("/", 1)[1])
+    url = clone("after_007")
+    with dsn.connect(url) as conn:
+        for statement in extra:
+            conn.execute(statement)
+    with pytest.raises(MigrationFailed) as refused:
+        runner.migrate(url, load_plan(REPO / "migrations"))
+    assert f"008 rewrites {table} into a new table, which would not keep its {named}" in str(refused.value)
+    with dsn.connect(url) as conn:
+        still = conn.execute(
+            "SELECT count(*) FROM pg_attribute"
+            " WHERE attrelid = 'public.activities'::regclass AND attname = 'payload' AND NOT attisdropped"
+        ).fetchone()[0]
+        applied = conn.execute("SELECT max(version) FROM migration_gate.ledger").fetchone()[0]
+    assert still == 1, "nothing of 008 may remain after it refused"
+    assert applied == 7
 
 
 BIGINT_MAX = 9223372036854775807
@@ -164,39 +157,37 @@ BIGINT_MAX = 9223372036854775807
     ],
 )
 def test_a_payload_names_a_workspace_at_the_edge_of_bigint_exactly(
-    gate: CheckpointDatabases, payload: str, placed: bool
+    clone: Callable[[str], str], payload: str, placed: bool
 ) -> None:
-    """008 hashes on a bigint and rechecks a number's exact value: the edges of that, one by one.
+    """008 looks the named workspace up by a bigint: a number counts only when integral, a digit
+    string only within bigint's range. The edges of that, one by one.
 
     A workspace whose id is bigint's maximum, and an activity without a user naming it:
     placed there, or (naming nothing) moved to the archive.
     """
-    url = gate.clone("after_007")
-    try:
-        with dsn.connect(url) as conn:
-            owner = conn.execute("SELECT min(id) FROM public.users").fetchone()[0]
-            conn.execute(
-                "INSERT INTO public.workspaces (id, owner_id, name) VALUES (%s, %s, 'edge')",
-                (BIGINT_MAX, owner),
-            )
-            activity = conn.execute(
-                "INSERT INTO public.activities (user_id, action, payload) VALUES (NULL, 'edge', %s) RETURNING id",
-                (payload,),
-            ).fetchone()[0]
-        runner.migrate(url, load_plan(REPO / "migrations"))
-        with dsn.connect(url) as conn:
-            landed = conn.execute(
-                "SELECT workspace_id FROM public.activities WHERE id = %s", (activity,)
-            ).fetchone()
-            archived = conn.execute(
-                "SELECT count(*) FROM legacy_archive.activities WHERE id = %s", (activity,)
-            ).fetchone()[0]
-        if placed:
-            assert landed == (BIGINT_MAX,) and archived == 0
-        else:
-            assert landed is None and archived == 1
-    finally:
-        gate.server.drop_database(url.rsplit("/", 1)[1])
+    url = clone("after_007")
+    with dsn.connect(url) as conn:
+        owner = conn.execute("SELECT min(id) FROM public.users").fetchone()[0]
+        conn.execute(
+            "INSERT INTO public.workspaces (id, owner_id, name) VALUES (%s, %s, 'edge')",
+            (BIGINT_MAX, owner),
+        )
+        activity = conn.execute(
+            "INSERT INTO public.activities (user_id, action, payload) VALUES (NULL, 'edge', %s) RETURNING id",
+            (payload,),
+        ).fetchone()[0]
+    runner.migrate(url, load_plan(REPO / "migrations"))
+    with dsn.connect(url) as conn:
+        landed = conn.execute(
+            "SELECT workspace_id FROM public.activities WHERE id = %s", (activity,)
+        ).fetchone()
+        archived = conn.execute(
+            "SELECT count(*) FROM legacy_archive.activities WHERE id = %s", (activity,)
+        ).fetchone()[0]
+    if placed:
+        assert landed == (BIGINT_MAX,) and archived == 0
+    else:
+        assert landed is None and archived == 1
 
 
 @pytest.mark.parametrize("table", REWRITTEN)
