@@ -596,13 +596,9 @@ def test_profile_audit_reports_what_it_finds_and_is_not_a_check(context: Context
 
 
 @pytest.fixture
-def private_clone(gate: GateDatabases) -> Iterator[str]:
+def private_clone(clone: Callable[[str], str]) -> str:
     """A clone of its own, for a fault that must be committed."""
-    databases = disposable(gate)
-    name = f"fault_{uuid.uuid4().hex[:8]}"
-    url = databases.clone("after_008", name)
-    yield url
-    databases.server.drop_database(name)
+    return clone("after_008")
 
 
 def test_a_failed_create_index_concurrently_leaves_an_invalid_index_that_fails_the_check(

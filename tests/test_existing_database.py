@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
@@ -43,22 +43,16 @@ def reader(gate: CheckpointDatabases) -> Iterator[PasswordRole]:
         yield role
 
 
-def clone(gate: CheckpointDatabases, checkpoint: str) -> Iterator[str]:
-    url = gate.clone(checkpoint)
-    yield url
-    gate.server.drop_database(str(dsn.parse(url)["dbname"]))
-
-
 @pytest.fixture
-def migrated(gate: CheckpointDatabases) -> Iterator[str]:
+def migrated(clone: Callable[[str], str]) -> str:
     """A private copy of the gate database after 008 (the seed, fully migrated)."""
-    yield from clone(gate, "after_008")
+    return clone("after_008")
 
 
 @pytest.fixture
-def pending_008(gate: CheckpointDatabases) -> Iterator[str]:
+def pending_008(clone: Callable[[str], str]) -> str:
     """A private copy of the gate database after 007: 008 is pending."""
-    yield from clone(gate, "after_007")
+    return clone("after_007")
 
 
 def test_the_whole_gate_against_an_existing_database_changes_nothing_and_says_where_it_ran(

@@ -13,7 +13,7 @@ import os
 import pty
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +54,9 @@ def migrator(gate: CheckpointDatabases) -> Iterator[PasswordRole]:
 
 
 @pytest.fixture
-def staging(gate: CheckpointDatabases) -> Iterator[str]:
+def staging(clone: Callable[[str], str]) -> str:
     """A private copy of the legacy checkpoint: staging as it is today (004 and dirty legacy data)."""
-    url = gate.clone("legacy")
-    yield url
-    gate.server.drop_database(str(dsn.parse(url)["dbname"]))
+    return clone("legacy")
 
 
 @pytest.fixture
@@ -437,18 +435,15 @@ def test_a_corrupt_backup_is_refused_by_restore_and_nothing_is_touched(
 
 
 def test_a_backup_is_only_ever_restored_into_the_database_it_was_taken_from(
-    gate: CheckpointDatabases, staging: str, tmp_path: Path
+    gate: CheckpointDatabases, staging: str, tmp_path: Path, clone: Callable[[str], str]
 ) -> None:
     path = _playbook_backup(gate, staging, tmp_path)
-    other = gate.clone("legacy")  # same name pattern, same data, another database
-    try:
-        before = full_dump(gate.server, other)
-        run = migration_gate("restore", "--database", other, "--backup", str(path), "--yes")
-        assert run.returncode == 2, run.output
-        assert "refusing to restore" in one_error_line(run)
-        assert full_dump(gate.server, other) == before
-    finally:
-        gate.server.drop_database(str(dsn.parse(other)["dbname"]))
+    other = clone("legacy")  # same name pattern, same data, another database
+    before = full_dump(gate.server, other)
+    run = migration_gate("restore", "--database", other, "--backup", str(path), "--yes")
+    assert run.returncode == 2, run.output
+    assert "refusing to restore" in one_error_line(run)
+    assert full_dump(gate.server, other) == before
 
 
 def _playbook_backup(gate: CheckpointDatabases, url: str, directory: Path) -> Path:
@@ -475,20 +470,17 @@ def test_a_database_migrated_by_another_runner_is_refused_rather_than_guessed(
 
 
 def test_with_nothing_pending_the_playbook_only_validates(
-    gate: CheckpointDatabases, window: dict[str, Path]
+    clone: Callable[[str], str], window: dict[str, Path]
 ) -> None:
-    migrated = gate.clone("after_008")
-    try:
-        run = playbook(migrated, window, "--no-smoke")
-        assert run.returncode == 0, run.output[-4000:]
-        assert "nothing to apply" in run.stdout
-        record = change_record(window)
-        assert record["migrations"] == []
-        assert list(record["checkpoints"]) == ["current"] and set(
-            record["checkpoints"]["current"].values()
-        ) == {0}
-        statuses = {check["name"]: check["status"] for check in record["checks"]}
-        assert statuses["conservation"] == "skipped", "no pre-005 snapshot when 005 ran before"
-        assert statuses["ledger"] == "passed"
-    finally:
-        gate.server.drop_database(str(dsn.parse(migrated)["dbname"]))
+    migrated = clone("after_008")
+    run = playbook(migrated, window, "--no-smoke")
+    assert run.returncode == 0, run.output[-4000:]
+    assert "nothing to apply" in run.stdout
+    record = change_record(window)
+    assert record["migrations"] == []
+    assert list(record["checkpoints"]) == ["current"] and set(record["checkpoints"]["current"].values()) == {
+        0
+    }
+    statuses = {check["name"]: check["status"] for check in record["checks"]}
+    assert statuses["conservation"] == "skipped", "no pre-005 snapshot when 005 ran before"
+    assert statuses["ledger"] == "passed"

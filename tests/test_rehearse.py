@@ -7,7 +7,7 @@ may read everything and write nothing, with a password the server checks.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,8 @@ from tests.test_playbook import ledger_versions, migration_gate, one_error_line
 
 
 @pytest.fixture
-def source(gate: CheckpointDatabases) -> Iterator[str]:
-    url = gate.clone("legacy")
-    yield url
-    gate.server.drop_database(str(dsn.parse(url)["dbname"]))
+def source(clone: Callable[[str], str]) -> str:
+    return clone("legacy")
 
 
 @pytest.fixture

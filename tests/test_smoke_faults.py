@@ -418,35 +418,30 @@ def test_serve_api_refuses_a_database_not_migrated_through_008(fresh_database: s
     assert "Traceback" not in run.output
 
 
-def test_serve_api_serves_the_contract_and_stops_cleanly_on_ctrl_c(
-    disposable_gate: CheckpointDatabases,
-) -> None:
-    url = disposable_gate.clone("after_008")
+def test_serve_api_serves_the_contract_and_stops_cleanly_on_ctrl_c(clone: Callable[[str], str]) -> None:
+    url = clone("after_008")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "migration_gate.cli", "serve-api", "--database", url, "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
     try:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "migration_gate.cli", "serve-api", "--database", url, "--port", "0"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=REPO,
-        )
-        try:
-            assert server.stdout is not None
-            banner = server.stdout.readline()
-            assert banner.startswith("serving the reference API on http://127.0.0.1:"), banner
-            base = banner.split(" on ")[1].split(" as ")[0]
-            answer = requests.get(f"{base}/workspaces/1/activities", timeout=10)
-            assert answer.status_code == 401 and "error" in answer.json()
-            server.send_signal(signal.SIGINT)
-            out, err = server.communicate(timeout=30)
-        finally:
-            if server.poll() is None:
-                server.kill()
-                server.wait()
-        assert server.returncode == 0, err
-        assert "stopped" in out and "Traceback" not in err, err
+        assert server.stdout is not None
+        banner = server.stdout.readline()
+        assert banner.startswith("serving the reference API on http://127.0.0.1:"), banner
+        base = banner.split(" on ")[1].split(" as ")[0]
+        answer = requests.get(f"{base}/workspaces/1/activities", timeout=10)
+        assert answer.status_code == 401 and "error" in answer.json()
+        server.send_signal(signal.SIGINT)
+        out, err = server.communicate(timeout=30)
     finally:
-        disposable_gate.server.drop_database(url.rsplit("/", 1)[1])
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert server.returncode == 0, err
+    assert "stopped" in out and "Traceback" not in err, err
 
 
 @pytest.mark.parametrize(
