@@ -369,8 +369,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from migration_gate import bench
 
     plan = load_plan(args.migrations_dir)
-    _say(f"benchmark of {args.migrations_dir} at {', '.join(f'{s:,}' for s in args.scales)} activities")
-    result = bench.bench(plan, args.scales, args.seed, args.gate_runs, progress=_say, repeats=args.repeats)
+    scales = args.scales or list(bench.DEFAULT_SCALES)
+    _say(f"benchmark of {args.migrations_dir} at {', '.join(f'{s:,}' for s in scales)} activities")
+    result = bench.bench(plan, scales, args.seed, args.gate_runs, progress=_say, repeats=args.repeats)
     _say("")
     for line in result.table():
         _say(line)
@@ -400,7 +401,6 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--scales",
         type=_scales,
-        default=[10_000, 100_000, 1_000_000],
         metavar="N,N,...",
         help="numbers of activities (default 10000,100000,1000000)",
     )
