@@ -1,3 +1,2 @@
-"""Wiring only: the gate's plugin decides which database, which checkpoint, which data."""
-
-pytest_plugins = ("migration_gate.pytest_plugin",)
+"""Nothing to wire: the gate's plugin (``migration_gate.plugin.hooks``) is a pytest11 entry point of the
+installed package, and its settings are the ini options in pyproject.toml."""

@@ -10,10 +10,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from migration_gate import invariants, volume_checkpoint
-from migration_gate.checkpoints import CheckpointDatabases, GateDatabases, checkpoints_from
-from migration_gate.errors import GateError
-from migration_gate.pytest_plugin import GATE_CONFIG
+from migration_gate.checks import invariants
+from migration_gate.core.errors import GateError
+from migration_gate.data import volume_checkpoint
+from migration_gate.plugin.databases import CheckpointDatabases, GateDatabases, checkpoints_from
+from migration_gate.plugin.hooks import GATE_CONFIG
 
 CHECKS_DIR = Path(__file__).parent
 # The audit tests leave their figures as this user property: it reaches the terminal

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from migration_gate import dsn, explain
-from migration_gate.checkpoints import GateDatabases, checkpoints_from
-from migration_gate.pytest_plugin import GATE_CONFIG
+from migration_gate.checks import explain
+from migration_gate.core import dsn
+from migration_gate.plugin.databases import GateDatabases, checkpoints_from
+from migration_gate.plugin.hooks import GATE_CONFIG
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

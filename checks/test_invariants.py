@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
-from migration_gate import dsn, invariants
-from migration_gate.checkpoints import GateDatabases, checkpoints_from
-from migration_gate.errors import GateError
-from migration_gate.pytest_plugin import GATE_CONFIG
+from migration_gate.checks import invariants
+from migration_gate.core import dsn
+from migration_gate.core.errors import GateError
+from migration_gate.plugin.databases import GateDatabases, checkpoints_from
+from migration_gate.plugin.hooks import GATE_CONFIG
 
 CHECKS_DIR = Path(__file__).parent
 

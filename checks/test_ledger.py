@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from migration_gate import ledger_check
-from migration_gate.config import GateConfig
-from migration_gate.errors import GateError
-from migration_gate.plan import load_plan
+from migration_gate.checks import ledger_check
+from migration_gate.core.errors import GateError
+from migration_gate.core.plan import load_plan
+from migration_gate.plugin.config import GateConfig
 
 
 @pytest.mark.holds_from(1, last_only=True)

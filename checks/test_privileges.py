@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from migration_gate import privileges
-from migration_gate.contract import PUBLIC_TABLES
+from migration_gate.checks import privileges
+from migration_gate.core.contract import PUBLIC_TABLES
 
 pytestmark = pytest.mark.holds_from(3, last_only=True)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from migration_gate.profile_audit import profile_audit
+from migration_gate.checks.profile_audit import profile_audit
 
 
 @pytest.mark.holds_from(6)

@@ -21,13 +21,15 @@ from pathlib import Path
 import pytest
 from hypothesis import event, given, note
 
-from migration_gate import hypothesis_profiles, invariants, runner
-from migration_gate.config import GateConfig
-from migration_gate.legacy_strategies import legacy_datasets
-from migration_gate.model import LegacyDataset
-from migration_gate.plan import load_plan
-from migration_gate.properties import PropertyHarness
-from migration_gate.server import DisposableServer
+from migration_gate.checks import invariants
+from migration_gate.core import runner
+from migration_gate.core.plan import load_plan
+from migration_gate.core.server import DisposableServer
+from migration_gate.data.model import LegacyDataset
+from migration_gate.data.properties import PropertyHarness
+from migration_gate.data.strategies import legacy_datasets
+from migration_gate.plugin import hypothesis_profiles
+from migration_gate.plugin.config import GateConfig
 
 CHECKS_DIR = Path(__file__).parent
 hypothesis_profiles.load_default()

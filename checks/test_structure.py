@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from migration_gate import structure
-from migration_gate.checkpoints import GateDatabases, checkpoints_from
-from migration_gate.contract import LEGACY_TABLES
-from migration_gate.pytest_plugin import GATE_CONFIG
+from migration_gate.checks import structure
+from migration_gate.core.contract import LEGACY_TABLES
+from migration_gate.plugin.databases import GateDatabases, checkpoints_from
+from migration_gate.plugin.hooks import GATE_CONFIG
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

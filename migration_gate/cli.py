@@ -9,10 +9,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from migration_gate import dsn
-from migration_gate.errors import EXIT_OK, EXIT_USAGE, GateError, UsageError
-from migration_gate.plan import load_plan
-from migration_gate.server import interrupt_on_sigterm
+from migration_gate.core import dsn
+from migration_gate.core.errors import EXIT_OK, EXIT_USAGE, GateError, UsageError
+from migration_gate.core.plan import load_plan
+from migration_gate.core.server import interrupt_on_sigterm
 
 DEFAULT_MIGRATIONS_DIR = "migrations"
 
@@ -36,7 +36,7 @@ def _say(line: str) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from migration_gate import runner
+    from migration_gate.core import runner
 
     plan = load_plan(args.migrations_dir)
     target = dsn.describe(args.database)
@@ -74,8 +74,8 @@ def _add_migrate(commands: argparse._SubParsersAction) -> None:
 def cmd_serve_api(args: argparse.Namespace) -> int:
     import logging
 
-    from migration_gate.api import APP_ROLE, ApiSettings, ReferenceApi
-    from migration_gate.webhook_delivery import DeliveryPolicy
+    from migration_gate.reference.api import APP_ROLE, ApiSettings, ReferenceApi
+    from migration_gate.reference.webhook_delivery import DeliveryPolicy
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     policy = DeliveryPolicy(max_attempts=args.delivery_attempts, backoff_seconds=args.retry_backoff)
@@ -136,7 +136,7 @@ def _add_serve_api(commands: argparse._SubParsersAction) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from migration_gate import volume
+    from migration_gate.data import volume
 
     _say(
         f"generating {args.users} users and {args.activities} activities (seed {args.seed}) into "
@@ -190,7 +190,7 @@ def _confirmer(assume_yes: bool) -> Callable[[str], bool]:
 
 def _conclude(record: Any, secret_url: str) -> int:
     """The last lines of a playbook or rehearsal: where the record is, and one error line when it stopped."""
-    from migration_gate.report import OUTCOMES
+    from migration_gate.operations.report import OUTCOMES
 
     _say(f"outcome: {record.outcome}: {OUTCOMES.get(record.outcome, '')}")
     if record.next_action:
@@ -211,13 +211,13 @@ def _smoke(args: argparse.Namespace) -> Any:
         return None
     if not args.smoke_dir.is_dir():
         raise UsageError(f"--smoke-dir {args.smoke_dir} does not exist (or pass --no-smoke)")
-    from migration_gate.smoke_run import smoke_runner
+    from migration_gate.operations.smoke_step import smoke_runner
 
     return smoke_runner(args.smoke_dir)
 
 
 def cmd_playbook(args: argparse.Namespace) -> int:
-    from migration_gate import playbook
+    from migration_gate.operations import playbook
 
     options = playbook.PlaybookOptions(
         database_url=args.database,
@@ -235,7 +235,7 @@ def cmd_playbook(args: argparse.Namespace) -> int:
 
 
 def cmd_rehearse(args: argparse.Namespace) -> int:
-    from migration_gate import rehearse
+    from migration_gate.operations import rehearse
 
     options = rehearse.RehearsalOptions(
         source_url=args.source,
@@ -251,7 +251,7 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from migration_gate import playbook
+    from migration_gate.operations import playbook
 
     differences = playbook.restore_from_backup(
         args.database, args.backup, progress=_scrubbed_say(args.database),
@@ -366,7 +366,7 @@ def _add_restore(commands: argparse._SubParsersAction) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from migration_gate import bench
+    from migration_gate.data import bench
 
     plan = load_plan(args.migrations_dir)
     scales = args.scales or list(bench.DEFAULT_SCALES)
@@ -425,7 +425,7 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from migration_gate import baseline
+    from migration_gate.operations import baseline
 
     plan = load_plan(args.migrations_dir)
     adopted = baseline.baseline(args.database, plan, args.to, pg_ctl=args.pg_ctl, progress=_say)

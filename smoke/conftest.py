@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from migration_gate.checkpoints import CheckpointDatabases
-from migration_gate.config import GateConfig
-from migration_gate.smoke import (
+from migration_gate.plugin.config import GateConfig
+from migration_gate.plugin.databases import CheckpointDatabases
+from migration_gate.plugin.smoke import (
     Deployment,
     SmokeUnavailable,
     WebhookReceiver,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from migration_gate.smoke import Deployment, expect
+from migration_gate.plugin.smoke import Deployment, expect
 
 
 def test_an_action_records_an_activity_in_the_workspace_of_the_request(deployment: Deployment) -> None:

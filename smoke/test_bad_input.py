@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from migration_gate.smoke import NO_SUCH_ID, Deployment, WebhookReceiver, expect, fingerprint
+from migration_gate.plugin.smoke import NO_SUCH_ID, Deployment, WebhookReceiver, expect, fingerprint
 
 
 @dataclass(frozen=True)

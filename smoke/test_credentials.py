@@ -5,8 +5,8 @@ from __future__ import annotations
 import psycopg
 from psycopg import errors as pg_errors
 
-from migration_gate.api import APP_ROLE
-from migration_gate.smoke import Deployment, expect
+from migration_gate.plugin.smoke import Deployment, expect
+from migration_gate.reference.api import APP_ROLE
 
 
 def test_a_credential_is_created_and_edited_in_its_workspace_and_its_secret_never_returned(

@@ -6,8 +6,8 @@ import json
 import uuid
 from typing import Any
 
-from migration_gate.smoke import Deployment, WebhookReceiver, expect, wait_until
-from migration_gate.webhook_delivery import SIGNATURE_HEADER, signature_is_valid
+from migration_gate.plugin.smoke import Deployment, WebhookReceiver, expect, wait_until
+from migration_gate.reference.webhook_delivery import SIGNATURE_HEADER, signature_is_valid
 
 EVENT_STATUSES = ("pending", "processing", "delivered", "failed")
 

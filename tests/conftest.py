@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from migration_gate.checkpoints import CheckpointDatabases, GateDatabases
-from migration_gate.server import DisposableServer
+from migration_gate.core.server import DisposableServer
+from migration_gate.plugin.databases import CheckpointDatabases, GateDatabases
 
 REPO = Path(__file__).resolve().parents[1]
 

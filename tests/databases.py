@@ -13,9 +13,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from migration_gate import dsn
-from migration_gate.backup import script_lines
-from migration_gate.server import DisposableServer
+from migration_gate.core import dsn
+from migration_gate.core.server import DisposableServer
+from migration_gate.operations.backup import script_lines
 
 # (make_url(role, url) -> a URL that cannot be used, what the one error line says): the
 # connection problems every command that takes a database URL must turn into exit 2.

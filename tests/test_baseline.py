@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from migration_gate import dsn
-from migration_gate.server import DisposableServer
+from migration_gate.core import dsn
+from migration_gate.core.server import DisposableServer
 from tests.conftest import REPO, run_cli
 
 MIGRATIONS = sorted((REPO / "migrations").glob("*.sql"))

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from migration_gate import bench, dsn, ledger
-from migration_gate.plan import Migration, load_plan
+from migration_gate.core import dsn, ledger
+from migration_gate.core.plan import Migration, load_plan
+from migration_gate.data import bench
 from tests.conftest import REPO, Run
 
 

@@ -19,12 +19,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from migration_gate import dsn, explain, invariants, ledger_check, privileges, structure
-from migration_gate.checkpoints import CheckpointDatabases, GateDatabases
-from migration_gate.contract import LEGACY_TABLES, PUBLIC_TABLES
-from migration_gate.failures import CheckFailed
-from migration_gate.plan import Migration, load_plan
-from migration_gate.profile_audit import profile_audit
+from migration_gate.checks import explain, invariants, ledger_check, privileges, structure
+from migration_gate.checks.failures import CheckFailed
+from migration_gate.checks.profile_audit import profile_audit
+from migration_gate.core import dsn
+from migration_gate.core.contract import LEGACY_TABLES, PUBLIC_TABLES
+from migration_gate.core.plan import Migration, load_plan
+from migration_gate.plugin.databases import CheckpointDatabases, GateDatabases
 from tests.conftest import REPO
 
 INVARIANTS = {invariant.name: invariant for invariant in invariants.load(REPO / "checks")}
@@ -677,7 +678,7 @@ def test_ledger_fails_on_a_changed_migrations_directory(
 
 @pytest.fixture(scope="module")
 def volume_clone(gate: GateDatabases) -> Iterator[str]:
-    from migration_gate import volume_checkpoint
+    from migration_gate.data import volume_checkpoint
 
     databases = disposable(gate)
     name = f"faults_volume_{uuid.uuid4().hex[:8]}"

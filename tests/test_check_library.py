@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from migration_gate import explain, invariants
-from migration_gate.failures import CheckFailed, format_rows
+from migration_gate.checks import explain, invariants
+from migration_gate.checks.failures import CheckFailed, format_rows
 from tests.conftest import REPO
 
 FIXED_NAMES = {

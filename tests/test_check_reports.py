@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from migration_gate import dsn
+from migration_gate.core import dsn
 from tests.conftest import REPO
 
 pytest_plugins = ("pytester",)
@@ -32,9 +32,8 @@ WHERE id = (SELECT max(u.id) FROM users u
 
 @pytest.fixture
 def gate_project(pytester: pytest.Pytester) -> Path:
-    """A throwaway project holding a copy of the gate's checks, wired as this repository is."""
+    """A throwaway project holding a copy of the gate's checks; the installed plugin does the wiring."""
     shutil.copytree(REPO / "checks", pytester.path / "checks", ignore=shutil.ignore_patterns("__pycache__"))
-    pytester.makeconftest('pytest_plugins = ("migration_gate.pytest_plugin",)')
     pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\n")
     return pytester.path
 

@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 
-from migration_gate import dsn
-from migration_gate.checkpoints import CheckpointDatabases
-from migration_gate.existing import ExistingDatabase
+from migration_gate.core import dsn
+from migration_gate.plugin.databases import CheckpointDatabases
+from migration_gate.plugin.existing import ExistingDatabase
 from tests.conftest import REPO, Run
 from tests.databases import PasswordRole, full_dump, password_role
 

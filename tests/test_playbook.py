@@ -20,10 +20,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from migration_gate import backup, dsn, fingerprint
-from migration_gate.checkpoints import CheckpointDatabases
-from migration_gate.invariants import load as load_invariants
-from migration_gate.plan import split
+from migration_gate.checks.invariants import load as load_invariants
+from migration_gate.core import dsn
+from migration_gate.core.plan import split
+from migration_gate.operations import backup, fingerprint
+from migration_gate.plugin.databases import CheckpointDatabases
 from tests.conftest import REPO, Run
 from tests.databases import CONNECTION_PROBLEMS, PasswordRole, full_dump, password_role
 

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, Phase, given, note, settings
 
-from migration_gate import hypothesis_profiles, invariants, runner
-from migration_gate.legacy_strategies import legacy_datasets
-from migration_gate.model import (
+from migration_gate.checks import invariants
+from migration_gate.core import runner
+from migration_gate.core.plan import load_plan
+from migration_gate.data.model import (
     ARCHIVED,
     DIRTY_CASES,
     Activity,
@@ -30,8 +31,9 @@ from migration_gate.model import (
     expected,
     named_workspace,
 )
-from migration_gate.plan import load_plan
-from migration_gate.properties import PropertyHarness, PropertyViolation
+from migration_gate.data.properties import PropertyHarness, PropertyViolation
+from migration_gate.data.strategies import legacy_datasets
+from migration_gate.plugin import hypothesis_profiles
 from tests.conftest import REPO
 
 # The digit rule of 008, and a wrong one that lets spaces around the digits through

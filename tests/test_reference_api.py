@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from migration_gate.api import MAX_BODY_BYTES, ROUTES
-from migration_gate.checkpoints import CheckpointDatabases, GateDatabases
-from migration_gate.smoke import Deployment, fingerprint, reference_deployment
+from migration_gate.plugin.databases import CheckpointDatabases, GateDatabases
+from migration_gate.plugin.smoke import Deployment, fingerprint, reference_deployment
+from migration_gate.reference.api import MAX_BODY_BYTES, ROUTES
 from tests.conftest import REPO
 
 

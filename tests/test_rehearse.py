@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from migration_gate import dsn
-from migration_gate.checkpoints import CheckpointDatabases
+from migration_gate.core import dsn
+from migration_gate.plugin.databases import CheckpointDatabases
 from tests.databases import CONNECTION_PROBLEMS, PasswordRole, full_dump, password_role
 from tests.test_playbook import ledger_versions, migration_gate, one_error_line
 

@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 
-from migration_gate import dsn, runner
-from migration_gate.checkpoints import CheckpointDatabases
-from migration_gate.errors import MigrationFailed
-from migration_gate.plan import load_plan
+from migration_gate.core import dsn, runner
+from migration_gate.core.errors import MigrationFailed
+from migration_gate.core.plan import load_plan
+from migration_gate.plugin.databases import CheckpointDatabases
 from tests.conftest import REPO
 
 REWRITTEN = ("webhook_events", "activities")

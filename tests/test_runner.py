@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from migration_gate import dsn
+from migration_gate.core import dsn
 from tests.conftest import REPO, run_cli
 
 
@@ -34,7 +34,7 @@ def test_applies_every_file_in_order_and_records_each_in_the_ledger(fresh_databa
     rows = ledger_rows(fresh_database)
     assert [row[1] for row in rows] == files
     assert [row[0] for row in rows] == list(range(1, len(files) + 1))
-    from migration_gate.plan import checksum
+    from migration_gate.core.plan import checksum
 
     assert [row[2] for row in rows] == [checksum((REPO / "migrations" / f).read_text()) for f in files]
 

@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from migration_gate.checkpoints import CheckpointDatabases
+from migration_gate.plugin.databases import CheckpointDatabases
 
 EXPECTED_PATH = Path(__file__).parents[1] / "fixtures" / "legacy_seed_expected.json"
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from migration_gate import dsn, server
-from migration_gate.errors import UsageError
-from migration_gate.server import DisposableServer
+from migration_gate.core import dsn, server
+from migration_gate.core.errors import UsageError
+from migration_gate.core.server import DisposableServer
 
 
 def _postmaster_uid(disposable: DisposableServer) -> int:
@@ -77,7 +77,7 @@ def test_sigterm_stops_the_server_and_removes_its_files(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
         import sys, time
-        from migration_gate.server import DisposableServer, interrupt_on_sigterm
+        from migration_gate.core.server import DisposableServer, interrupt_on_sigterm
         interrupt_on_sigterm()
         with DisposableServer() as disposable:
             pid = open(disposable.base / "data" / "postmaster.pid").readline().strip()
@@ -129,8 +129,8 @@ def test_an_ordinary_user_runs_the_server_directly() -> None:
     script = textwrap.dedent(
         """
         import os
-        from migration_gate.server import DisposableServer
-        from migration_gate import dsn
+        from migration_gate.core.server import DisposableServer
+        from migration_gate.core import dsn
         with DisposableServer() as disposable:
             pid = int(open(disposable.base / "data" / "postmaster.pid").readline())
             uid = os.stat(f"/proc/{pid}").st_uid

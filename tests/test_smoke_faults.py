@@ -24,10 +24,16 @@ import psycopg
 import pytest
 import requests
 
-from migration_gate import api as api_module
-from migration_gate.checkpoints import CheckpointDatabases, GateDatabases
-from migration_gate.smoke import REFERENCE_DELIVERY, Actors, Deployment, WebhookReceiver, reference_deployment
-from migration_gate.webhook_delivery import DeliveryPolicy, DeliveryWorker
+from migration_gate.plugin.databases import CheckpointDatabases, GateDatabases
+from migration_gate.plugin.smoke import (
+    REFERENCE_DELIVERY,
+    Actors,
+    Deployment,
+    WebhookReceiver,
+    reference_deployment,
+)
+from migration_gate.reference import api as api_module
+from migration_gate.reference.webhook_delivery import DeliveryPolicy, DeliveryWorker
 from tests.conftest import REPO, Run, run_cli
 
 StartSmoke = Callable[..., Deployment]

@@ -8,10 +8,11 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 
-from migration_gate import dsn, runner, volume
-from migration_gate.errors import UsageError
-from migration_gate.plan import Migration, load_plan
-from migration_gate.server import DisposableServer
+from migration_gate.core import dsn, runner
+from migration_gate.core.errors import UsageError
+from migration_gate.core.plan import Migration, load_plan
+from migration_gate.core.server import DisposableServer
+from migration_gate.data import volume
 from tests.conftest import REPO, Run
 
 USERS = 400

@@ -1,0 +1,104 @@
+"""Finding, ordering and splitting migration files: the plan, before anything touches a database."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pglast
+from pglast.parser import ParseError
+
+from migration_gate.core.errors import PlanError, UsageError
+
+MIGRATION_NAME = re.compile(r"^(?P<version>\d{3})_(?P<slug>[A-Za-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One statement of a migration file, with the line it starts on (1-based)."""
+
+    sql: str
+    line: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    file_name: str
+    path: Path
+    sql: str = field(repr=False)
+    checksum: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.version:03d}"
+
+    def statements(self) -> list[Statement]:
+        return split(self.sql, self.file_name)
+
+
+def split(sql: str, file_name: str) -> list[Statement]:
+    """Split with PostgreSQL's own parser so an error can name its line."""
+    try:
+        slices = pglast.split(sql, with_parser=True, only_slices=True)
+    except ParseError as exc:
+        position = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else 0
+        line = sql.count("\n", 0, position) + 1
+        raise PlanError(f"{file_name}:{line}: cannot parse: {exc.args[0]}") from None
+    return [Statement(sql[piece], sql.count("\n", 0, piece.start) + 1, piece.start) for piece in slices]
+
+
+def checksum(sql: str) -> str:
+    return hashlib.sha256(sql.encode("utf-8")).hexdigest()
+
+
+def load_plan(directory: Path | str) -> list[Migration]:
+    """Every migration in ``directory``, ordered; a gap, a duplicate or a stray name is refused."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise UsageError(f"migrations directory {str(directory)!r} does not exist")
+    migrations: dict[int, Migration] = {}
+    for path in sorted(directory.glob("*.sql")):
+        match = MIGRATION_NAME.match(path.name)
+        if not match:
+            raise PlanError(
+                f"{path.name}: not a migration name; expected NNN_name.sql (e.g. 009_add_index.sql)"
+            )
+        version = int(match["version"])
+        if version in migrations:
+            raise PlanError(
+                f"duplicate migration number {version:03d}: {migrations[version].file_name} and {path.name}"
+            )
+        sql = path.read_text(encoding="utf-8")
+        migrations[version] = Migration(version, path.name, path, sql, checksum(sql))
+    if not migrations:
+        raise PlanError(f"no migration files (NNN_name.sql) in {str(directory)!r}")
+    ordered = [migrations[v] for v in sorted(migrations)]
+    for expected, migration in enumerate(ordered, start=1):
+        if migration.version != expected:
+            raise PlanError(
+                f"gap in migration numbering: {expected:03d} is missing before {migration.file_name}"
+            )
+    return ordered
+
+
+def find(plan: list[Migration], spec: str, option: str) -> Migration:
+    """``006``, ``6`` or ``006_workspace_defaults.sql`` → that migration; anything else is refused."""
+    spec = spec.strip()
+    for migration in plan:
+        if spec == migration.file_name or (spec.isdigit() and int(spec) == migration.version):
+            return migration
+    known = ", ".join(m.label for m in plan)
+    raise PlanError(f"{option} {spec!r}: unknown migration version (known: {known})")
+
+
+def select(plan: list[Migration], start: str | None = None, stop: str | None = None) -> list[Migration]:
+    """The migrations from ``start`` to ``stop`` inclusive, refusing a reversed range."""
+    first = find(plan, start, "--from") if start else plan[0]
+    last = find(plan, stop, "--to") if stop else plan[-1]
+    if first.version > last.version:
+        raise PlanError(f"--from {first.file_name} comes after --to {last.file_name}")
+    return [m for m in plan if first.version <= m.version <= last.version]

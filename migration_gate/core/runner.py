@@ -1,0 +1,154 @@
+"""Applying migrations: one transaction per file, recorded in the ledger, under an advisory lock."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+from migration_gate.core import dsn, ledger
+from migration_gate.core.errors import MigrationFailed, PlanError
+from migration_gate.core.plan import Migration, Statement, select, split
+
+# One key for every migration-gate runner, so two never interleave on one database.
+ADVISORY_LOCK_KEY = 0x6D67_7261_7465  # "mgrate"
+
+Progress = Callable[[str], None]
+
+_PLPGSQL_LINE = re.compile(r"PL/pgSQL function inline_code_block line (\d+)")
+
+
+@dataclass(frozen=True)
+class StatementTiming:
+    line: int
+    seconds: float
+    summary: str
+
+
+@dataclass
+class AppliedMigration:
+    migration: Migration
+    seconds: float
+    statements: list[StatementTiming] = field(default_factory=list)
+
+
+def _summary(sql: str) -> str:
+    return " ".join(sql.split())[:80]
+
+
+def _failing_line(statement: Statement, error: psycopg.Error) -> int:
+    """The file line of the failure: the error's position in the statement, or in its DO block."""
+    diag = error.diag
+    if diag.statement_position:
+        position = int(diag.statement_position) - 1
+        return statement.line + statement.sql.count("\n", 0, position)
+    match = _PLPGSQL_LINE.search(diag.context or "")
+    if match:
+        return statement.line + int(match.group(1)) - 1
+    return statement.line
+
+
+def _pg_message(error: psycopg.Error) -> str:
+    diag = error.diag
+    message = f"{diag.severity or 'ERROR'}: {diag.message_primary or str(error).strip()}"
+    if diag.message_detail:
+        message += f" ({diag.message_detail})"
+    return " ".join(message.split())
+
+
+def execute(conn: psycopg.Connection, migration: Migration) -> list[StatementTiming]:
+    """Run the file's statements in the caller's transaction; a failure raises MigrationFailed."""
+    return execute_statements(conn, migration.file_name, migration.statements())
+
+
+def execute_file(conn: psycopg.Connection, path: Path) -> list[StatementTiming]:
+    """Run a SQL file that is not a migration (the legacy seed), statement by statement."""
+    return execute_statements(conn, path.name, split(path.read_text(encoding="utf-8"), path.name))
+
+
+def execute_statements(
+    conn: psycopg.Connection, file_name: str, statements: list[Statement]
+) -> list[StatementTiming]:
+    timings = []
+    for statement in statements:
+        started = time.perf_counter()
+        try:
+            conn.execute(statement.sql.encode("utf-8"))
+        except psycopg.Error as error:
+            raise MigrationFailed(file_name, _failing_line(statement, error), _pg_message(error)) from None
+        timings.append(
+            StatementTiming(statement.line, time.perf_counter() - started, _summary(statement.sql))
+        )
+    return timings
+
+
+def apply(conn: psycopg.Connection, migration: Migration) -> AppliedMigration:
+    """Apply one file in its own transaction and record it in the ledger."""
+    started = time.perf_counter()
+    with conn.transaction():
+        timings = execute(conn, migration)
+        seconds = time.perf_counter() - started
+        ledger.record(conn, migration, seconds * 1000)
+    return AppliedMigration(migration, time.perf_counter() - started, timings)
+
+
+@contextmanager
+def advisory_lock(conn: psycopg.Connection, progress: Progress) -> Iterator[None]:
+    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_LOCK_KEY,)).fetchone()
+    if not (row and row[0]):
+        progress("waiting for another migration runner on this database to finish")
+        conn.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
+    try:
+        yield
+    finally:
+        if not conn.closed:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
+
+
+def plan_run(
+    plan: list[Migration],
+    applied: dict[int, ledger.LedgerEntry],
+    start: str | None = None,
+    stop: str | None = None,
+) -> list[Migration]:
+    """What a run would apply, refusing (before anything runs) what cannot be applied in order."""
+    wanted = select(plan, start, stop)
+    ledger.verify(plan, applied)
+    todo = [m for m in wanted if m.version not in applied]
+    if todo:
+        skipped = [m for m in ledger.pending(plan, applied) if m.version < todo[0].version]
+        if skipped:
+            raise PlanError(
+                f"{skipped[0].file_name} is not applied yet: --from {todo[0].label} would skip it "
+                f"(run from {skipped[0].label})"
+            )
+    for migration in todo:
+        migration.statements()  # a file PostgreSQL's parser rejects is refused before anything runs
+    return todo
+
+
+def migrate(
+    url: str,
+    plan: list[Migration],
+    start: str | None = None,
+    stop: str | None = None,
+    progress: Progress = lambda line: None,
+) -> list[AppliedMigration]:
+    """Apply the pending migrations of ``plan`` between ``start`` and ``stop`` to the database at ``url``."""
+    select(plan, start, stop)  # refuse a bad range before connecting
+    with dsn.connect(url) as conn, advisory_lock(conn, progress):
+        ledger.ensure(conn)
+        todo = plan_run(plan, ledger.read(conn), start, stop)
+        if not todo:
+            progress("nothing to apply: every selected migration is already applied")
+        done = []
+        for migration in todo:
+            result = apply(conn, migration)
+            progress(f"{migration.file_name:<45} {result.seconds:8.3f} s")
+            done.append(result)
+        return done

@@ -1,0 +1,217 @@
+"""``migration-gate rehearse``: the playbook on a disposable copy of a source database.
+
+How the team tries 005→008 on staging's data before the real window. The source is only
+ever read: every session on it (ours, pg_dump's, pg_dumpall's) runs with
+``default_transaction_read_only``. Its roles (``pg_dumpall --roles-only
+--no-role-passwords``: names, attributes and memberships, never a password) and its
+database (``pg_dump --format=custom``, with the database's own ACL and settings) are
+copied into a disposable PostgreSQL, where the playbook runs as its superuser with
+``--yes`` implied (restoring there harms nothing). The change record is the playbook's,
+with a ``rehearsal`` section saying what was copied from where and how long it took.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from migration_gate.checks import invariants
+from migration_gate.core import dsn
+from migration_gate.core.errors import UsageError
+from migration_gate.core.plan import load_plan
+from migration_gate.core.server import SUPERUSER, DisposableServer
+from migration_gate.operations import backup, baseline, playbook
+from migration_gate.operations.report import ChangeRecord
+from migration_gate.plugin.existing import read_only_options
+
+Progress = playbook.Progress
+
+RESERVED_NAMES = ("postgres", "template0", "template1")
+# Database-level statements of a dump's --create script: settings and the database's ACL.
+_DATABASE_LEVEL = re.compile(
+    r"^(ALTER DATABASE \S+ SET |ALTER ROLE \S+ IN DATABASE |(GRANT|REVOKE) .* ON DATABASE )"
+)
+
+
+@dataclass(frozen=True)
+class RehearsalOptions:
+    source_url: str
+    report_dir: Path
+    migrations_dir: Path = Path("migrations")
+    checks_dir: Path = Path("checks")
+    smoke_dir: Path | None = Path("smoke")
+    pg_ctl: str | None = None
+    # The source was migrated up to this version by another runner (no ledger): adopt the copy first.
+    baseline: str | None = None
+
+
+def _source_identity(url: str) -> tuple[backup.DatabaseIdentity, str]:
+    """Who the source is, and who owns its database; read-only, like every session on it."""
+    with dsn.connect(url, options=read_only_options("60s")) as conn:
+        identity = backup.identify(conn)
+        row = conn.execute(
+            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()"
+        ).fetchone()
+    return identity, str(row[0]) if row else SUPERUSER
+
+
+def _tool_error(done: subprocess.CompletedProcess[str], url: str, what: str) -> UsageError:
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    return UsageError(f"{what}: {dsn.scrub(lines[-1] if lines else f'exit code {done.returncode}', url)}")
+
+
+def copy_roles(source_url: str, source_db: str, tools: backup.ClientTools, server: DisposableServer) -> int:
+    """The source cluster's roles into the disposable one (no passwords); how many statements ran."""
+    conninfo, env = backup.tool_connection(source_url, read_only=True)
+    done = subprocess.run(
+        [str(Path(tools.pg_dump).with_name("pg_dumpall")), "--roles-only", "--no-role-passwords",
+         f"--dbname={conninfo}", "-l", source_db],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise _tool_error(done, source_url, "cannot read the source's roles (pg_dumpall --roles-only)")
+    applied = 0
+    with server.admin() as conn:
+        for line in backup.script_lines(done.stdout):
+            statement = line.strip()
+            if not statement or statement.startswith(("--", "SET ")):
+                continue
+            # The disposable server's own superuser stays as it is.
+            if re.match(rf"^(CREATE|ALTER) ROLE {SUPERUSER}\b", statement):
+                continue
+            try:
+                conn.execute(statement.encode("utf-8"))
+            except psycopg.errors.DuplicateObject:
+                continue
+            applied += 1
+    return applied
+
+
+def restore_copy(
+    source_dump: Path,
+    name: str,
+    owner: str,
+    tools: backup.ClientTools,
+    server: DisposableServer,
+    progress: Progress,
+) -> str:
+    """A database ``name`` on the disposable server holding the dump, with the source's ACL and settings."""
+    with server.admin() as conn:
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (owner,)).fetchone()
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE template0 ENCODING 'UTF8' LOCALE 'C'").format(
+                sql.Identifier(name), sql.Identifier(owner if exists else SUPERUSER)
+            )
+        )
+    url = server.url(name)
+    conninfo, env = backup.tool_connection(url)
+    started = time.perf_counter()
+    progress(f"restoring the source's dump into the disposable database {name} …")
+    done = subprocess.run(
+        [tools.pg_restore, "--exit-on-error", "--single-transaction", f"--dbname={conninfo}", str(source_dump)],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise _tool_error(done, url, "cannot restore the source's dump into the disposable server")
+    script = subprocess.run(
+        [tools.pg_restore, "--create", "--schema-only", "--file=-", str(source_dump)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    source_name = _archive_database_name(script.stdout)
+    with dsn.connect(url) as conn:
+        for line in backup.script_lines(script.stdout):
+            if _DATABASE_LEVEL.match(line) and source_name:
+                statement = line.replace(
+                    f" DATABASE {source_name} ", f" DATABASE {sql.Identifier(name).as_string(conn)} "
+                )
+                statement = statement.replace(
+                    f" DATABASE {source_name};", f" DATABASE {sql.Identifier(name).as_string(conn)};"
+                )
+                conn.execute(statement.encode("utf-8"))
+    progress(f"restored in {time.perf_counter() - started:.3f} s")
+    return url
+
+
+def _archive_database_name(create_script: str) -> str | None:
+    """The (quoted as pg_dump quotes it) database name of a --create script."""
+    match = re.search(r"^CREATE DATABASE (\S+) WITH ", create_script, re.M)
+    return match.group(1) if match else None
+
+
+def rehearse(options: RehearsalOptions, progress: Progress = lambda line: None) -> ChangeRecord:
+    """Dump the source read-only, restore it into a disposable server, run the playbook there.
+
+    Anything that stops before the playbook starts raises UsageError (exit 2): the source
+    was only read, and no change record is written.
+    """
+    plan = load_plan(options.migrations_dir)  # refuse bad migrations or checks before starting a server
+    invariants.load(options.checks_dir)
+    playbook.check_report_dir(options.report_dir)
+    if options.smoke_dir is not None and not options.smoke_dir.is_dir():
+        raise UsageError(f"--smoke-dir {options.smoke_dir} does not exist (or pass --no-smoke)")
+    identity, owner = _source_identity(options.source_url)
+    progress(f"source: {identity.describe()} (read-only)")
+    with (
+        DisposableServer(pg_ctl=options.pg_ctl) as server,
+        tempfile.TemporaryDirectory(prefix="migration-gate-rehearsal-") as tmp,
+    ):
+        bindir = Path(server.binary("pg_dump")).parent
+        tools = backup.find_tools(identity.server_major, [bindir], allow_newer=True)
+        local = backup.tool_version(server.binary("postgres"))
+        if local is None or local[0] < identity.server_major:
+            raise UsageError(
+                f"the source runs PostgreSQL {identity.server_version}, the local server binaries are "
+                f"{local[1] if local else 'unknown'}: a rehearsal needs local binaries at least as new"
+            )
+        source_dump = Path(tmp) / "source.backup"
+        started = time.perf_counter()
+        progress("dumping the source (read-only) …")
+        try:
+            size = backup.dump(options.source_url, source_dump, tools, progress, read_only=True)
+        except backup.BackupFailed as exc:
+            raise UsageError(f"cannot dump the source: {exc}") from None
+        dump_seconds = time.perf_counter() - started
+        roles = copy_roles(options.source_url, identity.database, tools, server)
+        name = (
+            identity.database if identity.database not in RESERVED_NAMES else f"rehearsal_{identity.database}"
+        )
+        started = time.perf_counter()
+        url = restore_copy(source_dump, name, owner, tools, server, progress)
+        adopted = []
+        if options.baseline is not None:
+            adopted = baseline.baseline(url, plan, options.baseline, pg_ctl=options.pg_ctl, progress=progress)
+        rehearsal = {
+            "source": identity.describe(),
+            "source_dump_bytes": size,
+            "source_dump_seconds": round(dump_seconds, 3),
+            "roles_copied": f"{roles} statement(s) from pg_dumpall --roles-only --no-role-passwords",
+            "copy_restore_seconds": round(time.perf_counter() - started, 3),
+            "disposable_server": f"PostgreSQL {local[1]} on 127.0.0.1:{server.port}, database {name}, as {SUPERUSER}",
+            "note": "the backup below was taken from the disposable copy and is gone with it",
+            "baseline": [m.file_name for m in adopted],
+        }
+        smoke = None
+        if options.smoke_dir is not None:
+            from migration_gate.operations.smoke_step import smoke_runner
+
+            smoke = smoke_runner(options.smoke_dir)
+        run_options = playbook.PlaybookOptions(
+            database_url=url,
+            backup_path=Path(tmp) / "rehearsal.backup",
+            report_dir=options.report_dir,
+            migrations_dir=options.migrations_dir,
+            checks_dir=options.checks_dir,
+            assume_yes=True,
+            smoke=smoke,
+            smoke_skipped_because="--no-smoke",
+            prefer_bindirs=(bindir,),
+            command="rehearse",
+        )
+        return playbook.run(run_options, progress, confirm=lambda question: True, rehearsal=rehearsal)

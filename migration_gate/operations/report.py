@@ -1,0 +1,226 @@
+"""The change record (playbook section 7): ``report.json`` for tools, ``report.md`` for people.
+
+Written whatever the outcome, it says what ran, how long each step and migration took,
+every invariant's count at each checkpoint, the profile audit, each check's result, the
+backup, and, when the run stopped, where and why and what state the database is in.
+Every string goes through ``dsn.scrub`` on the way out: no password reaches a report.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from migration_gate.core import dsn
+
+JSON_NAME = "report.json"
+MARKDOWN_NAME = "report.md"
+
+# outcome → what it means for the database
+OUTCOMES: dict[str, str] = {
+    "running": "the run did not finish (interrupted, or an unexpected error): check the database before anything else",
+    "migrated_and_validated": "every pending migration is applied and every check passed",
+    "rolled_back": "stopped before committing: the database is exactly as it was (verified)",
+    "restored": "stopped after committing: the backup was restored and the database is exactly as it was (verified)",
+    "needs_restore": "stopped, and the database is NOT as it was: restore the backup (command below)",
+    "not_started": "stopped before migrating: nothing in the database was changed",
+}
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class StepRecord:
+    name: str
+    status: str = "running"  # ok, failed, skipped
+    seconds: float = 0.0
+    detail: str = ""
+
+
+@dataclass
+class CheckRecord:
+    """One check's result: ``passed``, ``failed`` (with what a person needs) or ``skipped`` (with why)."""
+
+    name: str
+    status: str
+    summary: str = ""
+    details: str = ""
+
+
+@dataclass
+class MigrationRecord:
+    file_name: str
+    seconds: float
+    statements: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class ChangeRecord:
+    command: str
+    target: str
+    started_at: str = field(default_factory=now)
+    finished_at: str | None = None
+    outcome: str = "running"
+    exit_code: int | None = None
+    stopped_at: str | None = None
+    reason: str | None = None
+    identity: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+    steps: list[StepRecord] = field(default_factory=list)
+    backup: dict[str, Any] | None = None
+    migrations: list[MigrationRecord] = field(default_factory=list)
+    checkpoints: dict[str, dict[str, int]] = field(default_factory=dict)
+    profile_audit: dict[str, dict[str, int]] = field(default_factory=dict)
+    checks: list[CheckRecord] = field(default_factory=list)
+    smoke: list[CheckRecord] = field(default_factory=list)
+    fingerprint: dict[str, Any] | None = None
+    restore: dict[str, Any] | None = None
+    next_action: str | None = None
+    rehearsal: dict[str, Any] | None = None
+
+    @contextmanager
+    def step(self, name: str, progress: Callable[[str], None] = lambda line: None) -> Iterator[StepRecord]:
+        """Time a step; an exception marks it failed (and goes on up)."""
+        record = StepRecord(name)
+        self.steps.append(record)
+        progress(f"== {name}")
+        started = time.perf_counter()
+        try:
+            yield record
+        except BaseException:
+            record.status = "failed"
+            raise
+        else:
+            if record.status == "running":
+                record.status = "ok"
+        finally:
+            record.seconds = round(time.perf_counter() - started, 3)
+
+    def stop(self, where: str, reason: str, outcome: str, exit_code: int) -> None:
+        self.stopped_at, self.reason, self.outcome, self.exit_code = where, reason, outcome, exit_code
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["meaning"] = OUTCOMES.get(self.outcome, "")
+        return data
+
+    def write(self, directory: Path, secret_url: str | None) -> tuple[Path, Path]:
+        """``report.json`` and ``report.md`` in ``directory`` (created), every string scrubbed."""
+        self.finished_at = self.finished_at or now()
+        directory.mkdir(parents=True, exist_ok=True)
+        data = _scrubbed(self.to_json(), secret_url)
+        json_path = directory / JSON_NAME
+        md_path = directory / MARKDOWN_NAME
+        json_path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        md_path.write_text(markdown(data), encoding="utf-8")
+        return json_path, md_path
+
+
+def _scrubbed(value: Any, secret_url: str | None) -> Any:
+    if isinstance(value, str):
+        return dsn.scrub(value, secret_url)
+    if isinstance(value, dict):
+        return {key: _scrubbed(item, secret_url) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrubbed(item, secret_url) for item in value]
+    return value
+
+
+def _cell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(_cell(cell) for cell in row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def _figures(value: Any) -> str:
+    """A fingerprint summary in a line; anything else as it is."""
+    if isinstance(value, dict) and "schema_sha256" in value:
+        return (
+            f"{value['rows']} rows in {value['tables']} tables, {value['sequences']} sequences, "
+            f"{value['large_objects']} large objects, schema sha256 {value['schema_sha256'][:16]}…"
+        )
+    return str(value)
+
+
+def markdown(data: dict[str, Any]) -> str:
+    """The change record for people, from the (already scrubbed) JSON data."""
+    out = [f"# Change record: migration-gate {data['command']}", ""]
+    out += [f"- **Outcome:** {data['outcome']}: {data['meaning']}"]
+    out += [f"- **Database:** {data['target']}"]
+    if data.get("identity"):
+        ident = data["identity"]
+        out += [
+            f"- **Server:** PostgreSQL {ident['server_version']}, system identifier "
+            f"{ident.get('system_identifier') or 'unknown'}, database OID {ident['database_oid']}"
+        ]
+    out += [f"- **Started:** {data['started_at']}; **finished:** {data['finished_at']}"]
+    out += [f"- **Exit code:** {data['exit_code']}", ""]
+    if data.get("stopped_at"):
+        out += [
+            "## Where it stopped, and why",
+            "",
+            f"Stopped at **{data['stopped_at']}**: {data['reason']}",
+            "",
+        ]
+    if data.get("next_action"):
+        out += ["## What to do now", "", "```", data["next_action"], "```", ""]
+    if data.get("warnings"):
+        out += ["## Warnings", ""] + [f"- {w}" for w in data["warnings"]] + [""]
+    if data.get("rehearsal"):
+        out += ["## Rehearsal", ""] + [f"- **{k}:** {v}" for k, v in data["rehearsal"].items()] + [""]
+    out += ["## Steps", ""]
+    out += _table(
+        ["step", "status", "seconds", "detail"],
+        [[s["name"], s["status"], f"{s['seconds']:.3f}", s["detail"]] for s in data["steps"]],
+    )
+    if data.get("backup"):
+        out += ["## Backup", ""] + [f"- **{k}:** {v}" for k, v in data["backup"].items()] + [""]
+    if data["migrations"]:
+        out += ["## Migrations", ""]
+        out += _table(
+            ["file", "seconds"], [[m["file_name"], f"{m['seconds']:.3f}"] for m in data["migrations"]]
+        )
+    if data["checkpoints"]:
+        names = sorted({name for counts in data["checkpoints"].values() for name in counts})
+        points = list(data["checkpoints"])
+        out += ["## Invariants at each checkpoint (offending rows; must be 0)", ""]
+        rows = [[name] + [data["checkpoints"][p].get(name, "-") for p in points] for name in names]
+        out += _table(["invariant", *points], rows)
+    if data["profile_audit"]:
+        out += ["## Profile audit (memberships in each user's default workspace, by profile)", ""]
+        codes = sorted({code for counts in data["profile_audit"].values() for code in counts})
+        points = list(data["profile_audit"])
+        out += _table(
+            ["profile", *points], [[c] + [data["profile_audit"][p].get(c, 0) for p in points] for c in codes]
+        )
+    for title, key in (("Checks", "checks"), ("Smoke tests", "smoke")):
+        if data[key]:
+            out += [f"## {title}", ""]
+            out += _table(
+                ["check", "result", "summary"], [[c["name"], c["status"], c["summary"]] for c in data[key]]
+            )
+            for check in data[key]:
+                if check["status"] == "failed" and check["details"]:
+                    out += [f"### {check['name']}", "", "```", check["details"], "```", ""]
+    if data.get("fingerprint"):
+        fp = data["fingerprint"]
+        out += ["## Is the database exactly as it was?", ""]
+        out += [f"- **{k}:** {_figures(v)}" for k, v in fp.items() if k != "differences"]
+        if fp.get("differences"):
+            out += ["", "```", *fp["differences"], "```"]
+        out += [""]
+    if data.get("restore"):
+        out += ["## Restore", ""] + [f"- **{k}:** {v}" for k, v in data["restore"].items()] + [""]
+    return "\n".join(out).rstrip() + "\n"

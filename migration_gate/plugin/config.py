@@ -1,0 +1,154 @@
+"""The gate's settings: each one an ini option and a --flag of the same name, resolved once."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from migration_gate.core.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    help: str
+    default: str | None = None
+    env: str | None = None
+    flag_only: bool = False  # a boolean switch
+
+
+SETTINGS = (
+    Setting("migrations_dir", "directory of the NNN_name.sql migrations to judge", "migrations"),
+    Setting(
+        "legacy_seed", "SQL file of legacy data loaded at 004 before 005 runs", "fixtures/legacy_seed.sql"
+    ),
+    Setting(
+        "database_url",
+        "run the gate against this existing database (read-only) instead of a disposable one",
+        env="FLUXOLAB_DATABASE_URL",
+    ),
+    Setting(
+        "migrate",
+        "with --database-url: apply pending migrations first (for rehearsals on a copy)",
+        flag_only=True,
+    ),
+    Setting("statement_timeout", "statement_timeout for sessions on an existing database", "30s"),
+    Setting(
+        "pg_ctl", "path to pg_ctl for the disposable server (default: PATH, then /usr/lib/postgresql/*/bin)"
+    ),
+    Setting(
+        "api_url",
+        "smoke-test this deployment of the API instead of the reference one",
+        env="FLUXOLAB_API_URL",
+    ),
+    Setting("webhook_receiver_url", "with --api-url: a URL the deployment can deliver webhooks to"),
+    Setting(
+        "smoke_actors",
+        "with --api-url: the two users the smoke tests act as, USER:WORKSPACE,OTHER_USER:OTHER_WORKSPACE "
+        "(default: two found in --database-url)",
+        env="FLUXOLAB_SMOKE_ACTORS",
+    ),
+    Setting(
+        "smoke_delivery_timeout",
+        "seconds the smoke tests wait for a webhook delivery to be delivered or failed",
+        "60",
+        env="FLUXOLAB_SMOKE_DELIVERY_TIMEOUT",
+    ),
+)
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("migration-gate")
+    for setting in SETTINGS:
+        flag = "--" + setting.name.replace("_", "-")
+        help_text = setting.help + (f" (env {setting.env})" if setting.env else "")
+        if setting.flag_only:
+            group.addoption(flag, action="store_true", dest=setting.name, default=None, help=help_text)
+            parser.addini(setting.name, help_text, type="bool", default=False)
+        else:
+            group.addoption(flag, action="store", dest=setting.name, default=None, help=help_text)
+            parser.addini(setting.name, help_text, default=setting.default)
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    rootdir: Path
+    migrations_dir: Path
+    legacy_seed: Path
+    database_url: str | None
+    migrate: bool
+    statement_timeout: str
+    pg_ctl: str | None
+    api_url: str | None
+    webhook_receiver_url: str | None
+    api_token: str | None
+    smoke_actors: tuple[int, int, int, int] | None  # USER, WORKSPACE, OTHER_USER, OTHER_WORKSPACE
+    smoke_delivery_timeout: float
+
+    @property
+    def disposable(self) -> bool:
+        return self.database_url is None
+
+
+def _seconds(name: str, value: object) -> float:
+    try:
+        seconds = float(str(value))
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise UsageError(f"--{name.replace('_', '-')} {value!r}: expected a number of seconds above 0")
+    return seconds
+
+
+def _actors(value: object) -> tuple[int, int, int, int] | None:
+    """USER:WORKSPACE,OTHER_USER:OTHER_WORKSPACE, parsed here so that a typo is refused, not skipped."""
+    if value is None:
+        return None
+    pairs = [re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", pair) for pair in str(value).split(",")]
+    if len(pairs) != 2 or not all(pairs):
+        raise UsageError(f"--smoke-actors {str(value)!r}: expected USER:WORKSPACE,OTHER_USER:OTHER_WORKSPACE")
+    (user, workspace), (other_user, other_workspace) = (
+        (int(match[1]), int(match[2])) for match in pairs if match is not None
+    )
+    return user, workspace, other_user, other_workspace
+
+
+def resolve(config: pytest.Config) -> GateConfig:
+    """Flag, then environment variable, then ini, then default."""
+    values: dict[str, object] = {}
+    for setting in SETTINGS:
+        value = config.getoption(setting.name)
+        if value is None and setting.env:
+            value = os.environ.get(setting.env) or None
+        if value is None:
+            value = config.getini(setting.name)
+        values[setting.name] = value if value != "" else None
+    rootdir = Path(config.rootpath)
+
+    def path(value: object) -> Path:
+        candidate = Path(str(value))
+        return candidate if candidate.is_absolute() else rootdir / candidate
+
+    gate_config = GateConfig(
+        rootdir=rootdir,
+        migrations_dir=path(values["migrations_dir"]),
+        legacy_seed=path(values["legacy_seed"]),
+        database_url=values["database_url"],  # type: ignore[arg-type]
+        migrate=bool(values["migrate"]),
+        statement_timeout=str(values["statement_timeout"] or "30s"),
+        pg_ctl=values["pg_ctl"],  # type: ignore[arg-type]
+        api_url=values["api_url"],  # type: ignore[arg-type]
+        webhook_receiver_url=values["webhook_receiver_url"],  # type: ignore[arg-type]
+        api_token=os.environ.get("FLUXOLAB_API_TOKEN") or None,
+        smoke_actors=_actors(values["smoke_actors"]),
+        smoke_delivery_timeout=_seconds("smoke_delivery_timeout", values["smoke_delivery_timeout"] or "60"),
+    )
+    if gate_config.migrate and gate_config.disposable:
+        raise UsageError(
+            "--migrate only makes sense with --database-url (the disposable database is always migrated)"
+        )
+    return gate_config

@@ -1,0 +1,155 @@
+"""The pytest wiring: options, the session's gate database, and the report of what ran."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from migration_gate.core.errors import EXIT_USAGE, GateError
+from migration_gate.core.plan import load_plan
+from migration_gate.core.runner import AppliedMigration, migrate
+from migration_gate.core.server import DisposableServer, find_pg_ctl, interrupt_on_sigterm
+
+# Imported for its side effect: the Hypothesis profiles (ci, nightly) must be registered
+# before Hypothesis' own plugin applies --hypothesis-profile, in checks/ and tests/ alike.
+from migration_gate.plugin import config as gate_config_module
+from migration_gate.plugin import hypothesis_profiles  # noqa: F401
+from migration_gate.plugin.config import GateConfig
+from migration_gate.plugin.databases import CheckpointDatabases, GateDatabases
+from migration_gate.plugin.existing import ExistingDatabase
+
+GATE_CONFIG = pytest.StashKey[GateConfig]()
+# What the session applied, for the summary: a title, each migration's timing, extra lines.
+GATE_APPLIED = pytest.StashKey[tuple[str, list[AppliedMigration], list[str]]]()
+# Under pytest-xdist: the key of a worker's summary in its workeroutput, and the
+# summaries the controller received, by worker id.
+WORKER_SUMMARY = "migration_gate_summary"
+WORKER_SUMMARIES = pytest.StashKey[list[tuple[str, list[str]]]]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    gate_config_module.add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    interrupt_on_sigterm()
+    try:
+        config.stash[GATE_CONFIG] = gate_config_module.resolve(config)
+    except GateError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    gate_config = config.stash.get(GATE_CONFIG, None)
+    if gate_config is None:
+        return []
+    if not gate_config.disposable:
+        assert gate_config.database_url is not None
+        existing = ExistingDatabase(gate_config.database_url, gate_config.statement_timeout)
+        try:
+            return [f"migration-gate: {existing.describe()}; migrations {gate_config.migrations_dir}"]
+        except GateError as exc:
+            pytest.exit(f"migration-gate: {exc}", returncode=EXIT_USAGE)
+    try:
+        pg_ctl = find_pg_ctl(gate_config.pg_ctl)
+        version = subprocess.run(
+            [pg_ctl, "--version"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+    except GateError:
+        return ["migration-gate: disposable PostgreSQL: server binaries not found"]
+    return [
+        f"migration-gate: disposable PostgreSQL ({version}, {pg_ctl.parent}); migrations {gate_config.migrations_dir}"
+    ]
+
+
+@pytest.fixture(scope="session")
+def gate_config(pytestconfig: pytest.Config) -> GateConfig:
+    return pytestconfig.stash[GATE_CONFIG]
+
+
+@pytest.fixture(scope="session")
+def disposable_server(gate_config: GateConfig) -> Iterator[DisposableServer]:
+    """A throwaway PostgreSQL for this session (each xdist worker has its own)."""
+    try:
+        server = DisposableServer(pg_ctl=gate_config.pg_ctl).start()
+    except GateError as exc:
+        pytest.exit(f"migration-gate: {exc}", returncode=EXIT_USAGE)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def gate(request: pytest.FixtureRequest, gate_config: GateConfig) -> GateDatabases:
+    """The databases the checks read.
+
+    Disposable (default): 001→004 plus the legacy seed, then a database at each checkpoint.
+    With --database-url: that database as it is, read-only; with --migrate, pending
+    migrations are applied first (for rehearsals on a copy).
+    """
+    # Progress goes straight to the terminal: a session fixture's prints are captured.
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    progress = reporter.write_line if reporter is not None else (lambda line: None)
+    try:
+        plan = load_plan(gate_config.migrations_dir)
+        if gate_config.database_url is not None:
+            applied = (
+                migrate(gate_config.database_url, plan, progress=progress) if gate_config.migrate else []
+            )
+            request.config.stash[GATE_APPLIED] = (
+                "migrations applied by --migrate (existing database)",
+                applied,
+                [],
+            )
+            return ExistingDatabase(gate_config.database_url, gate_config.statement_timeout)
+        server = request.getfixturevalue("disposable_server")
+        databases = CheckpointDatabases(server, plan).build(gate_config.legacy_seed)
+    except GateError as exc:
+        pytest.fail(f"building the gate database failed: {exc}", pytrace=False)
+    seed_line = f"{f'(legacy seed {gate_config.legacy_seed.name}, loaded at 004)':<45} {databases.seed_seconds:8.3f} s"
+    request.config.stash[GATE_APPLIED] = (
+        "migrations applied (disposable database, legacy seed)",
+        databases.applied,
+        [seed_line],
+    )
+    return databases
+
+
+def _summary(config: pytest.Config) -> list[str]:
+    """The summary's title, then its lines; empty when the session applied nothing."""
+    title, applied, extra_lines = config.stash.get(GATE_APPLIED, ("", [], []))
+    if not title or not (applied or extra_lines):
+        return []
+    lines = [f"{result.migration.file_name:<45} {result.seconds:8.3f} s" for result in applied]
+    return [title, *lines, *extra_lines]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # Under pytest-xdist each worker builds its own gate database and the controller,
+    # which prints the summary, builds none: a worker hands its summary over.
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput[WORKER_SUMMARY] = _summary(session.config)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """pytest-xdist's controller: keep each worker's summary for the terminal summary."""
+    summary = getattr(node, "workeroutput", {}).get(WORKER_SUMMARY)
+    if summary:
+        name = str(getattr(node.gateway, "id", "worker"))
+        node.config.stash.setdefault(WORKER_SUMMARIES, []).append((name, summary))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    own = _summary(config)
+    received: list[tuple[str, list[str]]] = config.stash.get(WORKER_SUMMARIES, [])
+    summaries = ([("", own)] if own else []) + sorted(received)
+    for worker, (title, *lines) in summaries:
+        terminalreporter.section(f"migration-gate: {title}" + (f" ({worker})" if worker else ""))
+        for line in lines:
+            terminalreporter.write_line(line)

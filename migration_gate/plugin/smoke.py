@@ -1,0 +1,399 @@
+"""What the smoke tests (playbook section 5, ``smoke/``) stand on.
+
+The deployment under test: by default the reference API (``migration_gate.api``) on a
+private clone of the migrated disposable database; with ``--api-url`` a real deployment,
+checked in its database through ``--database-url`` (read-only) when given. Also the
+HTTP client, the webhook receiver the tests run on loopback, the two actors the tests
+act as, and fingerprints of what a workspace holds, to prove a refused request wrote
+nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+import requests
+
+from migration_gate.core import dsn
+from migration_gate.plugin.config import GateConfig
+from migration_gate.plugin.databases import CheckpointDatabases, GateDatabases
+from migration_gate.reference.api import ApiSettings, ReferenceApi
+from migration_gate.reference.webhook_delivery import DeliveryPolicy
+
+ACTORS_ENV = "FLUXOLAB_SMOKE_ACTORS"
+NO_SUCH_ID = 2**63 - 1  # a valid bigint no row will ever have in a smoke run
+# The reference API retries fast so a failing delivery settles in well under a second.
+REFERENCE_DELIVERY = DeliveryPolicy(max_attempts=3, backoff_seconds=0.02, timeout_seconds=5.0)
+REQUEST_TIMEOUT = 15.0
+DELIVERY_DEADLINE = 60.0  # the default of --smoke-delivery-timeout
+
+T = TypeVar("T")
+
+
+class SmokeUnavailable(Exception):
+    """The smoke tests cannot run in this configuration; the message says why (a skip reason)."""
+
+
+# -- Who acts -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Actors:
+    """Two users, each a member of their own workspace and not of the other's."""
+
+    user_id: int
+    workspace_id: int
+    other_user_id: int
+    other_workspace_id: int
+
+    def __str__(self) -> str:
+        return f"{self.user_id}:{self.workspace_id},{self.other_user_id}:{self.other_workspace_id}"
+
+
+def create_actors(conn: psycopg.Connection, run_id: str) -> Actors:
+    """Two fresh users, each owning a workspace (the disposable clone is ours to write)."""
+    ids: list[int] = []
+    with conn.transaction():
+        for label in ("smoke", "smoke-other"):
+            user_id = conn.execute(
+                "INSERT INTO users (email, name) VALUES (%s, %s) RETURNING id",
+                (f"{label}-{run_id}@migration-gate.invalid", f"migration-gate {label} {run_id}"),
+            ).fetchone()[0]  # type: ignore[index]
+            workspace_id = conn.execute(
+                "INSERT INTO workspaces (owner_id, name) VALUES (%s, %s) RETURNING id",
+                (user_id, f"migration-gate {label} {run_id}"),
+            ).fetchone()[0]  # type: ignore[index]
+            conn.execute(
+                "INSERT INTO workspace_members (workspace_id, user_id, profile_id)"
+                " SELECT %s, %s, id FROM profiles WHERE code = 'owner'",
+                (workspace_id, user_id),
+            )
+            conn.execute("UPDATE users SET default_workspace_id = %s WHERE id = %s", (workspace_id, user_id))
+            ids += [user_id, workspace_id]
+    return Actors(*ids)
+
+
+_DISCOVER_ACTORS = """
+SELECT a.id, a.default_workspace_id, b.id, b.default_workspace_id
+FROM (
+    SELECT u.id, u.default_workspace_id FROM users u
+    WHERE EXISTS (SELECT FROM workspace_members m
+                  WHERE m.workspace_id = u.default_workspace_id AND m.user_id = u.id)
+    ORDER BY u.id LIMIT 100
+) a
+CROSS JOIN LATERAL (
+    SELECT u.id, u.default_workspace_id FROM users u
+    WHERE u.default_workspace_id <> a.default_workspace_id
+      AND EXISTS (SELECT FROM workspace_members m
+                  WHERE m.workspace_id = u.default_workspace_id AND m.user_id = u.id)
+      AND NOT EXISTS (SELECT FROM workspace_members m
+                      WHERE m.workspace_id = u.default_workspace_id AND m.user_id = a.id)
+      AND NOT EXISTS (SELECT FROM workspace_members m
+                      WHERE m.workspace_id = a.default_workspace_id AND m.user_id = u.id)
+    ORDER BY u.id LIMIT 1
+) b
+ORDER BY a.id LIMIT 1
+"""
+
+
+def discover_actors(conn: psycopg.Connection) -> Actors:
+    """Two users of a deployment's database, each in a default workspace the other is not in."""
+    row = conn.execute(_DISCOVER_ACTORS).fetchone()
+    if row is None:
+        raise SmokeUnavailable(
+            f"found no two users in distinct workspaces in the database: pass --smoke-actors U:W,U2:W2 "
+            f"(or set {ACTORS_ENV})"
+        )
+    return Actors(*row)
+
+
+# -- The database, as the checks see it -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class SmokeDatabase:
+    """Where the smoke tests verify rows: the clone (writable, superuser) or --database-url (read-only)."""
+
+    connect: Callable[[], AbstractContextManager[psycopg.Connection]]
+    writable: bool
+    label: str
+
+
+# What each workspace-scoped table is compared on; an event's delivery state is left
+# out, since the worker may legitimately move it between two looks.
+FINGERPRINTS = {
+    "credentials": "id, user_id, workspace_id, name, provider, secret, updated_at",
+    "webhook_registrations": "id, user_id, workspace_id, target_url, event_types, secret, active",
+    "webhook_events": "id, registration_id, workspace_id, event_type, body",
+    "activities": "id, user_id, workspace_id, action",
+    "workspace_members": "workspace_id, user_id, profile_id",
+}
+
+
+def fingerprint(conn: psycopg.Connection, workspace_ids: tuple[int, ...]) -> dict[str, tuple[int, str]]:
+    """Per table: the rows of these workspaces, counted and hashed (inserts, updates, deletes all show)."""
+    prints: dict[str, tuple[int, str]] = {}
+    for table, columns in FINGERPRINTS.items():
+        row = conn.execute(
+            f"SELECT count(*), coalesce(md5(string_agg(({columns})::text, ',' ORDER BY ({columns})::text)), '')"
+            f" FROM public.{table} WHERE workspace_id = ANY(%s)",
+            (list(workspace_ids),),
+        ).fetchone()
+        assert row is not None
+        prints[table] = (row[0], row[1])
+    return prints
+
+
+# -- Talking to the API ---------------------------------------------------------------
+
+_NO_JSON = object()
+
+
+class ApiClient:
+    """requests against the deployment: X-User-Id as the acting user, the bearer token if any."""
+
+    def __init__(self, base_url: str, token: str | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.http = requests.Session()
+        if token:
+            self.http.headers["Authorization"] = f"Bearer {token}"
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        user: int | str | None,
+        json_body: Any = _NO_JSON,
+        raw: bytes | None = None,
+    ) -> requests.Response:
+        headers = {"Content-Type": "application/json"}
+        if user is not None:
+            headers["X-User-Id"] = str(user)
+        data = raw if json_body is _NO_JSON else json.dumps(json_body).encode("utf-8")
+        return self.http.request(
+            method, self.base_url + path, data=data, headers=headers, timeout=REQUEST_TIMEOUT
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def expect(response: requests.Response, status: int) -> Any:
+    """The JSON body of a response that must have ``status``; else a failure quoting the answer."""
+    request = response.request
+    assert response.status_code == status, (
+        f"{request.method} {urlsplit(request.url or '').path} answered {response.status_code},"
+        f" expected {status}: {response.text[:1000]}"
+    )
+    try:
+        return response.json()
+    except ValueError:
+        raise AssertionError(
+            f"{request.method} {request.url} answered {status} with a body that is not JSON: "
+            f"{response.text[:300]!r}"
+        ) from None
+
+
+def wait_until(probe: Callable[[], T], done: Callable[[T], bool], what: str, timeout: float) -> T:
+    """Poll ``probe`` until ``done`` (fast at first, then every quarter second), or fail saying what it saw."""
+    deadline = time.monotonic() + timeout
+    pause = 0.005
+    while True:
+        value = probe()
+        if done(value):
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what}: not reached within {timeout:g} s; last seen: {value!r}")
+        time.sleep(pause)
+        pause = min(pause * 2, 0.25)
+
+
+# -- The receiver ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Delivery:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class WebhookReceiver:
+    """A loopback HTTP server that records every POST; paths under /fail answer 503."""
+
+    def __init__(self, port: int = 0, public_url: str | None = None) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {key.lower(): value for key, value in self.headers.items()}
+                path = self.path.removeprefix(receiver.prefix)  # relative to the public URL
+                with receiver._lock:
+                    receiver._deliveries.append(Delivery(path, headers, body))
+                self.send_response(503 if path.startswith("/fail") else 204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._lock = threading.Lock()
+        self._deliveries: list[Delivery] = []
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="webhook-receiver", daemon=True
+        )
+        self.base_url = (public_url or f"http://127.0.0.1:{self._server.server_port}").rstrip("/")
+        self.prefix = urlsplit(self.base_url).path
+
+    def __enter__(self) -> WebhookReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def deliveries_to(self, path: str) -> list[Delivery]:
+        with self._lock:
+            return [d for d in self._deliveries if d.path == path]
+
+
+def open_receiver(public_url: str | None) -> WebhookReceiver:
+    """A receiver on a free loopback port; or, for a deployment that reaches it at ``public_url``
+    (the same host, or a tunnel), on 127.0.0.1 at that URL's port."""
+    if public_url is None:
+        return WebhookReceiver()
+    port = urlsplit(public_url).port
+    if port is None:
+        raise SmokeUnavailable(
+            f"--webhook-receiver-url {public_url} names no port: the test's receiver listens on "
+            "127.0.0.1 at that URL's port, so give one explicitly"
+        )
+    return WebhookReceiver(port, public_url)
+
+
+# -- The deployment under test ---------------------------------------------------------
+
+
+@dataclass
+class Deployment:
+    """The API the smoke tests speak to, the actors they act as, and where they verify rows."""
+
+    api: ApiClient
+    actors: Actors
+    database: SmokeDatabase | None
+    label: str
+    reference: ReferenceApi | None = None  # set when the reference API is what is tested
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
+    delivery_deadline: float = DELIVERY_DEADLINE  # seconds to wait for a delivery to settle
+
+    @property
+    def delivery(self) -> DeliveryPolicy | None:
+        """The retry policy when it is known (the reference API's), for exact attempt counts."""
+        return self.reference.worker.policy if self.reference else None
+
+    def db(self) -> SmokeDatabase:
+        """The database to verify rows in, or skip what follows with the reason."""
+        if self.database is None:
+            pytest.skip(
+                f"HTTP answers checked; database verification skipped: no --database-url for {self.label}"
+            )
+        return self.database
+
+    def writable_db(self) -> SmokeDatabase:
+        database = self.db()
+        if not database.writable:
+            pytest.skip(
+                f"{database.label} is only read by the gate: a write refused by the database is proven on "
+                "the disposable gate, and the constraint itself by the checks"
+            )
+        return database
+
+    def name(self, what: str) -> str:
+        """A name that says which smoke run created a row, so leftovers on a deployment can be found."""
+        return f"migration-gate smoke {self.run_id} {what}"
+
+
+@contextmanager
+def reference_deployment(
+    checkpoints: CheckpointDatabases,
+    policy: DeliveryPolicy = REFERENCE_DELIVERY,
+    prepare: Callable[[psycopg.Connection, Actors], None] | None = None,
+    delivery_deadline: float = DELIVERY_DEADLINE,
+) -> Iterator[Deployment]:
+    """The reference API on a private clone of the database after 008, dropped afterwards.
+
+    ``prepare`` runs on the clone as superuser before the API starts (to inject a fault).
+    """
+    url = checkpoints.clone("after_008")
+    clone = str(dsn.parse(url)["dbname"])
+    run_id = uuid.uuid4().hex[:10]
+    try:
+        with dsn.connect(url) as conn:
+            actors = create_actors(conn, run_id)
+            if prepare is not None:
+                prepare(conn, actors)
+        api = ReferenceApi(ApiSettings(url, delivery=policy)).start()
+        client = ApiClient(api.url)
+        try:
+            database = SmokeDatabase(lambda: dsn.connect(url), writable=True, label=f"clone {clone}")
+            yield Deployment(
+                client,
+                actors,
+                database,
+                f"reference API {api.url} on {clone}",
+                api,
+                run_id,
+                delivery_deadline,
+            )
+        finally:
+            client.close()
+            api.stop()
+    finally:
+        checkpoints.server.drop_database(clone)
+
+
+def existing_deployment(config: GateConfig, gate: GateDatabases | None) -> Deployment:
+    """A real deployment at --api-url; rows verified read-only in --database-url when given."""
+    assert config.api_url is not None
+    database = None
+    if gate is not None:
+        checkpoint = gate.checkpoints[-1]
+        database = SmokeDatabase(
+            lambda: gate.connect(checkpoint), writable=False, label=dsn.describe(gate.url(checkpoint))
+        )
+    if config.smoke_actors:
+        actors = Actors(*config.smoke_actors)
+    elif database is not None:
+        with database.connect() as conn:
+            actors = discover_actors(conn)
+    else:
+        raise SmokeUnavailable(
+            f"--api-url without --database-url: name the users and workspaces to act as with "
+            f"--smoke-actors or {ACTORS_ENV}=USER:WORKSPACE,OTHER_USER:OTHER_WORKSPACE"
+        )
+    return Deployment(
+        ApiClient(config.api_url, config.api_token),
+        actors,
+        database,
+        f"deployment {config.api_url}",
+        delivery_deadline=config.smoke_delivery_timeout,
+    )
