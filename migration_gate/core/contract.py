@@ -1,6 +1,6 @@
 """The contract's fixed names (tables, the application role, the archive): one place for all.
 
-Operators and other tools refer to these names; every module takes them from here.
+Operators and other tools refer to these names (docs/contract.md); every module takes them from here.
 """
 
 from __future__ import annotations
@@ -51,3 +51,8 @@ ARCHIVE_TABLES: dict[str, tuple[str, ...]] = {
 PUBLIC_TABLES = LEGACY_TABLES
 # The tables 005 scopes to a workspace and 007/008 make NOT NULL.
 WORKSPACE_SCOPED_TABLES = ("credentials", "webhook_registrations", "webhook_events", "activities")
+
+# The legacy schema staging holds today is the state after this migration (docs/contract.md §1).
+LEGACY_VERSION = 4
+# The runbook stops after these migrations to count what must be zero (docs/contract.md §3).
+PAUSE_AFTER = (6, 7)

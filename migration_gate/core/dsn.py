@@ -78,3 +78,15 @@ def connect(
         raise UsageError(f"cannot connect to {describe(url)}: {scrub(first, url)}") from None
     except psycopg.ProgrammingError as exc:
         raise UsageError(f"cannot use database URL {redact(url)!r}: {scrub(str(exc), url)}") from None
+
+
+def read_only_options(statement_timeout: str) -> str:
+    """Session options for a database the gate only reads (staging, a rehearsal's source).
+
+    Read-only so nothing can change; a short lock_timeout so a check waits on the
+    application, never the reverse.
+    """
+    return (
+        f"-c default_transaction_read_only=on -c statement_timeout={statement_timeout} "
+        "-c lock_timeout=2s -c idle_in_transaction_session_timeout=60s"
+    )

@@ -57,28 +57,105 @@ def record(conn: psycopg.Connection, migration: Migration, duration_ms: float) -
     )
 
 
-def verify(plan: list[Migration], applied: dict[int, LedgerEntry]) -> None:
-    """Refuse a ledger that disagrees with the files: drift, unknown versions, holes."""
-    by_version = {m.version: m for m in plan}
-    for version in sorted(applied):
-        entry = applied[version]
-        migration = by_version.get(version)
-        if migration is None:
-            raise PlanError(
-                f"the ledger records {entry.file_name} (version {version:03d}), which is not in the migrations directory"
-            )
-        if entry.checksum != migration.checksum or entry.file_name != migration.file_name:
-            raise PlanError(
-                f"{migration.file_name} was edited after it was applied (ledger sha256 {entry.checksum[:12]}…, "
-                f"file {migration.checksum[:12]}…): restore the file or write a new migration"
-            )
+# What a migration file can be, seen from the ledger. The runner refuses to run on any but
+# APPLIED and PENDING; the ledger check fails on any but APPLIED.
+APPLIED = "applied"
+PENDING = "pending"
+HOLE = "hole"
+RENAMED = "renamed"
+EDITED = "edited"
+OUT_OF_ORDER = "out of order"
+UNKNOWN = "unknown"
+BLOCKING = frozenset({HOLE, RENAMED, EDITED, UNKNOWN})
+_LABELS = {HOLE: "pending", EDITED: "edited after it was applied"}
+
+
+@dataclass(frozen=True)
+class LedgerLine:
+    """One migration file, or one ledger entry without a file: its state and what to say about it."""
+
+    version: int
+    file_name: str
+    state: str
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.state == APPLIED
+
+    def describe(self) -> str:
+        label = _LABELS.get(self.state, self.state)
+        return f"{label}: {self.detail}" if self.detail else label
+
+
+def compare(plan: list[Migration], applied: dict[int, LedgerEntry]) -> list[LedgerLine]:
+    """The one place the ledger's rules live: each file's state against the ledger, by version."""
+    lines = []
+    previous: LedgerEntry | None = None
+    last_applied = max(applied, default=0)
     for migration in plan:
-        if migration.version > max(applied, default=0):
-            break
-        if migration.version not in applied:
-            raise PlanError(
-                f"{migration.file_name} is not applied but later migrations are: the ledger has a hole"
+        entry = applied.get(migration.version)
+        if entry is None:
+            if migration.version < last_applied:
+                line = LedgerLine(
+                    migration.version,
+                    migration.file_name,
+                    HOLE,
+                    "not applied, but later migrations are (a hole)",
+                )
+            else:
+                line = LedgerLine(migration.version, migration.file_name, PENDING, "not applied")
+        elif entry.file_name != migration.file_name:
+            line = LedgerLine(
+                migration.version, migration.file_name, RENAMED, f"the ledger applied it as {entry.file_name}"
             )
+        elif entry.checksum != migration.checksum:
+            line = LedgerLine(
+                migration.version,
+                migration.file_name,
+                EDITED,
+                f"ledger sha256 {entry.checksum[:12]}…, file {migration.checksum[:12]}…",
+            )
+        elif previous is not None and entry.applied_at < previous.applied_at:
+            line = LedgerLine(
+                migration.version,
+                migration.file_name,
+                OUT_OF_ORDER,
+                f"applied at {entry.applied_at:%Y-%m-%d %H:%M:%S}, earlier than {previous.file_name}",
+            )
+        else:
+            line = LedgerLine(migration.version, migration.file_name, APPLIED)
+        if entry is not None:
+            previous = entry
+        lines.append(line)
+    known = {migration.version for migration in plan}
+    for version, entry in applied.items():
+        if version not in known:
+            lines.append(
+                LedgerLine(
+                    version, entry.file_name, UNKNOWN, "applied, but no such file in the migrations directory"
+                )
+            )
+    return sorted(lines, key=lambda line: line.version)
+
+
+def verify(plan: list[Migration], applied: dict[int, LedgerEntry]) -> None:
+    """Refuse a ledger that disagrees with the files (drift, unknown versions, holes): the runner's rule."""
+    for line in compare(plan, applied):
+        if line.state not in BLOCKING:
+            continue
+        entry = applied.get(line.version)
+        if line.state == UNKNOWN:
+            raise PlanError(
+                f"the ledger records {line.file_name} (version {line.version:03d}), which is not in the migrations directory"
+            )
+        if line.state in (RENAMED, EDITED) and entry is not None:
+            checksum = next(m.checksum for m in plan if m.version == line.version)
+            raise PlanError(
+                f"{line.file_name} was edited after it was applied (ledger sha256 {entry.checksum[:12]}…, "
+                f"file {checksum[:12]}…): restore the file or write a new migration"
+            )
+        raise PlanError(f"{line.file_name} is not applied but later migrations are: the ledger has a hole")
 
 
 def pending(plan: list[Migration], applied: dict[int, LedgerEntry]) -> list[Migration]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pglast
 from pglast.parser import ParseError
 
+from migration_gate.core.contract import LEGACY_VERSION, PAUSE_AFTER
 from migration_gate.core.errors import PlanError, UsageError
 
 MIGRATION_NAME = re.compile(r"^(?P<version>\d{3})_(?P<slug>[A-Za-z0-9_]+)\.sql$")
@@ -102,3 +103,34 @@ def select(plan: list[Migration], start: str | None = None, stop: str | None = N
     if first.version > last.version:
         raise PlanError(f"--from {first.file_name} comes after --to {last.file_name}")
     return [m for m in plan if first.version <= m.version <= last.version]
+
+
+LEGACY_CHECKPOINT = "legacy"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A point of the run where the database is looked at: its name and the last migration applied."""
+
+    name: str
+    version: int
+
+    @property
+    def legacy(self) -> bool:
+        return self.name == LEGACY_CHECKPOINT
+
+
+def checkpoint_name(version: int) -> str:
+    return f"after_{version:03d}"
+
+
+def checkpoints(plan: list[Migration]) -> list[Checkpoint]:
+    """``legacy`` (004 and its data), after each pause of the runbook, and after the plan's last migration.
+
+    The last is named after the last migration applied: ``after_009`` once a 009 exists, so a
+    reader of a failing 009 is never told that 008 broke (docs/contract.md §3).
+    """
+    last = plan[-1].version
+    points = [Checkpoint(LEGACY_CHECKPOINT, LEGACY_VERSION)] if last > LEGACY_VERSION else []
+    points += [Checkpoint(checkpoint_name(v), v) for v in PAUSE_AFTER if LEGACY_VERSION < v < last]
+    return [*points, Checkpoint(checkpoint_name(last), last)]

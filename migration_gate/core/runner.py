@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,40 +61,77 @@ def _pg_message(error: psycopg.Error) -> str:
     return " ".join(message.split())
 
 
-def execute(conn: psycopg.Connection, migration: Migration) -> list[StatementTiming]:
-    """Run the file's statements in the caller's transaction; a failure raises MigrationFailed."""
-    return execute_statements(conn, migration.file_name, migration.statements())
-
-
 def execute_file(conn: psycopg.Connection, path: Path) -> list[StatementTiming]:
     """Run a SQL file that is not a migration (the legacy seed), statement by statement."""
     return execute_statements(conn, path.name, split(path.read_text(encoding="utf-8"), path.name))
 
 
+def execute_statement(conn: psycopg.Connection, file_name: str, statement: Statement) -> StatementTiming:
+    """Run one statement; a failure raises MigrationFailed naming the file's line."""
+    started = time.perf_counter()
+    try:
+        conn.execute(statement.sql.encode("utf-8"))
+    except psycopg.Error as error:
+        raise MigrationFailed(file_name, _failing_line(statement, error), _pg_message(error)) from None
+    return StatementTiming(statement.line, time.perf_counter() - started, _summary(statement.sql))
+
+
 def execute_statements(
     conn: psycopg.Connection, file_name: str, statements: list[Statement]
 ) -> list[StatementTiming]:
-    timings = []
-    for statement in statements:
-        started = time.perf_counter()
-        try:
-            conn.execute(statement.sql.encode("utf-8"))
-        except psycopg.Error as error:
-            raise MigrationFailed(file_name, _failing_line(statement, error), _pg_message(error)) from None
-        timings.append(
-            StatementTiming(statement.line, time.perf_counter() - started, _summary(statement.sql))
-        )
-    return timings
+    return [execute_statement(conn, file_name, statement) for statement in statements]
 
 
-def apply(conn: psycopg.Connection, migration: Migration) -> AppliedMigration:
-    """Apply one file in its own transaction and record it in the ledger."""
+class ApplyHook:
+    """Something a caller wants done around each statement of a migration (timings, lock probes).
+
+    The time a hook spends is left out of the migration's duration and its ledger row.
+    """
+
+    def before(self, conn: psycopg.Connection, migration: Migration) -> None:
+        """In the migration's transaction, before its first statement."""
+
+    def after_statement(
+        self, conn: psycopg.Connection, timing: StatementTiming, started: float, hooks_so_far: float
+    ) -> None:
+        """After each statement; ``started`` is its perf_counter start, ``hooks_so_far`` the hooks' time until then."""
+
+    def after_commit(self, ended: float, hooks_total: float) -> None:
+        """Once the migration's transaction (or savepoint) has ended."""
+
+
+def apply(
+    conn: psycopg.Connection,
+    migration: Migration,
+    hooks: Sequence[ApplyHook] = (),
+    statements: list[Statement] | None = None,
+) -> AppliedMigration:
+    """The one code that executes a migration file and records it in the ledger.
+
+    In its own transaction on an autocommit connection (the runner), or in a savepoint of
+    the caller's transaction (the playbook's one transaction): either way the file and its
+    ledger row stand or fall together.
+    """
     started = time.perf_counter()
+    hooks_seconds = 0.0
+    timings: list[StatementTiming] = []
     with conn.transaction():
-        timings = execute(conn, migration)
-        seconds = time.perf_counter() - started
-        ledger.record(conn, migration, seconds * 1000)
-    return AppliedMigration(migration, time.perf_counter() - started, timings)
+        for hook in hooks:
+            hook.before(conn, migration)
+        for statement in statements if statements is not None else migration.statements():
+            statement_started = time.perf_counter()
+            timing = execute_statement(conn, migration.file_name, statement)
+            timings.append(timing)
+            if hooks:
+                hooks_started = time.perf_counter()
+                for hook in hooks:
+                    hook.after_statement(conn, timing, statement_started, hooks_seconds)
+                hooks_seconds += time.perf_counter() - hooks_started
+        ledger.record(conn, migration, (time.perf_counter() - started - hooks_seconds) * 1000)
+    ended = time.perf_counter()
+    for hook in hooks:
+        hook.after_commit(ended, hooks_seconds)
+    return AppliedMigration(migration, ended - started - hooks_seconds, timings)
 
 
 @contextmanager

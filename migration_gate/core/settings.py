@@ -1,0 +1,78 @@
+"""Every setting of the gate, declared once: its name, what it means, its default, its environment variable.
+
+pytest derives from each a ``--flag`` and an ini option of the same name
+(``migration_gate.plugin.config``); the command line and the playbook take their
+defaults from here, so a default is never written twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    help: str
+    default: str | None = None
+    env: str | None = None
+    flag_only: bool = False  # a boolean switch
+
+
+SETTINGS = (
+    Setting("migrations_dir", "directory of the NNN_name.sql migrations to judge", "migrations"),
+    Setting("checks_dir", "directory of the SQL invariants (checks/*.sql) of the catalog", "checks"),
+    Setting(
+        "legacy_seed", "SQL file of legacy data loaded at 004 before 005 runs", "fixtures/legacy_seed.sql"
+    ),
+    Setting(
+        "database_url",
+        "run the gate against this existing database (read-only) instead of a disposable one",
+        env="FLUXOLAB_DATABASE_URL",
+    ),
+    Setting(
+        "migrate",
+        "with --database-url: apply pending migrations first (for rehearsals on a copy)",
+        flag_only=True,
+    ),
+    Setting("statement_timeout", "statement_timeout for sessions on an existing database", "30s"),
+    Setting(
+        "pg_ctl", "path to pg_ctl for the disposable server (default: PATH, then /usr/lib/postgresql/*/bin)"
+    ),
+    Setting(
+        "api_url",
+        "smoke-test this deployment of the API instead of the reference one",
+        env="FLUXOLAB_API_URL",
+    ),
+    Setting("webhook_receiver_url", "with --api-url: a URL the deployment can deliver webhooks to"),
+    Setting(
+        "smoke_actors",
+        "with --api-url: the two users the smoke tests act as, USER:WORKSPACE,OTHER_USER:OTHER_WORKSPACE "
+        "(default: two found in --database-url)",
+        env="FLUXOLAB_SMOKE_ACTORS",
+    ),
+    Setting(
+        "smoke_delivery_timeout",
+        "seconds the smoke tests wait for a webhook delivery to be delivered or failed",
+        "60",
+        env="FLUXOLAB_SMOKE_DELIVERY_TIMEOUT",
+    ),
+)
+
+
+def default(name: str) -> str:
+    """The default of setting ``name`` (refusing a name that is not declared)."""
+    for setting in SETTINGS:
+        if setting.name == name:
+            if setting.default is None:
+                raise KeyError(f"setting {name!r} has no default")
+            return setting.default
+    raise KeyError(f"no setting {name!r}")
+
+
+def env(name: str) -> str:
+    """The environment variable of setting ``name``."""
+    for setting in SETTINGS:
+        if setting.name == name and setting.env:
+            return setting.env
+    raise KeyError(f"setting {name!r} has no environment variable")
