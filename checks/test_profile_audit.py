@@ -1,4 +1,4 @@
-"""The playbook's profile audit (section 3, last query): reported as figures, never asserted as zero."""
+"""The playbook's profile audit (runbook section 3, last query; docs/contract.md §4.7): reported as figures, never asserted as zero."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """005→008 is right for every legacy dataset, not only the hand-written seed.
 
-Hypothesis draws legacy datasets at the 004 shape with every dirty case of domain.md
-section 1 (``migration_gate.legacy_strategies``). For each one, in a transaction rolled
+Hypothesis draws legacy datasets at the 004 shape with every dirty case of docs/contract.md
+§1 (``migration_gate.data.strategies``). For each one, in a transaction rolled
 back afterwards: load it, run 005→008, then require every zero-count invariant of
 ``checks/`` to find nothing, every legacy row to be in ``public`` or ``legacy_archive``
 (never both, never neither), and every row's workspace to be what the independent
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from hypothesis import event, given, note
@@ -31,7 +30,6 @@ from migration_gate.data.strategies import legacy_datasets
 from migration_gate.plugin import hypothesis_profiles
 from migration_gate.plugin.config import GateConfig
 
-CHECKS_DIR = Path(__file__).parent
 hypothesis_profiles.load_default()
 
 
@@ -45,7 +43,9 @@ def property_harness(request: pytest.FixtureRequest, gate_config: GateConfig) ->
     name = f"props_legacy_{uuid.uuid4().hex[:8]}"
     url = server.create_database(name)
     runner.migrate(url, plan, stop="004")
-    harness = PropertyHarness(url, [m for m in plan if m.version >= 5], invariants.load(CHECKS_DIR))
+    harness = PropertyHarness(
+        url, [m for m in plan if m.version >= 5], invariants.load(gate_config.checks_dir)
+    )
     yield harness
     harness.close()
     server.drop_database(name)

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from migration_gate.core import dsn
+from migration_gate.core import dsn, settings
 from migration_gate.core.errors import EXIT_OK, EXIT_USAGE, GateError, UsageError
 from migration_gate.core.plan import load_plan
 from migration_gate.core.server import interrupt_on_sigterm
 
-DEFAULT_MIGRATIONS_DIR = "migrations"
+DEFAULT_MIGRATIONS_DIR = settings.default("migrations_dir")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -154,7 +155,7 @@ def _add_generate(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "generate",
         help="fill an empty database at 004 with a realistic, deterministic legacy volume (COPY)",
-        description="Load legacy rows with every dirty case of section 1 into --database, migrated to 004 "
+        description="Load legacy rows with every dirty case of docs/contract.md §1 into --database, migrated to 004 "
         "and empty; other tables grow in proportion to --users and --activities.",
     )
     _add_database(parser)
@@ -217,9 +218,9 @@ def _smoke(args: argparse.Namespace) -> Any:
 
 
 def cmd_playbook(args: argparse.Namespace) -> int:
-    from migration_gate.operations import playbook
+    from migration_gate.operations import playbook, preflight
 
-    options = playbook.PlaybookOptions(
+    options = preflight.PlaybookOptions(
         database_url=args.database,
         backup_path=args.backup,
         report_dir=args.report_dir,
@@ -279,7 +280,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checks-dir",
         type=Path,
-        default=Path("checks"),
+        default=Path(settings.default("checks_dir")),
         metavar="DIR",
         help="the invariants (default checks/)",
     )
@@ -452,7 +453,45 @@ def _add_baseline(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=cmd_baseline)
 
 
+def cmd_checks(args: argparse.Namespace) -> int:
+    import json
+
+    from migration_gate.checks import catalog
+
+    entries = catalog.load(args.checks_dir)
+    if args.json:
+        print(json.dumps([entry.as_json() for entry in entries], indent=2))
+    elif args.markdown:
+        print(catalog.markdown(entries), end="")
+    else:
+        width = max(len(entry.name) for entry in entries)
+        for entry in entries:
+            _say(f"{entry.name:<{width}}  {entry.from_version:03d}  {entry.kind:<12}  {entry.fails_when}")
+    return EXIT_OK
+
+
+def _add_checks(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "checks",
+        help="list the catalog of checks: name, the migration it holds from, kind, what fails it",
+        description="The one catalog the pytest gate, the playbook and the fault tests all run: "
+        "the SQL invariants of --checks-dir and the built-in checks.",
+    )
+    parser.add_argument(
+        "--checks-dir",
+        type=Path,
+        default=Path(settings.default("checks_dir")),
+        metavar="DIR",
+        help="the SQL invariants (default checks/)",
+    )
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="a JSON list of {name, from, kind, fails_when}")
+    output.add_argument("--markdown", action="store_true", help="the table the README shows")
+    parser.set_defaults(handler=cmd_checks)
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_checks,
     _add_migrate,
     _add_baseline,
     _add_serve_api,
@@ -484,6 +523,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("migration-gate: interrupted\n")
         return 130
+    except BrokenPipeError:  # the reader went away (| head): nothing more to say
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout at exit
+        return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,7 +20,7 @@ from migration_gate.plugin.smoke import (
 
 @pytest.fixture(scope="session")
 def deployment(request: pytest.FixtureRequest, gate_config: GateConfig) -> Iterator[Deployment]:
-    """--api-url: that deployment. Otherwise the reference API on a private clone of after_008."""
+    """--api-url: that deployment. Otherwise the reference API on a private clone of the last checkpoint."""
     if gate_config.api_url is not None:
         gate = request.getfixturevalue("gate") if gate_config.database_url is not None else None
         try:

@@ -19,98 +19,31 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from migration_gate.checks import explain, invariants, ledger_check, privileges, structure
+from migration_gate.checks import catalog, explain, invariants, ledger_check, privileges, structure
+from migration_gate.checks.catalog import CheckContext, CheckSkipped
 from migration_gate.checks.failures import CheckFailed
 from migration_gate.checks.profile_audit import profile_audit
 from migration_gate.core import dsn
-from migration_gate.core.contract import LEGACY_TABLES, PUBLIC_TABLES
-from migration_gate.core.plan import Migration, load_plan
+from migration_gate.core.contract import PUBLIC_TABLES
+from migration_gate.core.plan import load_plan
 from migration_gate.plugin.databases import CheckpointDatabases, GateDatabases
 from tests.conftest import REPO
 
-INVARIANTS = {invariant.name: invariant for invariant in invariants.load(REPO / "checks")}
+CATALOG = {check.name: check for check in catalog.load(REPO / "checks")}
+INVARIANTS = {name: check.invariant for name, check in CATALOG.items() if check.invariant is not None}
 CREDENTIALS = explain.CREDENTIALS_OF_A_WORKSPACE
 ACTIVITIES = explain.LATEST_ACTIVITIES_OF_A_WORKSPACE
-
-
-@dataclass
-class Context:
-    """What a check needs besides the connection: the pre-005 figures and the migration files."""
-
-    conn: psycopg.Connection
-    legacy_counts: dict[str, int]
-    legacy_payloads: int
-    plan: list[Migration]
-
-
-Check = Callable[[Context], object]
-
-
-def _invariant(name: str) -> Check:
-    return lambda ctx: invariants.check(ctx.conn, INVARIANTS[name])
-
-
-def _definition(query: explain.ApplicationQuery) -> Check:
-    return lambda ctx: explain.check_definition(ctx.conn, query)
-
-
-def _usable(query: explain.ApplicationQuery) -> Check:
-    return lambda ctx: explain.check_usable(ctx.conn, query)
-
-
-def _not_null(required: structure.RequiredColumn) -> Check:
-    return lambda ctx: structure.check_not_null(ctx.conn, required)
-
-
-def _conservation(table: str) -> Check:
-    return lambda ctx: structure.check_conservation(ctx.conn, table, ctx.legacy_counts)
-
-
-def _table_privileges(table: str) -> Check:
-    return lambda ctx: privileges.check_table(ctx.conn, table)
-
-
-def _sequence_privileges(column: str) -> Check:
-    return lambda ctx: privileges.check_identity_sequence(ctx.conn, column)
-
-
-def _other_relations(ctx: Context) -> object:
-    sequences = {privileges.identity_sequence(ctx.conn, column) for column in privileges.CONTRACT_SEQUENCES}
-    skip = {*PUBLIC_TABLES, *(name for name in sequences if name)}
-    return privileges.check_every_relation(ctx.conn, "public", skip=skip)
-
-
-# Every check of the gate, by the name its fault tests use.
-CHECKS: dict[str, Check] = {
-    **{name: _invariant(name) for name in INVARIANTS},
-    **{f"{q.index} definition": _definition(q) for q in explain.APPLICATION_QUERIES},
-    **{f"{q.index} usable": _usable(q) for q in explain.APPLICATION_QUERIES},
-    **{f"{r.label} NOT NULL": _not_null(r) for r in structure.NOT_NULL_COLUMNS},
-    "no invalid index": lambda ctx: structure.check_no_invalid_indexes(ctx.conn),
-    "no NOT VALID constraint": lambda ctx: structure.check_no_invalid_constraints(ctx.conn),
-    "activities.payload gone": lambda ctx: structure.check_payload_gone(ctx.conn),
-    "legacy_archive present": lambda ctx: structure.check_archive_present(ctx.conn),
-    **{f"conservation of {table}": _conservation(table) for table in LEGACY_TABLES},
-    "payload conservation": lambda ctx: structure.check_payloads_conserved(ctx.conn, ctx.legacy_payloads),
-    **{f"privileges on {table}": _table_privileges(table) for table in PUBLIC_TABLES},
-    **{f"privileges on the sequence of {c}": _sequence_privileges(c) for c in privileges.CONTRACT_SEQUENCES},
-    "privileges on other relations in public": _other_relations,
-    "CONNECT on the database": lambda ctx: privileges.check_database(ctx.conn),
-    "schema public": lambda ctx: privileges.check_public_schema(ctx.conn),
-    "PUBLIC on schema public": lambda ctx: privileges.check_public_role_cannot_create(ctx.conn),
-    "legacy_archive closed": lambda ctx: privileges.check_archive_closed(ctx.conn),
-    "role attributes": lambda ctx: privileges.check_role_attributes(ctx.conn),
-    "default privileges": lambda ctx: privileges.check_default_privileges(ctx.conn),
-    "ledger": lambda ctx: ledger_check.check_ledger(ctx.conn, ctx.plan),
-}
+# Where a fault is injected: a clone of the gate database after the last migration, or the generated volume.
+MIGRATED, VOLUME = "migrated", "volume"
 
 
 @dataclass(frozen=True)
 class Fault:
-    check: str  # a key of CHECKS
+    check: str  # the check's name in the catalog
     what: str  # the fault, in words: the test id
     sql: str  # injects it
     expect: str  # a piece of the failure message that shows the check found this very fault
+    where: str = MIGRATED
 
 
 def _null_written(table: str) -> str:
@@ -194,29 +127,29 @@ FAULTS = [
         fault
         for q, other in ((CREDENTIALS, "user_id"), (ACTIVITIES, "created_at"))
         for fault in (
-            Fault(f"{q.index} definition", "index dropped", f"DROP INDEX {q.index}", "does not exist"),
+            Fault(f"index_definition[{q.index}]", "index dropped", f"DROP INDEX {q.index}", "does not exist"),
             Fault(
-                f"{q.index} definition",
+                f"index_definition[{q.index}]",
                 f"rebuilt on {other} under the same name",
                 f"DROP INDEX {q.index}; CREATE INDEX {q.index} ON {q.table} ({other})",
                 f"leads with ({other})",
             ),
             Fault(
-                f"{q.index} definition",
+                f"index_definition[{q.index}]",
                 "marked invalid",
                 f"UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'public.{q.index}'::regclass",
                 "not valid",
             ),
-            Fault(f"{q.index} usable", "index dropped", f"DROP INDEX {q.index}", "does not exist"),
+            Fault(f"index_usable[{q.index}]", "index dropped", f"DROP INDEX {q.index}", "does not exist"),
             Fault(
-                f"{q.index} usable",
+                f"index_usable[{q.index}]",
                 f"rebuilt on {other} under the same name",
                 f"DROP INDEX {q.index}; CREATE INDEX {q.index} ON {q.table} ({other})",
                 f"leads with ({other})",
             ),
             # Right name, right columns, but partial: only the plan walk can tell.
             Fault(
-                f"{q.index} usable",
+                f"index_usable[{q.index}]",
                 "rebuilt as a partial index no query can use",
                 f"DROP INDEX {q.index}; CREATE INDEX {q.index} ON {q.table} ({', '.join(q.leading_columns)}) "
                 "WHERE workspace_id < 0",
@@ -227,7 +160,7 @@ FAULTS = [
     # Structure.
     *[
         Fault(
-            f"{r.label} NOT NULL",
+            f"not_null[{r.label}]",
             "NOT NULL dropped",
             f"ALTER TABLE {r.table} ALTER COLUMN {r.column} DROP NOT NULL",
             "is nullable",
@@ -235,96 +168,94 @@ FAULTS = [
         for r in structure.NOT_NULL_COLUMNS
     ],
     Fault(
-        "no invalid index",
+        "no_invalid_indexes",
         "index left not ready (an interrupted REINDEX CONCURRENTLY)",
         "UPDATE pg_index SET indisready = false WHERE indexrelid = 'public.idx_webhook_events_workspace'::regclass",
         "idx_webhook_events_workspace",
     ),
     Fault(
-        "no NOT VALID constraint",
+        "no_not_valid_constraints",
         "CHECK added NOT VALID in public",
         "ALTER TABLE activities ADD CONSTRAINT activities_action_not_empty CHECK (action <> '') NOT VALID",
         "activities_action_not_empty",
     ),
     Fault(
-        "no NOT VALID constraint",
+        "no_not_valid_constraints",
         "foreign key added NOT VALID in legacy_archive",
         "ALTER TABLE legacy_archive.activities ADD CONSTRAINT archived_user_fkey "
         "FOREIGN KEY (user_id) REFERENCES public.users NOT VALID",
         "archived_user_fkey",
     ),
     Fault(
-        "activities.payload gone",
+        "activities_payload_gone",
         "payload added back",
         "ALTER TABLE activities ADD COLUMN payload jsonb",
         "payload",
     ),
     Fault(
-        "legacy_archive present",
+        "legacy_archive_present",
         "archive table dropped",
         "DROP TABLE legacy_archive.activity_payloads",
         "activity_payloads does not exist",
     ),
     Fault(
-        "legacy_archive present",
+        "legacy_archive_present",
         "archived_at dropped",
         "ALTER TABLE legacy_archive.webhook_events DROP COLUMN archived_at",
         "lacks column(s) archived_at",
     ),
     Fault(
-        "legacy_archive present",
+        "legacy_archive_present",
         "schema dropped",
         "DROP SCHEMA legacy_archive CASCADE",
         "schema legacy_archive does not exist",
     ),
     Fault(
-        "conservation of users",
+        "conservation[users]",
         "a user deleted",
         "DELETE FROM users WHERE id = (SELECT max(id) FROM users)",
         "1 row(s) lost",
     ),
     Fault(
-        "conservation of profiles",
+        "conservation[profiles]",
         "a profile that was not there before 005",
         "INSERT INTO profiles (code, name) VALUES ('guest', 'Guest')",
         "1 row(s) more",
     ),
     Fault(
-        "conservation of workspaces",
+        "conservation[workspaces]",
         "a workspace archived",
         "CREATE TABLE legacy_archive.workspaces AS SELECT * FROM public.workspaces LIMIT 1",
         "legacy_archive 1",
     ),
+    Fault("conservation[workspace_members]", "memberships deleted", "DELETE FROM workspace_members", "lost"),
     Fault(
-        "conservation of workspace_members", "memberships deleted", "DELETE FROM workspace_members", "lost"
-    ),
-    Fault(
-        "conservation of credentials",
+        "conservation[credentials]",
         "a credential deleted",
         "DELETE FROM credentials WHERE id = (SELECT min(id) FROM credentials)",
         "1 row(s) lost",
     ),
     Fault(
-        "conservation of activities",
+        "conservation[activities]",
         "an activity deleted",
         "DELETE FROM activities WHERE id = (SELECT min(id) FROM activities)",
         "1 row(s) lost",
     ),
     Fault(
-        "conservation of webhook_registrations",
+        "conservation[webhook_registrations]",
         "a registration both in public and in the archive",
         "INSERT INTO legacy_archive.webhook_registrations (id, user_id, target_url, event_types, secret, active, created_at) "
         "SELECT id, user_id, target_url, event_types, secret, active, created_at FROM webhook_registrations LIMIT 1",
         "1 row(s) more",
     ),
     Fault(
-        "conservation of webhook_events",
+        "conservation[webhook_events]",
         "an event deleted",
         "DELETE FROM webhook_events WHERE id = (SELECT min(id) FROM webhook_events)",
         "1 row(s) lost",
     ),
     Fault(
-        "payload conservation",
+        "conservation[activity_payloads]",
         "an archived payload deleted",
         "DELETE FROM legacy_archive.activity_payloads "
         "WHERE activity_id = (SELECT min(activity_id) FROM legacy_archive.activity_payloads)",
@@ -333,7 +264,7 @@ FAULTS = [
     # Privileges of fluxolab_devmode.
     *[
         Fault(
-            f"privileges on {table}",
+            f"table_privileges[{table}]",
             "DELETE revoked",
             f"REVOKE DELETE ON {table} FROM fluxolab_devmode",
             "DELETE",
@@ -341,22 +272,25 @@ FAULTS = [
         for table in PUBLIC_TABLES
     ],
     Fault(
-        "privileges on users", "TRUNCATE granted", "GRANT TRUNCATE ON users TO fluxolab_devmode", "TRUNCATE"
+        "table_privileges[users]",
+        "TRUNCATE granted",
+        "GRANT TRUNCATE ON users TO fluxolab_devmode",
+        "TRUNCATE",
     ),
     Fault(
-        "privileges on activities",
+        "table_privileges[activities]",
         "TRUNCATE granted to PUBLIC",
         "GRANT TRUNCATE ON activities TO PUBLIC",
         "TRUNCATE",
     ),
     Fault(
-        "privileges on credentials",
+        "table_privileges[credentials]",
         "SELECT granted WITH GRANT OPTION",
         "GRANT SELECT ON credentials TO fluxolab_devmode WITH GRANT OPTION",
         "SELECT WITH GRANT OPTION",
     ),
     Fault(
-        "privileges on webhook_events",
+        "table_privileges[webhook_events]",
         "REFERENCES and TRIGGER through a role it belongs to",
         "CREATE ROLE gate_fault_integrations; GRANT REFERENCES, TRIGGER ON webhook_events TO gate_fault_integrations;"
         " GRANT gate_fault_integrations TO fluxolab_devmode",
@@ -364,7 +298,7 @@ FAULTS = [
     ),
     *[
         Fault(
-            f"privileges on the sequence of {column}",
+            f"sequence_privileges[{column}]",
             "USAGE revoked",
             _on_identity_sequence(column, "REVOKE USAGE ON SEQUENCE %s FROM fluxolab_devmode"),
             "USAGE",
@@ -372,13 +306,13 @@ FAULTS = [
         for column in privileges.CONTRACT_SEQUENCES
     ],
     Fault(
-        "privileges on the sequence of users.id",
+        "sequence_privileges[users.id]",
         "UPDATE granted (setval)",
         _on_identity_sequence("users.id", "GRANT UPDATE ON SEQUENCE %s TO fluxolab_devmode"),
         "UPDATE",
     ),
     Fault(
-        "privileges on other relations in public",
+        "other_relations_privileges",
         "a new table created by a role without default privileges",
         "CREATE ROLE gate_fault_intruder; GRANT CREATE ON SCHEMA public TO gate_fault_intruder;"
         " SET LOCAL ROLE gate_fault_intruder;"
@@ -387,92 +321,92 @@ FAULTS = [
         "table public.side_channel: DELETE, INSERT, SELECT, UPDATE",
     ),
     Fault(
-        "privileges on other relations in public",
+        "other_relations_privileges",
         "a new sequence with its grants revoked",
         "CREATE SEQUENCE public.invoice_numbers; REVOKE ALL ON SEQUENCE public.invoice_numbers FROM fluxolab_devmode",
         "sequence public.invoice_numbers",
     ),
     Fault(
-        "CONNECT on the database",
+        "database_privileges",
         "CONNECT revoked (from PUBLIC too)",
         "DO $$ BEGIN EXECUTE format('REVOKE CONNECT ON DATABASE %I FROM PUBLIC, fluxolab_devmode', "
         "current_database()); END $$",
         "CONNECT",
     ),
     Fault(
-        "CONNECT on the database",
+        "database_privileges",
         "CREATE on the database granted",
         "DO $$ BEGIN EXECUTE format('GRANT CREATE ON DATABASE %I TO fluxolab_devmode', current_database()); END $$",
         "CREATE",
     ),
     Fault(
-        "schema public",
+        "schema_public_privileges",
         "CREATE on public granted",
         "GRANT CREATE ON SCHEMA public TO fluxolab_devmode",
         "CREATE",
     ),
     Fault(
-        "schema public",
+        "schema_public_privileges",
         "USAGE on public revoked (from PUBLIC too)",
         "REVOKE USAGE ON SCHEMA public FROM PUBLIC, fluxolab_devmode",
         "USAGE",
     ),
     Fault(
-        "PUBLIC on schema public",
+        "public_cannot_create_in_public",
         "CREATE on public granted to PUBLIC",
         "GRANT CREATE ON SCHEMA public TO PUBLIC",
         "CREATE",
     ),
     Fault(
-        "legacy_archive closed",
+        "legacy_archive_closed",
         "USAGE on the archive granted",
         "GRANT USAGE ON SCHEMA legacy_archive TO fluxolab_devmode",
         "schema legacy_archive: USAGE",
     ),
     Fault(
-        "legacy_archive closed",
+        "legacy_archive_closed",
         "an archive table made readable",
         "GRANT SELECT ON legacy_archive.activity_payloads TO fluxolab_devmode",
         "table legacy_archive.activity_payloads: SELECT",
     ),
     Fault(
-        "legacy_archive closed",
+        "legacy_archive_closed",
         "an archive table made readable to PUBLIC",
         "GRANT SELECT ON legacy_archive.activities TO PUBLIC",
         "table legacy_archive.activities: SELECT",
     ),
     Fault(
-        "legacy_archive closed",
+        "legacy_archive_closed",
         "membership of pg_read_all_data",
         "GRANT pg_read_all_data TO fluxolab_devmode",
         "table legacy_archive.webhook_events: SELECT",
     ),
     *[
         Fault(
-            "role attributes", f"{attribute} granted", f"ALTER ROLE fluxolab_devmode {attribute}", attribute
+            "role_attributes", f"{attribute} granted", f"ALTER ROLE fluxolab_devmode {attribute}", attribute
         )
         for attribute in privileges.ROLE_ATTRIBUTES.values()
     ],
     Fault(
-        "role attributes",
+        "role_attributes",
         "member of pg_write_all_data",
         "GRANT pg_write_all_data TO fluxolab_devmode",
         "member of pg_write_all_data",
     ),
     Fault(
-        "default privileges",
+        "default_privileges",
         "DELETE revoked from future tables",
         "ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE DELETE ON TABLES FROM fluxolab_devmode",
         "DELETE",
     ),
     Fault(
-        "default privileges",
+        "default_privileges",
         "TRUNCATE granted on future tables (global default)",
         "ALTER DEFAULT PRIVILEGES GRANT TRUNCATE ON TABLES TO fluxolab_devmode",
         "TRUNCATE",
     ),
     Fault(
-        "default privileges",
+        "default_privileges",
         "USAGE revoked from future sequences",
         "ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE USAGE ON SEQUENCES FROM fluxolab_devmode",
         "USAGE",
@@ -499,10 +433,38 @@ FAULTS = [
 ]
 
 
-def run_check(name: str, ctx: Context) -> CheckFailed | None:
+# "Chosen" at volume: the planner's choice only means something there.
+FAULTS += [
+    Fault(
+        f"index_chosen[{q.index}]",
+        what,
+        fault.format(index=q.index, table=q.table, columns=", ".join(q.leading_columns)),
+        expect,
+        VOLUME,
+    )
+    for q in explain.APPLICATION_QUERIES
+    for what, fault, expect in (
+        ("index dropped", "DROP INDEX {index}", "does not exist"),
+        (
+            "rebuilt on another column",
+            "DROP INDEX {index}; CREATE INDEX {index} ON {table} (id)",
+            "leads with (id)",
+        ),
+        (
+            "rebuilt as a partial index no query can use",
+            "DROP INDEX {index}; CREATE INDEX {index} ON {table} ({columns}) WHERE workspace_id < 0",
+            "not chosen",
+        ),
+        # The index is fine, but the database's planner settings make it never worth it.
+        ("random_page_cost absurd", "SET LOCAL random_page_cost = 100000", "not chosen"),
+    )
+]
+
+
+def run_check(name: str, ctx: CheckContext) -> CheckFailed | None:
     """The check's failure, or None when it passes."""
     try:
-        CHECKS[name](ctx)
+        CATALOG[name].verify(ctx)
     except CheckFailed as failure:
         return failure
     return None
@@ -516,54 +478,75 @@ def disposable(gate: GateDatabases) -> CheckpointDatabases:
 
 @pytest.fixture(scope="module")
 def migrated_clone(gate: GateDatabases) -> Iterator[str]:
-    """A private copy of the database after 008, for this module only."""
+    """A private copy of the database after the last migration, for this module only."""
     databases = disposable(gate)
     name = f"faults_{uuid.uuid4().hex[:8]}"
-    url = databases.clone("after_008", name)
+    url = databases.clone(databases.last, name)
     yield url
     databases.server.drop_database(name)
 
 
 @pytest.fixture(scope="module")
-def legacy_figures(gate: GateDatabases) -> tuple[dict[str, int], int]:
+def volume_clone(gate: GateDatabases) -> Iterator[str]:
+    from migration_gate.data import volume_checkpoint
+
     databases = disposable(gate)
-    counts = databases.legacy_counts()
-    assert counts is not None
-    with databases.connect("legacy") as legacy:
-        return counts, structure.legacy_payload_count(legacy)
+    name = f"faults_volume_{uuid.uuid4().hex[:8]}"
+    url = volume_checkpoint.build(databases.server, databases.plan, name)
+    yield url
+    databases.server.drop_database(name)
+
+
+def _context(gate: GateDatabases, url: str, checkpoint: str) -> Iterator[CheckContext]:
+    """A connection to ``url`` inside a transaction that is always rolled back."""
+    databases = disposable(gate)
+    with dsn.connect(url) as conn, conn.transaction(force_rollback=True):
+        yield CheckContext(
+            conn,
+            databases.plan,
+            checkpoint,
+            legacy=databases.legacy_snapshot(),
+            realistic_volume=checkpoint == VOLUME,
+        )
 
 
 @pytest.fixture
-def context(
-    gate: GateDatabases, migrated_clone: str, legacy_figures: tuple[dict[str, int], int]
-) -> Iterator[Context]:
-    """A connection to the clone inside a transaction that is always rolled back."""
-    counts, payloads = legacy_figures
-    with dsn.connect(migrated_clone) as conn, conn.transaction(force_rollback=True):
-        yield Context(conn, counts, payloads, disposable(gate).plan)
+def context(gate: GateDatabases, migrated_clone: str) -> Iterator[CheckContext]:
+    yield from _context(gate, migrated_clone, MIGRATED)
 
 
-def test_every_check_and_every_invariant_file_has_a_fault() -> None:
-    # A check no test can make fail is a defect; so is an invariant file nobody breaks.
-    assert set(CHECKS) == {fault.check for fault in FAULTS}
-    assert set(INVARIANTS) <= set(CHECKS)
+@pytest.fixture
+def volume(gate: GateDatabases, volume_clone: str) -> Iterator[CheckContext]:
+    yield from _context(gate, volume_clone, VOLUME)
 
 
-@pytest.mark.parametrize("name", CHECKS)
-def test_check_passes_on_the_untouched_clone(context: Context, name: str) -> None:
+def test_every_entry_of_the_catalog_has_a_fault_and_every_fault_an_entry() -> None:
+    # A check no test can make fail is a defect: a new entry (a new SQL file too) without a fault fails here.
+    assert set(CATALOG) == {fault.check for fault in FAULTS}
+
+
+@pytest.mark.parametrize("name", [name for name, check in CATALOG.items() if check.at != catalog.VOLUME])
+def test_check_passes_on_the_untouched_clone(context: CheckContext, name: str) -> None:
     failure = run_check(name, context)
     assert failure is None, str(failure)
 
 
+@pytest.mark.parametrize("name", [name for name, check in CATALOG.items() if check.at == catalog.VOLUME])
+def test_check_passes_on_the_untouched_volume(volume: CheckContext, name: str) -> None:
+    failure = run_check(name, volume)
+    assert failure is None, str(failure)
+
+
 @pytest.mark.parametrize("fault", FAULTS, ids=[f"{fault.check}: {fault.what}" for fault in FAULTS])
-def test_check_fails_on_its_fault(context: Context, fault: Fault) -> None:
-    context.conn.execute(fault.sql.encode())
-    failure = run_check(fault.check, context)
+def test_check_fails_on_its_fault(request: pytest.FixtureRequest, fault: Fault) -> None:
+    ctx: CheckContext = request.getfixturevalue("volume" if fault.where == VOLUME else "context")
+    ctx.conn.execute(fault.sql.encode())
+    failure = run_check(fault.check, ctx)
     assert failure is not None, f"{fault.check} passed although {fault.what}"
     assert fault.expect in str(failure), str(failure)
 
 
-def test_invariant_failure_reports_count_capped_sample_with_keys_and_sql(context: Context) -> None:
+def test_invariant_failure_reports_count_capped_sample_with_keys_and_sql(context: CheckContext) -> None:
     context.conn.execute(
         "INSERT INTO users (email, name) SELECT 'nodefault' || n || '@example.com', 'No Default ' || n "
         "FROM generate_series(1, 15) AS n"
@@ -584,7 +567,7 @@ def test_invariant_failure_reports_count_capped_sample_with_keys_and_sql(context
     assert len(rerun) == 15 and [row[0] for row in rerun[:10]] == [row[0] for row in result.sample]
 
 
-def test_profile_audit_reports_what_it_finds_and_is_not_a_check(context: Context) -> None:
+def test_profile_audit_reports_what_it_finds_and_is_not_a_check(context: CheckContext) -> None:
     before = profile_audit(context.conn, "after_008")
     context.conn.execute(
         "UPDATE workspace_members m SET profile_id = (SELECT id FROM profiles WHERE code = 'admin') "
@@ -664,7 +647,7 @@ def _rename_applied_file(directory: Path) -> None:
     ids=["applied file edited", "new file pending", "applied file removed", "applied file renamed"],
 )
 def test_ledger_fails_on_a_changed_migrations_directory(
-    context: Context, migrations_copy: Path, edit: Callable[[Path], None], expect: str
+    context: CheckContext, migrations_copy: Path, edit: Callable[[Path], None], expect: str
 ) -> None:
     assert ledger_check.check_ledger(context.conn, load_plan(migrations_copy))
     edit(migrations_copy)
@@ -673,73 +656,30 @@ def test_ledger_fails_on_a_changed_migrations_directory(
     assert re.search(expect, str(failed.value)), str(failed.value)
 
 
-# "Chosen" at volume: a database of its own, generated, migrated and analyzed.
-
-
-@pytest.fixture(scope="module")
-def volume_clone(gate: GateDatabases) -> Iterator[str]:
-    from migration_gate.data import volume_checkpoint
-
-    databases = disposable(gate)
-    name = f"faults_volume_{uuid.uuid4().hex[:8]}"
-    url = volume_checkpoint.build(databases.server, databases.plan, name)
-    yield url
-    databases.server.drop_database(name)
-
-
-@pytest.fixture
-def volume(volume_clone: str) -> Iterator[psycopg.Connection]:
-    with dsn.connect(volume_clone) as conn, conn.transaction(force_rollback=True):
-        yield conn
-
-
-@pytest.mark.parametrize("query", explain.APPLICATION_QUERIES, ids=lambda q: q.index)
-def test_chosen_passes_at_volume(volume: psycopg.Connection, query: explain.ApplicationQuery) -> None:
-    assert explain.too_small_for_chosen(volume, query, min_rows=1_000) is None
-    assert explain.uses_index(explain.check_chosen(volume, query), query.index)
-
-
-@pytest.mark.parametrize("query", explain.APPLICATION_QUERIES, ids=lambda q: q.index)
-@pytest.mark.parametrize(
-    ("fault", "expect"),
-    [
-        ("DROP INDEX {index}", "does not exist"),
-        ("DROP INDEX {index}; CREATE INDEX {index} ON {table} (id)", "leads with (id)"),
-        (
-            "DROP INDEX {index}; CREATE INDEX {index} ON {table} ({columns}) WHERE workspace_id < 0",
-            "not chosen",
-        ),
-        # The index is fine, but the database's planner settings make it never worth it.
-        ("SET LOCAL random_page_cost = 100000", "not chosen"),
-    ],
-    ids=["dropped", "rebuilt on another column", "partial", "random_page_cost absurd"],
-)
-def test_chosen_fails_on_its_fault(
-    volume: psycopg.Connection, query: explain.ApplicationQuery, fault: str, expect: str
-) -> None:
-    volume.execute(
-        fault.format(index=query.index, table=query.table, columns=", ".join(query.leading_columns)).encode()
-    )
-    with pytest.raises(CheckFailed) as failed:
-        explain.check_chosen(volume, query)
-    assert expect in str(failed.value)
-
-
-def test_a_random_page_cost_fault_still_leaves_the_index_usable(volume: psycopg.Connection) -> None:
+def test_a_random_page_cost_fault_still_leaves_the_index_usable(volume: CheckContext) -> None:
     # Usable and chosen answer different questions: costs decide "chosen" only.
-    volume.execute("SET LOCAL random_page_cost = 100000")
-    assert explain.uses_index(explain.check_usable(volume, ACTIVITIES), ACTIVITIES.index)
+    volume.conn.execute("SET LOCAL random_page_cost = 100000")
+    assert explain.uses_index(explain.check_usable(volume.conn, ACTIVITIES), ACTIVITIES.index)
 
 
-def test_chosen_is_skipped_with_a_reason_on_a_small_table(context: Context) -> None:
+def test_chosen_is_asserted_on_the_volume_whatever_its_size(volume: CheckContext) -> None:
+    """The volume is sized for plans to matter; on the database's own data a small table is a skip."""
+    assert explain.too_small_for_chosen(volume.conn, CREDENTIALS, min_rows=1_000) is None
+    assert run_check(f"index_chosen[{CREDENTIALS.index}]", volume) is None
+
+
+def test_chosen_is_skipped_with_a_reason_on_a_small_table(context: CheckContext) -> None:
     reason = explain.too_small_for_chosen(context.conn, CREDENTIALS)
     assert reason is not None and "rows (< 10000)" in reason
+    with pytest.raises(CheckSkipped) as skipped:
+        CATALOG[f"index_chosen[{CREDENTIALS.index}]"].verify(context)
+    assert skipped.value.reason == reason
     context.conn.execute("CREATE TABLE public.never_analyzed AS SELECT 1 AS id")
     unknown = explain.ApplicationQuery("probe", "none", "never_analyzed", ("id",), "SELECT 1", 1)
     assert "never been analyzed" in (explain.too_small_for_chosen(context.conn, unknown) or "")
 
 
-def test_explain_leaves_no_prepared_statement_and_survives_a_leftover(context: Context) -> None:
+def test_explain_leaves_no_prepared_statement_and_survives_a_leftover(context: CheckContext) -> None:
     # A statement left prepared by an interrupted run must not make the next EXPLAIN fail.
     context.conn.execute("PREPARE migration_gate_application_query(bigint) AS SELECT $1")
     plan = explain.explain(context.conn, CREDENTIALS, seqscan=False)

@@ -47,7 +47,7 @@ def test_a_migration_bug_fails_the_invariant_at_each_checkpoint_and_the_audit_is
     defaults.write_text(defaults.read_text() + NULL_ONE_DEFAULT)
 
     result = pytester.runpytest_subprocess(
-        "checks/test_invariants.py",
+        "checks/test_gate.py",
         "checks/test_profile_audit.py",
         "-k",
         "users_without_default_workspace or profile_audit",
@@ -61,7 +61,7 @@ def test_a_migration_bug_fails_the_invariant_at_each_checkpoint_and_the_audit_is
     output = result.stdout.str()
     result.assert_outcomes(failed=3, passed=3)
     for checkpoint in ("after_006", "after_007", "after_008"):
-        assert f"test_invariant[users_without_default_workspace-{checkpoint}] FAILED" in output
+        assert f"test_check[users_without_default_workspace-{checkpoint}] FAILED" in output
         assert f"users_without_default_workspace: 1 offending row(s) at {checkpoint}" in output
     assert "---- count ----" in output
     assert re.search(r"---- offending rows \(all\) ----\s+E\s+user_id \| email", output), output
@@ -91,8 +91,9 @@ def test_an_existing_database_with_a_fault_and_an_edited_migration_fails_by_name
     core.write_text(core.read_text() + "\n-- edited after it was applied\n")
 
     result = pytester.runpytest_subprocess(
-        "checks/test_invariants.py",
-        "checks/test_ledger.py",
+        "checks/test_gate.py",
+        "-m",
+        "invariant or ledger",
         "--database-url",
         url,
         "--migrations-dir",
@@ -102,11 +103,9 @@ def test_an_existing_database_with_a_fault_and_an_edited_migration_fails_by_name
     )
     output = result.stdout.str()
     result.assert_outcomes(passed=7, failed=2)
-    assert (
-        "FAILED checks/test_invariants.py::test_invariant[webhook_event_workspace_mismatch-current]" in output
-    )
+    assert "FAILED checks/test_gate.py::test_check[webhook_event_workspace_mismatch-current]" in output
     assert re.search(rf"E\s+{moved[0]}\s+\|", output), "the moved event's id is in the sample"
-    assert "FAILED checks/test_ledger.py::test_every_migration_applied_in_order_unedited[current]" in output
+    assert "FAILED checks/test_gate.py::test_check[ledger-current]" in output
     assert re.search(r"003_business_core\.sql\s+\| edited after it was applied", output), output
 
 
@@ -115,7 +114,9 @@ def test_on_an_existing_database_checks_its_ledger_has_not_reached_are_skipped_w
 ) -> None:
     url = clone("after_006")
     result = pytester.runpytest_subprocess(
-        "checks/test_invariants.py",
+        "checks/test_gate.py",
+        "-m",
+        "invariant",
         "--database-url",
         url,
         "--migrations-dir",
@@ -135,7 +136,7 @@ def test_a_malformed_check_file_is_refused_with_one_line(
     (gate_project / "checks" / "orphans.sql").write_text(
         "-- name: orphans\n-- meaning: a header without its migration\nSELECT 1\n"
     )
-    result = pytester.runpytest_subprocess("checks/test_invariants.py", "--collect-only", timeout=120)
+    result = pytester.runpytest_subprocess("checks/test_gate.py", "--collect-only", timeout=120)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     errors = [line for line in result.stderr.lines if line.strip()]
     assert len(errors) == 1 and errors[0].startswith("ERROR: "), result.stderr.str()
@@ -148,7 +149,9 @@ def test_under_xdist_each_workers_migration_timings_reach_the_summary(
 ) -> None:
     """Each worker builds its own gate database; the controller prints what each applied."""
     result = pytester.runpytest_subprocess(
-        "checks/test_structure.py",
+        "checks/test_gate.py",
+        "-k",
+        "not_null or no_invalid",
         "-n",
         "2",
         "--migrations-dir",

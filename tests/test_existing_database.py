@@ -76,13 +76,14 @@ def test_checks_that_need_the_pre_005_snapshot_or_a_generated_volume_are_skipped
     migrated: str, reader: PasswordRole
 ) -> None:
     run = run_gate(
-        "checks/test_structure.py", "checks/test_indexes.py", "--database-url", reader.url(migrated)
+        "checks/test_gate.py", "-m", "conservation or index", "--database-url", reader.url(migrated)
     )
     assert run.returncode == 0, run.output[-4000:]
     skipped = [line for line in run.stdout.splitlines() if line.startswith("SKIPPED")]
-    assert any("conservation needs the pre-005 snapshot" in line for line in skipped), run.stdout
-    assert any("payload conservation needs the pre-005 snapshot" in line for line in skipped), run.stdout
-    chosen = [line for line in skipped if "checks/test_indexes.py" in line]
+    conservation = [line for line in skipped if "conservation needs the pre-005 snapshot" in line]
+    assert len(conservation) == 9, run.stdout  # the eight legacy tables and the payloads, each by name
+    assert any("conservation[activity_payloads]: " in line for line in conservation), run.stdout
+    chosen = [line for line in skipped if "index_chosen[" in line]
     assert chosen, f"the planner-choice check was not skipped on a small database: {run.stdout}"
     assert all("the right plan" in line or "never been analyzed" in line for line in chosen), chosen
 
@@ -92,7 +93,9 @@ def test_the_ledger_check_fails_on_a_pending_migration_and_nothing_is_applied(
 ) -> None:
     before = full_dump(gate.server, pending_008)
     # The URL from the environment, as the nightly run passes it.
-    run = run_gate("checks/test_ledger.py", env={"FLUXOLAB_DATABASE_URL": reader.url(pending_008)})
+    run = run_gate(
+        "checks/test_gate.py", "-m", "ledger", env={"FLUXOLAB_DATABASE_URL": reader.url(pending_008)}
+    )
     assert run.returncode == 1, run.output[-4000:]
     assert "008_webhooks_activities_alignment.sql" in run.stdout
     assert "pending: not applied" in run.stdout
@@ -102,7 +105,7 @@ def test_the_ledger_check_fails_on_a_pending_migration_and_nothing_is_applied(
 
 def test_migrate_applies_the_pending_migrations_first(gate: CheckpointDatabases, pending_008: str) -> None:
     run = run_gate(
-        "checks/test_ledger.py", "checks/test_invariants.py", "--database-url", pending_008, "--migrate"
+        "checks/test_gate.py", "-m", "ledger or invariant", "--database-url", pending_008, "--migrate"
     )
     assert run.returncode == 0, run.output[-4000:]
     with dsn.connect(pending_008) as conn:

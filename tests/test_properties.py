@@ -265,7 +265,7 @@ def test_profiles_are_registered_with_ci_at_least_100_examples() -> None:
 @pytest.mark.parametrize(("env", "profile"), [("", "ci"), ("nightly", "nightly")])
 def test_the_profile_follows_hypothesis_profile_env(env: str, profile: str) -> None:
     code = (
-        "import migration_gate.hypothesis_profiles; from hypothesis import settings; "
+        "import migration_gate.plugin.hypothesis_profiles; from hypothesis import settings; "
         "print(settings.get_current_profile_name())"
     )
     done = subprocess.run(

@@ -54,13 +54,13 @@ def test_pytest_without_server_binaries_stops_with_one_line_and_exit_2(tmp_path:
     code = textwrap.dedent(
         """
         import sys, pytest
-        import migration_gate.server as server
+        import migration_gate.core.server as server
         server.SEARCH_GLOBS = ()
         sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", sys.argv[1]]))
         """
     )
     done = subprocess.run(
-        [sys.executable, "-c", code, str(repo / "checks" / "test_invariants.py")],
+        [sys.executable, "-c", code, str(repo / "checks" / "test_gate.py")],
         capture_output=True,
         text=True,
         env=env,

@@ -100,7 +100,7 @@ def test_counts_are_the_rows_loaded(generated: tuple[str, dict[str, int]]) -> No
     assert counts["webhook_events"] == ACTIVITIES // 4
 
 
-# Each dirty case of domain.md section 1, as a query counting the rows that exhibit it.
+# Each dirty case of docs/contract.md §1, as a query counting the rows that exhibit it.
 DIRTY_CASES = {
     "users owning no workspace, member elsewhere": """
         SELECT count(*) FROM users u

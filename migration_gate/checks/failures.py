@@ -16,9 +16,12 @@ from typing import Any
 class CheckFailed(AssertionError):
     """``check`` found what must not be there; ``sections`` say how much, where, and how to look."""
 
-    def __init__(self, check: str, summary: str, sections: Iterable[tuple[str, str]] = ()) -> None:
+    def __init__(
+        self, check: str, summary: str, sections: Iterable[tuple[str, str]] = (), count: int | None = None
+    ) -> None:
         self.check = check
         self.summary = summary
+        self.count = count  # the offending rows, when the check counts rows
         self.sections = [(title, body.rstrip("\n")) for title, body in sections]
         super().__init__(self.render())
 

@@ -72,6 +72,7 @@ class InvariantResult:
                 (f"offending rows ({shown})", format_rows(self.columns, self.sample)),
                 ("SQL to run again by hand", self.rerun_sql()),
             ],
+            count=self.count,
         )
 
     def assert_zero(self) -> None:

@@ -1,8 +1,8 @@
-"""The playbook's audit of profiles per default workspace (section 3, last query): figures, not a check.
+"""The playbook's audit of profiles per default workspace (runbook section 3, last query): figures, not a check.
 
 How many users hold each profile in their own default workspace. After 006 every user
 should be an owner there, but the playbook reads it as a distribution, so the gate
-reports it and never asserts it is zero (domain.md section 4).
+reports it and never asserts it is zero (docs/contract.md §4.7, §6).
 """
 
 from __future__ import annotations

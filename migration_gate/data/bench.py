@@ -10,12 +10,7 @@ generator's proportions), on a disposable server:
   that existed before that migration began;
 * ``ratio``: ``migrate_s / load_s``.
 
-How the lock is measured: the migration runs statement by statement in its
-transaction; after each statement the session's own ``pg_locks`` rows name the
-pre-existing tables it now holds in ACCESS EXCLUSIVE mode. A lock first seen after
-statement *k* counts from the start of statement *k* (an upper bound: the statement
-may have taken it late) until the commit, since a lock is held until the transaction
-ends. Probing adds one catalog query per statement, a millisecond or so.
+How the lock is measured: ``migration_gate.core.locks`` (the same probe the gate's summary uses).
 
 The gate against its floor: the floor starts a server with ``pg_ctl`` (same settings as
 the disposable server) and applies 001→008 with ``psql -v ON_ERROR_STOP=1 -f`` for each
@@ -42,6 +37,7 @@ import psycopg
 
 from migration_gate.core import dsn, ledger, runner
 from migration_gate.core.errors import UsageError
+from migration_gate.core.locks import LockProbe
 from migration_gate.core.plan import Migration
 from migration_gate.core.server import (
     SERVER_SETTINGS,
@@ -63,18 +59,6 @@ TARGET_RATIO = 1.0
 TARGET_RATIO_AT_1M = 0.5
 TARGET_GROWTH_1M_OVER_100K = 12.0
 TARGET_GATE_OVER_FLOOR = 2.0
-
-_PRE_EXISTING_TABLES = """
-SELECT c.oid
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p') AND n.nspname IN ('public', 'legacy_archive')
-"""
-_ACCESS_EXCLUSIVE_HELD = """
-SELECT l.relation::regclass::text
-FROM pg_locks l
-WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock'
-  AND l.granted AND l.relation = ANY (%s)
-"""
 
 
 @dataclass(frozen=True)
@@ -143,30 +127,11 @@ class GateRun:
 
 
 def apply_measured(conn: psycopg.Connection, migration: Migration) -> MigrationRun:
-    """Apply one migration as the runner does, timing each statement and probing its locks.
-
-    The probes' own time is left out of both the migration's time and the locks' times.
-    """
-    pre_existing = [row[0] for row in conn.execute(_PRE_EXISTING_TABLES)]
-    first_held: dict[str, tuple[float, float]] = {}  # table → (statement start, probing so far)
-    timings: list[runner.StatementTiming] = []
-    probing = 0.0
-    started = time.perf_counter()
-    with conn.transaction():
-        for statement in migration.statements():
-            statement_started = time.perf_counter()
-            timings += runner.execute_statements(conn, migration.file_name, [statement])
-            probe_started = time.perf_counter()
-            for (table,) in conn.execute(_ACCESS_EXCLUSIVE_HELD, (pre_existing,)):
-                first_held.setdefault(table, (statement_started, probing))
-            probing += time.perf_counter() - probe_started
-        ledger.record(conn, migration, (time.perf_counter() - started - probing) * 1000)
-    ended = time.perf_counter()
-    held = {table: ended - since - (probing - before) for table, (since, before) in first_held.items()}
-    table = max(held, key=lambda name: held[name]) if held else None
-    return MigrationRun(
-        migration.file_name, ended - started - probing, held[table] if table else 0.0, table, timings, held
-    )
+    """Apply one migration with the runner, timing each statement and probing its locks."""
+    probe = LockProbe()
+    applied = runner.apply(conn, migration, hooks=[probe])
+    table, seconds = probe.longest
+    return MigrationRun(migration.file_name, applied.seconds, seconds, table, applied.statements, probe.held)
 
 
 def run_scale(

@@ -1,4 +1,4 @@
-"""An independent Python model of what 005→008 must do (domain.md section 2).
+"""An independent Python model of what 005→008 must do (docs/contract.md §2).
 
 Given a legacy dataset at the 004 shape, the model says where every row must end up:
 each user's default workspace, each membership's profile, and for each credential,
@@ -10,7 +10,7 @@ The one input the model cannot know is the id PostgreSQL gives each personal
 workspace 006 creates: the caller passes the ids it found (``personal``), after
 checking that exactly the users who owned nothing got one each.
 
-How ``"workspace_id"`` is read (the project's reading of section 2, the same as the
+How ``"workspace_id"`` is read (the project's reading of docs/contract.md §2.4, the same as the
 hand-written seed's):
 
 * a JSON number names a workspace when its value is an integer in bigint range:
@@ -217,7 +217,7 @@ def expected(dataset: LegacyDataset, personal: Mapping[int, int]) -> Expected:
 
 # What an example exercised ---------------------------------------------------------
 
-# Every dirty case of section 1 (and the rules of section 2 that handle it) an example
+# Every dirty case of docs/contract.md §1 (and the rules of §2 that handle it) an example
 # can exercise; the property test reports which ones each example hit.
 DIRTY_CASES: Final = (
     "user owning no workspace",

@@ -73,12 +73,12 @@ class PropertyHarness:
     url: str
     migrations: list[Migration]
     invariant_checks: list[invariants.Invariant]
-    _statements: list[tuple[str, list[Statement]]] = field(init=False, default_factory=list)
+    _statements: list[tuple[Migration, list[Statement]]] = field(init=False, default_factory=list)
     _conn: psycopg.Connection | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         # Split once: each example would otherwise parse every file again.
-        self._statements = [(m.file_name, m.statements()) for m in self.migrations]
+        self._statements = [(m, m.statements()) for m in self.migrations]
 
     @property
     def conn(self) -> psycopg.Connection:
@@ -114,9 +114,9 @@ class PropertyHarness:
                 for table, columns in ARCHIVABLE.items()
             }
             counts = {table: _count(conn, f"public.{table}") for table in LEGACY_TABLES}
-            for file_name, statements in self._statements:
+            for migration, statements in self._statements:
                 try:
-                    runner.execute_statements(conn, file_name, statements)
+                    runner.apply(conn, migration, statements=statements)
                 except MigrationFailed as exc:
                     raise PropertyViolation(f"a migration failed on this dataset: {exc}") from None
             cases = self._compare(conn, dataset, legacy_workspaces, before, counts, findings)

@@ -83,7 +83,7 @@ def workspace_id_fragments(nameable: list[int]) -> st.SearchStrategy[str]:
     )
 
 
-# One of each kind of payload section 1 lists, as in the hand-written seed: drawn often
+# One of each kind of payload docs/contract.md §1 lists, as in the hand-written seed: drawn often
 # enough that every kind is in play in every run, whatever else the run draws.
 CATALOGUE = (
     None,
@@ -120,7 +120,7 @@ def _object(fragment: str, extra: str, first: bool) -> str:
 
 @st.composite
 def payloads(draw: st.DrawFn, nameable: list[int]) -> str | None:
-    """An activity's payload as jsonb text: every kind section 1 lists."""
+    """An activity's payload as jsonb text: every kind docs/contract.md §1 lists."""
     kind = draw(
         st.sampled_from(["sql_null", "json_null", "object", "object", "object", "other_object", "not_object"])
     )

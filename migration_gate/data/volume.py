@@ -95,7 +95,7 @@ EVENT_TYPES = ("activity.created", "credential.updated", "workspace.joined")
 EVENT_STATUSES = _Shares(((0.70, "delivered"), (0.10, "failed"), (0.15, "pending"), (0.05, "processing")))
 ACTIONS = ("login", "view", "export", "update", "bulk", "note")
 
-# The payload kinds of section 1 and their shares of all activities, as COPY text. w is
+# The payload kinds of docs/contract.md §1 and their shares of all activities, as COPY text. w is
 # a workspace the activity's user belongs to (any workspace when it has no user), o one
 # they do not belong to, x an id no workspace has, n a number.
 PayloadFormat = Callable[[int, int, int, int], str]

@@ -22,14 +22,13 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from migration_gate.checks import invariants
-from migration_gate.core import dsn
+from migration_gate.checks import catalog
+from migration_gate.core import dsn, settings
 from migration_gate.core.errors import UsageError
 from migration_gate.core.plan import load_plan
 from migration_gate.core.server import SUPERUSER, DisposableServer
-from migration_gate.operations import backup, baseline, playbook
+from migration_gate.operations import backup, baseline, playbook, preflight
 from migration_gate.operations.report import ChangeRecord
-from migration_gate.plugin.existing import read_only_options
 
 Progress = playbook.Progress
 
@@ -44,8 +43,8 @@ _DATABASE_LEVEL = re.compile(
 class RehearsalOptions:
     source_url: str
     report_dir: Path
-    migrations_dir: Path = Path("migrations")
-    checks_dir: Path = Path("checks")
+    migrations_dir: Path = Path(settings.default("migrations_dir"))
+    checks_dir: Path = Path(settings.default("checks_dir"))
     smoke_dir: Path | None = Path("smoke")
     pg_ctl: str | None = None
     # The source was migrated up to this version by another runner (no ledger): adopt the copy first.
@@ -54,7 +53,7 @@ class RehearsalOptions:
 
 def _source_identity(url: str) -> tuple[backup.DatabaseIdentity, str]:
     """Who the source is, and who owns its database; read-only, like every session on it."""
-    with dsn.connect(url, options=read_only_options("60s")) as conn:
+    with dsn.connect(url, options=dsn.read_only_options("60s")) as conn:
         identity = backup.identify(conn)
         row = conn.execute(
             "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()"
@@ -152,8 +151,8 @@ def rehearse(options: RehearsalOptions, progress: Progress = lambda line: None) 
     was only read, and no change record is written.
     """
     plan = load_plan(options.migrations_dir)  # refuse bad migrations or checks before starting a server
-    invariants.load(options.checks_dir)
-    playbook.check_report_dir(options.report_dir)
+    catalog.load(options.checks_dir)
+    preflight.check_report_dir(options.report_dir)
     if options.smoke_dir is not None and not options.smoke_dir.is_dir():
         raise UsageError(f"--smoke-dir {options.smoke_dir} does not exist (or pass --no-smoke)")
     identity, owner = _source_identity(options.source_url)
@@ -202,7 +201,7 @@ def rehearse(options: RehearsalOptions, progress: Progress = lambda line: None) 
             from migration_gate.operations.smoke_step import smoke_runner
 
             smoke = smoke_runner(options.smoke_dir)
-        run_options = playbook.PlaybookOptions(
+        run_options = preflight.PlaybookOptions(
             database_url=url,
             backup_path=Path(tmp) / "rehearsal.backup",
             report_dir=options.report_dir,

@@ -1,4 +1,4 @@
-"""The change record (playbook section 7): ``report.json`` for tools, ``report.md`` for people.
+"""The change record (runbook section 7, docs/contract.md §7): ``report.json`` for tools, ``report.md`` for people.
 
 Written whatever the outcome, it says what ran, how long each step and migration took,
 every invariant's count at each checkpoint, the profile audit, each check's result, the
@@ -49,10 +49,11 @@ class StepRecord:
 class CheckRecord:
     """One check's result: ``passed``, ``failed`` (with what a person needs) or ``skipped`` (with why)."""
 
-    name: str
+    name: str  # the catalog's name of the check
     status: str
     summary: str = ""
     details: str = ""
+    checkpoint: str = ""  # where it ran: after_006, after_007, after_NNN, current
 
 
 @dataclass
@@ -209,11 +210,13 @@ def markdown(data: dict[str, Any]) -> str:
         if data[key]:
             out += [f"## {title}", ""]
             out += _table(
-                ["check", "result", "summary"], [[c["name"], c["status"], c["summary"]] for c in data[key]]
+                ["check", "checkpoint", "result", "summary"],
+                [[c["name"], c.get("checkpoint") or "-", c["status"], c["summary"]] for c in data[key]],
             )
             for check in data[key]:
                 if check["status"] == "failed" and check["details"]:
-                    out += [f"### {check['name']}", "", "```", check["details"], "```", ""]
+                    where = f" at {check['checkpoint']}" if check.get("checkpoint") else ""
+                    out += [f"### {check['name']}{where}", "", "```", check["details"], "```", ""]
     if data.get("fingerprint"):
         fp = data["fingerprint"]
         out += ["## Is the database exactly as it was?", ""]

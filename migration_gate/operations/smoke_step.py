@@ -1,4 +1,4 @@
-"""The playbook's smoke step (section 5): ``smoke/`` run by pytest against the migrated database.
+"""The playbook's smoke step (runbook section 5): ``smoke/`` run by pytest against the migrated database.
 
 The smoke tests are the suite's own (``smoke/test_*.py``); the playbook runs them as a
 person would, in a pytest subprocess, against the reference API it serves on a free
@@ -25,12 +25,10 @@ from migration_gate.core import dsn
 from migration_gate.core.errors import GateError
 from migration_gate.operations.report import CheckRecord
 from migration_gate.reference.api import APP_ROLE, ApiSettings, ReferenceApi
-from migration_gate.reference.webhook_delivery import DeliveryPolicy
+from migration_gate.reference.webhook_delivery import FAST_RETRIES
 
 Progress = Callable[[str], None]
 
-# Fast retries, as in the gate's own smoke runs: a failing delivery settles in under a second.
-DELIVERY = DeliveryPolicy(max_attempts=3, backoff_seconds=0.02, timeout_seconds=5.0)
 TIMEOUT_SECONDS = 900
 DETAILS_LIMIT = 4000
 
@@ -109,7 +107,7 @@ def smoke_runner(smoke_dir: Path) -> Callable[[str, Progress], list[CheckRecord]
             return [CheckRecord("smoke", "skipped", why_not)]
         with _api_log_to(progress):
             try:
-                api = ReferenceApi(ApiSettings(url, delivery=DELIVERY)).start()
+                api = ReferenceApi(ApiSettings(url, delivery=FAST_RETRIES)).start()
             except GateError as exc:
                 return [
                     CheckRecord(

@@ -1,4 +1,8 @@
-"""The gate's settings: each one an ini option and a --flag of the same name, resolved once."""
+"""The gate's settings for pytest: each one an ini option and a --flag of the same name, resolved once.
+
+The settings themselves (name, help, default, environment variable) are declared once in
+``migration_gate.core.settings``, which the command line and the playbook read too.
+"""
 
 from __future__ import annotations
 
@@ -9,56 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from migration_gate.checks.catalog import Check
 from migration_gate.core.errors import UsageError
-
-
-@dataclass(frozen=True)
-class Setting:
-    name: str
-    help: str
-    default: str | None = None
-    env: str | None = None
-    flag_only: bool = False  # a boolean switch
-
-
-SETTINGS = (
-    Setting("migrations_dir", "directory of the NNN_name.sql migrations to judge", "migrations"),
-    Setting(
-        "legacy_seed", "SQL file of legacy data loaded at 004 before 005 runs", "fixtures/legacy_seed.sql"
-    ),
-    Setting(
-        "database_url",
-        "run the gate against this existing database (read-only) instead of a disposable one",
-        env="FLUXOLAB_DATABASE_URL",
-    ),
-    Setting(
-        "migrate",
-        "with --database-url: apply pending migrations first (for rehearsals on a copy)",
-        flag_only=True,
-    ),
-    Setting("statement_timeout", "statement_timeout for sessions on an existing database", "30s"),
-    Setting(
-        "pg_ctl", "path to pg_ctl for the disposable server (default: PATH, then /usr/lib/postgresql/*/bin)"
-    ),
-    Setting(
-        "api_url",
-        "smoke-test this deployment of the API instead of the reference one",
-        env="FLUXOLAB_API_URL",
-    ),
-    Setting("webhook_receiver_url", "with --api-url: a URL the deployment can deliver webhooks to"),
-    Setting(
-        "smoke_actors",
-        "with --api-url: the two users the smoke tests act as, USER:WORKSPACE,OTHER_USER:OTHER_WORKSPACE "
-        "(default: two found in --database-url)",
-        env="FLUXOLAB_SMOKE_ACTORS",
-    ),
-    Setting(
-        "smoke_delivery_timeout",
-        "seconds the smoke tests wait for a webhook delivery to be delivered or failed",
-        "60",
-        env="FLUXOLAB_SMOKE_DELIVERY_TIMEOUT",
-    ),
-)
+from migration_gate.core.plan import Checkpoint
+from migration_gate.core.settings import SETTINGS, default
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -78,6 +36,7 @@ def add_options(parser: pytest.Parser) -> None:
 class GateConfig:
     rootdir: Path
     migrations_dir: Path
+    checks_dir: Path
     legacy_seed: Path
     database_url: str | None
     migrate: bool
@@ -136,19 +95,28 @@ def resolve(config: pytest.Config) -> GateConfig:
     gate_config = GateConfig(
         rootdir=rootdir,
         migrations_dir=path(values["migrations_dir"]),
+        checks_dir=path(values["checks_dir"]),
         legacy_seed=path(values["legacy_seed"]),
         database_url=values["database_url"],  # type: ignore[arg-type]
         migrate=bool(values["migrate"]),
-        statement_timeout=str(values["statement_timeout"] or "30s"),
+        statement_timeout=str(values["statement_timeout"] or default("statement_timeout")),
         pg_ctl=values["pg_ctl"],  # type: ignore[arg-type]
         api_url=values["api_url"],  # type: ignore[arg-type]
         webhook_receiver_url=values["webhook_receiver_url"],  # type: ignore[arg-type]
         api_token=os.environ.get("FLUXOLAB_API_TOKEN") or None,
         smoke_actors=_actors(values["smoke_actors"]),
-        smoke_delivery_timeout=_seconds("smoke_delivery_timeout", values["smoke_delivery_timeout"] or "60"),
+        smoke_delivery_timeout=_seconds(
+            "smoke_delivery_timeout", values["smoke_delivery_timeout"] or default("smoke_delivery_timeout")
+        ),
     )
     if gate_config.migrate and gate_config.disposable:
         raise UsageError(
             "--migrate only makes sense with --database-url (the disposable database is always migrated)"
         )
     return gate_config
+
+
+# Where the session keeps its resolved settings, its catalog of checks and the plan's checkpoints.
+GATE_CONFIG = pytest.StashKey[GateConfig]()
+CATALOG = pytest.StashKey[list[Check] | None]()
+POINTS = pytest.StashKey[list[Checkpoint]]()

@@ -1,10 +1,11 @@
 """The disposable gate database, built once per session and kept at each checkpoint.
 
-The playbook pauses after 006 and after 007 to count what must be zero. Here each pause
+The runbook pauses after 006 and after 007 to count what must be zero. Here each pause
 is a database of its own, cloned from the one before (``CREATE DATABASE … TEMPLATE``):
 ``legacy`` (001→004 and the legacy seed, the pre-005 snapshot), ``after_006``,
-``after_007`` and ``after_008`` (008 and anything numbered after it). Every check can
-then read the database exactly as it was at its checkpoint, in any order.
+``after_007`` and ``after_NNN``, named after the plan's last migration (docs/contract.md
+§3). Every check can then read the database exactly as it was at its checkpoint, in any
+order.
 """
 
 from __future__ import annotations
@@ -18,18 +19,10 @@ from typing import Protocol
 
 import psycopg
 
+from migration_gate.checks.catalog import LegacySnapshot
 from migration_gate.core import dsn, runner
-from migration_gate.core.contract import LEGACY_TABLES
-from migration_gate.core.plan import Migration
+from migration_gate.core.plan import LEGACY_CHECKPOINT, Checkpoint, Migration, checkpoints
 from migration_gate.core.server import DisposableServer
-
-# checkpoint → the last migration applied there (None: the plan's last)
-CHECKPOINTS: dict[str, str | None] = {
-    "legacy": "004",
-    "after_006": "006",
-    "after_007": "007",
-    "after_008": None,
-}
 
 
 class GateDatabases(Protocol):
@@ -40,28 +33,16 @@ class GateDatabases(Protocol):
     @property
     def checkpoints(self) -> list[str]: ...
 
+    @property
+    def last(self) -> str: ...
+
     def version_at(self, checkpoint: str) -> int: ...
 
     def url(self, checkpoint: str) -> str: ...
 
     def connect(self, checkpoint: str) -> AbstractContextManager[psycopg.Connection]: ...
 
-    def legacy_counts(self) -> dict[str, int] | None: ...
-
-
-def checkpoints_from(version: int, disposable: bool) -> list[str]:
-    """The checkpoints where something that holds from migration ``version`` is checked.
-
-    Known at collection time, so checks can be parametrized by it; on an existing database
-    it is always ``current`` (the check skips itself when the ledger is not that far yet).
-    """
-    if not disposable:
-        return ["current"]
-    return [
-        name
-        for name, last in CHECKPOINTS.items()
-        if name != "legacy" and (last is None or int(last) >= version)
-    ]
+    def legacy_snapshot(self) -> LegacySnapshot | None: ...
 
 
 @dataclass
@@ -74,21 +55,35 @@ class CheckpointDatabases:
     seed_seconds: float = 0.0
     prefix: str = "gate"
     _clones: int = 0
+    _snapshot: LegacySnapshot | None = None
 
     disposable = True
 
+    def __repr__(self) -> str:
+        return f"<gate databases on 127.0.0.1:{self.server.port}: {', '.join(self.checkpoints)}>"
+
+    @property
+    def points(self) -> list[Checkpoint]:
+        return checkpoints(self.plan)
+
     @property
     def checkpoints(self) -> list[str]:
-        return list(CHECKPOINTS)
+        return [point.name for point in self.points]
+
+    @property
+    def last(self) -> str:
+        """The checkpoint after the plan's last migration: ``after_008`` today."""
+        return self.points[-1].name
 
     def version_at(self, checkpoint: str) -> int:
         """The last migration applied at ``checkpoint``."""
-        last = CHECKPOINTS[checkpoint]
-        return int(last) if last else self.plan[-1].version
+        for point in self.points:
+            if point.name == checkpoint:
+                return point.version
+        raise KeyError(f"unknown checkpoint {checkpoint!r}; known: {', '.join(self.checkpoints)}")
 
     def database(self, checkpoint: str) -> str:
-        if checkpoint not in CHECKPOINTS:
-            raise KeyError(f"unknown checkpoint {checkpoint!r}; known: {', '.join(CHECKPOINTS)}")
+        self.version_at(checkpoint)  # refuses an unknown name
         return f"{self.prefix}_{checkpoint}"
 
     def url(self, checkpoint: str) -> str:
@@ -108,11 +103,11 @@ class CheckpointDatabases:
 
     def build(self, legacy_seed: Path, progress: runner.Progress = lambda line: None) -> CheckpointDatabases:
         previous = None
-        for checkpoint, last in CHECKPOINTS.items():
-            name = self.database(checkpoint)
+        for point in self.points:
+            name = self.database(point.name)
             url = self.server.create_database(name, template=previous)
-            self.applied += runner.migrate(url, self.plan, stop=last, progress=progress)
-            if checkpoint == "legacy":
+            self.applied += runner.migrate(url, self.plan, stop=str(point.version), progress=progress)
+            if point.name == LEGACY_CHECKPOINT:
                 started = time.perf_counter()
                 with dsn.connect(url) as conn, conn.transaction():
                     runner.execute_file(conn, legacy_seed)
@@ -121,10 +116,9 @@ class CheckpointDatabases:
             previous = name
         return self
 
-    def legacy_counts(self) -> dict[str, int] | None:
-        """Rows per legacy table before 005: the left side of every conservation equation."""
-        with self.connect("legacy") as conn:
-            return {
-                table: conn.execute(f"SELECT count(*) FROM public.{table}").fetchone()[0]  # type: ignore[index]
-                for table in LEGACY_TABLES
-            }
+    def legacy_snapshot(self) -> LegacySnapshot | None:
+        """The legacy checkpoint's figures: the left side of every conservation equation."""
+        if self._snapshot is None:
+            with self.connect(LEGACY_CHECKPOINT) as conn:
+                self._snapshot = LegacySnapshot.take(conn)
+        return self._snapshot

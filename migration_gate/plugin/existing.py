@@ -8,18 +8,12 @@ from dataclasses import dataclass
 
 import psycopg
 
+from migration_gate.checks.catalog import LegacySnapshot
 from migration_gate.core import dsn, ledger
+from migration_gate.core.dsn import read_only_options
 
 # The one checkpoint of an existing database: the state it is in now.
 CURRENT = "current"
-
-
-def read_only_options(statement_timeout: str) -> str:
-    # Read-only so nothing can change; short lock_timeout so a check waits on the app, never the reverse.
-    return (
-        f"-c default_transaction_read_only=on -c statement_timeout={statement_timeout} "
-        "-c lock_timeout=2s -c idle_in_transaction_session_timeout=60s"
-    )
 
 
 @dataclass
@@ -30,9 +24,16 @@ class ExistingDatabase:
     statement_timeout: str = "30s"
     disposable = False
 
+    def __repr__(self) -> str:
+        return f"<existing database {dsn.describe(self.database_url)}, read-only>"
+
     @property
     def checkpoints(self) -> list[str]:
         return [CURRENT]
+
+    @property
+    def last(self) -> str:
+        return CURRENT
 
     def url(self, checkpoint: str = CURRENT) -> str:
         return self.database_url
@@ -47,7 +48,7 @@ class ExistingDatabase:
         with self.connect() as conn:
             return max(ledger.read(conn), default=0)
 
-    def legacy_counts(self) -> dict[str, int] | None:
+    def legacy_snapshot(self) -> LegacySnapshot | None:
         """No pre-005 snapshot exists for a database the gate did not build."""
         return None
 

@@ -1,4 +1,8 @@
-"""The pytest wiring: options, the session's gate database, and the report of what ran."""
+"""The pytest wiring: options, the session's gate database, and the report of what ran.
+
+Installed as the ``migration_gate`` pytest11 entry point; the gate's generated tests and
+their fixtures are in ``migration_gate.plugin.gate``.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,9 @@ from typing import Any
 
 import pytest
 
+from migration_gate.checks import catalog
 from migration_gate.core.errors import EXIT_USAGE, GateError
-from migration_gate.core.plan import load_plan
+from migration_gate.core.plan import Checkpoint, checkpoints, load_plan
 from migration_gate.core.runner import AppliedMigration, migrate
 from migration_gate.core.server import DisposableServer, find_pg_ctl, interrupt_on_sigterm
 
@@ -17,11 +22,11 @@ from migration_gate.core.server import DisposableServer, find_pg_ctl, interrupt_
 # before Hypothesis' own plugin applies --hypothesis-profile, in checks/ and tests/ alike.
 from migration_gate.plugin import config as gate_config_module
 from migration_gate.plugin import hypothesis_profiles  # noqa: F401
-from migration_gate.plugin.config import GateConfig
+from migration_gate.plugin.config import CATALOG, GATE_CONFIG, POINTS, GateConfig
 from migration_gate.plugin.databases import CheckpointDatabases, GateDatabases
 from migration_gate.plugin.existing import ExistingDatabase
 
-GATE_CONFIG = pytest.StashKey[GateConfig]()
+pytest_plugins = ("migration_gate.plugin.gate",)
 # What the session applied, for the summary: a title, each migration's timing, extra lines.
 GATE_APPLIED = pytest.StashKey[tuple[str, list[AppliedMigration], list[str]]]()
 # Under pytest-xdist: the key of a worker's summary in its workeroutput, and the
@@ -38,8 +43,31 @@ def pytest_configure(config: pytest.Config) -> None:
     interrupt_on_sigterm()
     try:
         config.stash[GATE_CONFIG] = gate_config_module.resolve(config)
+        load_catalog(config, config.stash[GATE_CONFIG])
     except GateError as exc:
         raise pytest.UsageError(str(exc)) from None
+
+
+def load_catalog(config: pytest.Config, gate_config: GateConfig) -> None:
+    """Load the catalog (a malformed check file is a usage error) and the checkpoints the plan has."""
+    for kind in catalog.KINDS:  # `pytest checks -m invariant` runs one kind of the catalog
+        config.addinivalue_line("markers", f"{kind}: the catalog's {kind} checks")
+    config.addinivalue_line(
+        "markers",
+        "holds_from(version, last_only=False): parametrize `checkpoint` over the checkpoints where migration "
+        "`version` has run (only the last one with last_only)",
+    )
+    # A checkout without a checks directory (smoke tests kept elsewhere) has no catalog to run.
+    config.stash[CATALOG] = catalog.load(gate_config.checks_dir) if gate_config.checks_dir.is_dir() else None
+    try:
+        config.stash[POINTS] = checkpoints(load_plan(gate_config.migrations_dir))
+    except GateError:
+        # Named at collection only; building the gate database reports the plan's problem.
+        config.stash[POINTS] = [
+            Checkpoint("after_006", 6),
+            Checkpoint("after_007", 7),
+            Checkpoint("after_008", 8),
+        ]
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -1,4 +1,4 @@
-"""What the smoke tests (playbook section 5, ``smoke/``) stand on.
+"""What the smoke tests (runbook section 5, ``smoke/``; docs/contract.md §7) stand on.
 
 The deployment under test: by default the reference API (``migration_gate.api``) on a
 private clone of the migrated disposable database; with ``--api-url`` a real deployment,
@@ -25,18 +25,17 @@ import psycopg
 import pytest
 import requests
 
-from migration_gate.core import dsn
+from migration_gate.core import dsn, settings
 from migration_gate.plugin.config import GateConfig
 from migration_gate.plugin.databases import CheckpointDatabases, GateDatabases
 from migration_gate.reference.api import ApiSettings, ReferenceApi
-from migration_gate.reference.webhook_delivery import DeliveryPolicy
+from migration_gate.reference.webhook_delivery import FAST_RETRIES, DeliveryPolicy
 
-ACTORS_ENV = "FLUXOLAB_SMOKE_ACTORS"
+ACTORS_ENV = settings.env("smoke_actors")
 NO_SUCH_ID = 2**63 - 1  # a valid bigint no row will ever have in a smoke run
-# The reference API retries fast so a failing delivery settles in well under a second.
-REFERENCE_DELIVERY = DeliveryPolicy(max_attempts=3, backoff_seconds=0.02, timeout_seconds=5.0)
+REFERENCE_DELIVERY = FAST_RETRIES
 REQUEST_TIMEOUT = 15.0
-DELIVERY_DEADLINE = 60.0  # the default of --smoke-delivery-timeout
+DELIVERY_DEADLINE = float(settings.default("smoke_delivery_timeout"))
 
 T = TypeVar("T")
 
@@ -339,11 +338,11 @@ def reference_deployment(
     prepare: Callable[[psycopg.Connection, Actors], None] | None = None,
     delivery_deadline: float = DELIVERY_DEADLINE,
 ) -> Iterator[Deployment]:
-    """The reference API on a private clone of the database after 008, dropped afterwards.
+    """The reference API on a private clone of the database after the last migration, dropped afterwards.
 
     ``prepare`` runs on the clone as superuser before the API starts (to inject a fault).
     """
-    url = checkpoints.clone("after_008")
+    url = checkpoints.clone(checkpoints.last)
     clone = str(dsn.parse(url)["dbname"])
     run_id = uuid.uuid4().hex[:10]
     try:

@@ -1,6 +1,6 @@
 """The reference implementation of ``smoke/openapi.yaml``, served by ``migration-gate serve-api``.
 
-It exists so that the smoke tests of playbook section 5 run end to end against a migrated
+It exists so that the smoke tests of runbook section 5 run end to end against a migrated
 database. Every connection does ``SET ROLE fluxolab_devmode`` first, so the API can only
 do what the application's role is granted: a missing grant shows up as the database's
 own permission error in the response. Each request is one transaction: its write and

@@ -39,6 +39,10 @@ class DeliveryPolicy:
         return float(self.backoff_seconds * 2 ** (attempts - 1))
 
 
+# The smoke tests' policy (the gate's and the playbook's): a failing delivery settles in well under a second.
+FAST_RETRIES = DeliveryPolicy(max_attempts=3, backoff_seconds=0.02, timeout_seconds=5.0)
+
+
 def sign(body: bytes, secret: str) -> str:
     """``sha256=<hex HMAC-SHA256 of body keyed with secret>``: the value of the signature header."""
     return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()

@@ -1,0 +1,351 @@
+"""The one catalog of checks: every check of the gate, written once, under one name (docs/contract.md §4).
+
+An entry has one name (a parametrized family is expanded: ``not_null[activities.workspace_id]``),
+the migration it holds from, its kind, one line on what fails it, and the function that
+verifies it on a connection. Three things read this list and nothing else:
+
+- the pytest gate (``checks/test_gate.py``), whose test ids are ``<name>-<checkpoint>``;
+- the playbook's validation, which records each result under the same name;
+- the fault-injection tests, keyed by the same names, which fail when an entry has no fault.
+
+The SQL invariants of ``checks/*.sql`` are entries too: a new file there is a new entry in
+all three, with nothing to write in Python. ``migration-gate checks`` lists the catalog.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+from migration_gate.checks import explain, invariants, ledger_check, privileges, structure
+from migration_gate.core.contract import LEGACY_TABLES, PUBLIC_TABLES
+from migration_gate.core.plan import Migration
+
+# Where an entry runs, among the checkpoints whose last migration is at least its ``from``:
+EVERY = "every"  # at each of them (after_006, after_007, after_NNN)
+LAST = "last"  # only where the application meets the database: the last one
+VOLUME = "volume"  # where the planner's choice means something: a realistic volume, after ANALYZE
+
+KINDS = ("invariant", "structure", "conservation", "index", "privilege", "ledger")
+
+
+class CheckSkipped(Exception):
+    """This check cannot say anything here (no pre-005 snapshot, a table too small); the reason says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class LegacySnapshot:
+    """The database just before 005: rows per legacy table and non-NULL payloads, for conservation."""
+
+    counts: dict[str, int]
+    payloads: int
+
+    @classmethod
+    def take(cls, conn: psycopg.Connection) -> LegacySnapshot:
+        counts = {}
+        for table in LEGACY_TABLES:
+            row = conn.execute(f"SELECT count(*) FROM public.{table}").fetchone()
+            counts[table] = int(row[0]) if row else 0
+        return cls(counts, structure.legacy_payload_count(conn))
+
+
+@dataclass
+class CheckContext:
+    """What a check reads: the connection at its checkpoint, and what it may compare with."""
+
+    conn: psycopg.Connection
+    plan: list[Migration]
+    checkpoint: str = ""
+    where: str = ""  # the checkpoint and database, for the failure's text
+    legacy: LegacySnapshot | None = None
+    no_legacy_because: str = (
+        "conservation needs the pre-005 snapshot, which only the disposable gate database has"
+    )
+    migrations_dir: str = ""
+    # The generated volume is sized for plans to mean something; any other data may be too small.
+    realistic_volume: bool = False
+
+    def snapshot(self) -> LegacySnapshot:
+        if self.legacy is None:
+            raise CheckSkipped(self.no_legacy_because)
+        return self.legacy
+
+
+Verify = Callable[[CheckContext], object]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One entry of the catalog."""
+
+    name: str
+    from_version: int
+    kind: str
+    fails_when: str
+    verify: Verify = field(repr=False, compare=False)
+    at: str = EVERY
+    # The playbook runs it once its transaction has committed: the plan of a query cannot use
+    # an index built in the same transaction after updates to its table (indcheckxmin).
+    after_commit: bool = False
+    invariant: invariants.Invariant | None = field(default=None, repr=False, compare=False)
+
+    def __repr__(self) -> str:
+        return self.name
+
+    def holds_at(self, version: int) -> bool:
+        return self.from_version <= version
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "from": f"{self.from_version:03d}",
+            "kind": self.kind,
+            "fails_when": self.fails_when,
+        }
+
+
+def _invariant(invariant: invariants.Invariant) -> Check:
+    return Check(
+        invariant.name,
+        invariant.from_version,
+        "invariant",
+        f"any row: {invariant.meaning}",
+        lambda ctx: invariants.check(ctx.conn, invariant, ctx.where),
+        invariant=invariant,
+    )
+
+
+def _not_null(required: structure.RequiredColumn) -> Check:
+    return Check(
+        f"not_null[{required.label}]",
+        required.from_version,
+        "structure",
+        f"public.{required.label} missing or nullable",
+        lambda ctx: structure.check_not_null(ctx.conn, required),
+    )
+
+
+def _conservation(table: str) -> Check:
+    relation = ">=" if table in structure.GROWING_TABLES else "="
+    return Check(
+        f"conservation[{table}]",
+        structure.ARCHIVE_FROM_VERSION,
+        "conservation",
+        f"rows of {table} before 005 {relation} rows in public + legacy_archive does not hold",
+        lambda ctx: structure.check_conservation(ctx.conn, table, ctx.snapshot().counts),
+        at=LAST,
+    )
+
+
+def _index_checks(query: explain.ApplicationQuery) -> list[Check]:
+    index, version = query.index, query.from_version
+    columns = ", ".join(query.leading_columns)
+    return [
+        Check(
+            f"index_definition[{index}]",
+            version,
+            "index",
+            f"{index} missing, invalid, not on {query.table} or not leading with ({columns})",
+            lambda ctx: explain.check_definition(ctx.conn, query),
+        ),
+        Check(
+            f"index_usable[{index}]",
+            version,
+            "index",
+            f"even with enable_seqscan off, the plan of {query.name} does not scan {index}",
+            lambda ctx: explain.check_usable(ctx.conn, query),
+            after_commit=True,
+        ),
+        Check(
+            f"index_chosen[{index}]",
+            version,
+            "index",
+            f"at a realistic volume after ANALYZE, the planner does not choose {index} for {query.name}",
+            lambda ctx: _chosen(ctx, query),
+            at=VOLUME,
+            after_commit=True,
+        ),
+    ]
+
+
+def _chosen(ctx: CheckContext, query: explain.ApplicationQuery) -> object:
+    too_small = None if ctx.realistic_volume else explain.too_small_for_chosen(ctx.conn, query)
+    if too_small is not None:
+        raise CheckSkipped(too_small)
+    return explain.check_chosen(ctx.conn, query)
+
+
+def _table_privileges(table: str) -> Check:
+    return Check(
+        f"table_privileges[{table}]",
+        3,
+        "privilege",
+        f"{privileges.APP_ROLE} lacks or exceeds SELECT, INSERT, UPDATE, DELETE on public.{table}",
+        lambda ctx: privileges.check_table(ctx.conn, table),
+        at=LAST,
+    )
+
+
+def _sequence_privileges(column: str) -> Check:
+    return Check(
+        f"sequence_privileges[{column}]",
+        3,
+        "privilege",
+        f"{privileges.APP_ROLE} lacks or exceeds USAGE, SELECT on the sequence of public.{column}",
+        lambda ctx: privileges.check_identity_sequence(ctx.conn, column),
+        at=LAST,
+    )
+
+
+def _other_relations(ctx: CheckContext) -> object:
+    contract_sequences = {
+        privileges.identity_sequence(ctx.conn, column) for column in privileges.CONTRACT_SEQUENCES
+    }
+    skip = {*PUBLIC_TABLES, *(name for name in contract_sequences if name)}
+    return privileges.check_every_relation(ctx.conn, "public", skip=skip)
+
+
+def builtin_checks() -> list[Check]:
+    """Every entry that is not a SQL file: structure, conservation, indexes, privileges, the ledger."""
+    role = privileges.APP_ROLE
+    return [
+        *(_not_null(required) for required in structure.NOT_NULL_COLUMNS),
+        Check(
+            "no_invalid_indexes",
+            1,
+            "structure",
+            "an index in public or legacy_archive is invalid or not ready",
+            lambda ctx: structure.check_no_invalid_indexes(ctx.conn),
+        ),
+        Check(
+            "no_not_valid_constraints",
+            1,
+            "structure",
+            "a constraint in public or legacy_archive is left NOT VALID",
+            lambda ctx: structure.check_no_invalid_constraints(ctx.conn),
+        ),
+        Check(
+            "activities_payload_gone",
+            structure.PAYLOAD_GONE_FROM_VERSION,
+            "structure",
+            "public.activities still has its payload column",
+            lambda ctx: structure.check_payload_gone(ctx.conn),
+        ),
+        Check(
+            "legacy_archive_present",
+            structure.ARCHIVE_FROM_VERSION,
+            "structure",
+            "legacy_archive or one of its tables or columns is missing",
+            lambda ctx: structure.check_archive_present(ctx.conn),
+        ),
+        *(_conservation(table) for table in LEGACY_TABLES),
+        Check(
+            "conservation[activity_payloads]",
+            structure.ARCHIVE_FROM_VERSION,
+            "conservation",
+            "a non-NULL legacy payload is not in legacy_archive",
+            lambda ctx: structure.check_payloads_conserved(ctx.conn, ctx.snapshot().payloads),
+            at=LAST,
+        ),
+        *(check for query in explain.APPLICATION_QUERIES for check in _index_checks(query)),
+        *(_table_privileges(table) for table in PUBLIC_TABLES),
+        *(_sequence_privileges(column) for column in privileges.CONTRACT_SEQUENCES),
+        Check(
+            "other_relations_privileges",
+            3,
+            "privilege",
+            f"a table or sequence of public the contract does not name lacks or exceeds {role}'s grants",
+            _other_relations,
+            at=LAST,
+        ),
+        Check(
+            "database_privileges",
+            3,
+            "privilege",
+            f"{role} lacks CONNECT on the database, or has CREATE",
+            lambda ctx: privileges.check_database(ctx.conn),
+            at=LAST,
+        ),
+        Check(
+            "schema_public_privileges",
+            3,
+            "privilege",
+            f"{role} lacks USAGE on schema public, or has CREATE",
+            lambda ctx: privileges.check_public_schema(ctx.conn),
+            at=LAST,
+        ),
+        Check(
+            "public_cannot_create_in_public",
+            3,
+            "privilege",
+            "PUBLIC (every role) has CREATE on schema public",
+            lambda ctx: privileges.check_public_role_cannot_create(ctx.conn),
+            at=LAST,
+        ),
+        Check(
+            "legacy_archive_closed",
+            5,
+            "privilege",
+            f"{role} has any access to legacy_archive, its tables or sequences",
+            lambda ctx: privileges.check_archive_closed(ctx.conn),
+            at=LAST,
+        ),
+        Check(
+            "role_attributes",
+            3,
+            "privilege",
+            f"{role} has SUPERUSER, CREATEDB, CREATEROLE, REPLICATION or BYPASSRLS, or belongs to another role",
+            lambda ctx: privileges.check_role_attributes(ctx.conn),
+            at=LAST,
+        ),
+        Check(
+            "default_privileges",
+            3,
+            "privilege",
+            f"future tables or sequences of the migrating role in public would not get exactly {role}'s grants",
+            lambda ctx: privileges.check_default_privileges(ctx.conn),
+            at=LAST,
+        ),
+        Check(
+            "ledger",
+            1,
+            "ledger",
+            "a migration file pending, edited since it was applied, renamed, unknown or applied out of order",
+            lambda ctx: ledger_check.check_ledger(ctx.conn, ctx.plan, ctx.migrations_dir),
+            at=LAST,
+        ),
+    ]
+
+
+def load(checks_dir: Path | str) -> list[Check]:
+    """The catalog: the SQL invariants of ``checks_dir`` (a malformed file is refused), then the rest."""
+    entries = [_invariant(invariant) for invariant in invariants.load(checks_dir)] + builtin_checks()
+    seen: set[str] = set()
+    for entry in entries:
+        if entry.name in seen:
+            raise invariants.InvariantFileError(
+                f"{checks_dir}: two checks named {entry.name!r}: a check file may not take a built-in check's name"
+            )
+        seen.add(entry.name)
+    return entries
+
+
+def at_checkpoint(catalog: Iterable[Check], version: int, *, last: bool) -> list[Check]:
+    """The entries that run at a checkpoint whose last migration is ``version`` (the last one, or not)."""
+    return [check for check in catalog if check.holds_at(version) and (check.at == EVERY or last)]
+
+
+def markdown(catalog: Iterable[Check]) -> str:
+    """The catalog as the README's table: name, from, kind, what fails it."""
+    lines = ["| check | from | kind | what fails it |", "| --- | --- | --- | --- |"]
+    for check in catalog:
+        fails_when = check.fails_when.replace("|", "\\|")
+        lines.append(f"| `{check.name}` | {check.from_version:03d} | {check.kind} | {fails_when} |")
+    return "\n".join(lines) + "\n"

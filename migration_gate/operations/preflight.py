@@ -1,0 +1,171 @@
+"""The playbook's first stage: everything that can be known before touching anything.
+
+Any problem is one line and exit 2, and nothing is written: the migrations and the
+catalog of checks load, the ledger agrees with the files, the backup path and the report
+directory are writable, the server answers, pg_dump/pg_restore/psql match its major
+version, and no session of ``fluxolab_devmode`` is connected (runbook 2.1).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+from migration_gate.checks import catalog
+from migration_gate.checks.catalog import Check
+from migration_gate.core import dsn, ledger, runner, settings
+from migration_gate.core.contract import APP_ROLE
+from migration_gate.core.errors import UsageError
+from migration_gate.core.plan import Migration, load_plan
+from migration_gate.operations import backup
+from migration_gate.operations.report import CheckRecord
+
+Progress = Callable[[str], None]
+# (url of the committed database, progress) → one record per smoke test
+SmokeRunner = Callable[[str, Progress], list[CheckRecord]]
+
+_APP_SESSIONS = """
+WITH RECURSIVE app(oid) AS (
+    SELECT oid FROM pg_roles WHERE rolname = %s
+    UNION
+    SELECT m.member FROM pg_auth_members m JOIN app ON m.roleid = app.oid
+)
+SELECT a.pid, a.usename, coalesce(nullif(a.application_name, ''), '-'), coalesce(host(a.client_addr), 'local')
+FROM pg_stat_activity a
+WHERE a.datname = current_database() AND a.usesysid IN (SELECT oid FROM app) AND a.pid <> pg_backend_pid()
+ORDER BY a.pid
+"""
+_OTHER_SESSIONS = (
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    " AND backend_type = 'client backend'"
+)
+
+
+@dataclass(frozen=True)
+class PlaybookOptions:
+    database_url: str
+    backup_path: Path
+    report_dir: Path
+    migrations_dir: Path = Path(settings.default("migrations_dir"))
+    checks_dir: Path = Path(settings.default("checks_dir"))
+    assume_yes: bool = False
+    allow_active_sessions: bool = False
+    smoke: SmokeRunner | None = None  # None: smoke tests skipped, and the record says so
+    smoke_skipped_because: str = "smoke tests not requested"
+    prefer_bindirs: tuple[Path, ...] = ()  # client tools to try first (a rehearsal's disposable server)
+    command: str = "playbook"
+
+
+@dataclass
+class Preflight:
+    identity: backup.DatabaseIdentity
+    tools: backup.ClientTools
+    plan: list[Migration]
+    pending: list[Migration]
+    checks: list[Check]
+    warnings: list[str] = field(default_factory=list)
+
+
+def _probe_writable(directory: Path, what: str) -> None:
+    """Really create (and remove) a file there: permissions, read-only mounts and root all answer truly."""
+    try:
+        handle, probe = tempfile.mkstemp(dir=directory, prefix=".migration-gate-probe-")
+    except OSError as exc:
+        raise UsageError(f"{what}: cannot write in {directory} ({exc.strerror or exc})") from None
+    os.close(handle)
+    os.unlink(probe)
+
+
+def check_backup_path(path: Path) -> None:
+    """The backup goes to a new file in a writable directory: an existing backup is never overwritten."""
+    for existing in (path, backup.metadata_path(path)):
+        if existing.exists():
+            raise UsageError(
+                f"--backup {path}: {existing} already exists; a backup is never overwritten, choose a new path"
+            )
+    parent = path.absolute().parent
+    if not parent.exists():
+        raise UsageError(f"--backup {path}: directory {parent} does not exist")
+    if not parent.is_dir():
+        raise UsageError(f"--backup {path}: {parent} is not a directory")
+    _probe_writable(parent, f"--backup {path}")
+
+
+def check_report_dir(directory: Path) -> None:
+    """A new or empty-of-records directory we can write in (created only once preflight passes)."""
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"--report-dir {directory}: exists and is not a directory")
+    if (directory / "report.json").exists():
+        raise UsageError(
+            f"--report-dir {directory} already holds a change record (report.json): choose a new directory"
+        )
+    existing = directory.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"--report-dir {directory}: {existing} is not a directory")
+    _probe_writable(existing, f"--report-dir {directory}")
+
+
+def app_sessions(conn: psycopg.Connection) -> list[str]:
+    """Sessions of the application's role (or a role that is a member of it) on this database."""
+    rows = conn.execute(_APP_SESSIONS, (APP_ROLE,)).fetchall()
+    return [f"pid {pid} ({user}, {application}, from {client})" for pid, user, application, client in rows]
+
+
+def preflight(options: PlaybookOptions, progress: Progress) -> Preflight:
+    """Everything that can be known before touching anything; any problem raises UsageError (exit 2)."""
+    plan = load_plan(options.migrations_dir)
+    checks = catalog.load(options.checks_dir)
+    check_backup_path(options.backup_path)
+    check_report_dir(options.report_dir)
+    with dsn.connect(options.database_url) as conn:
+        identity = backup.identify(conn)
+        progress(f"target: {identity.describe()}")
+        applied = ledger.read(conn)
+        if not applied:
+            tables = conn.execute(
+                "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')"
+            ).fetchone()
+            if tables and tables[0]:
+                raise UsageError(
+                    f"{identity.database} has {tables[0]} table(s) in public but no migration_gate.ledger: another "
+                    "runner migrated it, and the playbook will not guess which files it applied: adopt it first "
+                    "with 'migration-gate baseline --database URL --to 004' (it checks the schema is exactly that)"
+                )
+        todo = runner.plan_run(plan, applied)  # refuses drift and holes before anything runs
+        sessions = app_sessions(conn)
+        others_row = conn.execute(_OTHER_SESSIONS).fetchone()
+        size_row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+    tools = backup.find_tools(identity.server_major, options.prefer_bindirs)
+    warnings = []
+    if sessions:
+        listed = "; ".join(sessions[:5]) + (f"; and {len(sessions) - 5} more" if len(sessions) > 5 else "")
+        if not options.allow_active_sessions:
+            raise UsageError(
+                f"{len(sessions)} session(s) of {APP_ROLE} still connected to {identity.database} ({listed}): "
+                "stop the application first (playbook 2.1) or pass --allow-active-sessions"
+            )
+        warnings.append(
+            f"--allow-active-sessions: {len(sessions)} session(s) of {APP_ROLE} connected: {listed}"
+        )
+    others = int(others_row[0]) if others_row else 0
+    if others > len(sessions):
+        warnings.append(f"{others - len(sessions)} other client session(s) connected to {identity.database}")
+    database_bytes = int(size_row[0]) if size_row else 0
+    free = shutil.disk_usage(options.backup_path.absolute().parent).free
+    if free < database_bytes:
+        warnings.append(
+            f"{free} bytes free beside the backup for a {database_bytes}-byte database: "
+            "the compressed dump is usually smaller, but watch it"
+        )
+    for warning in warnings:
+        progress(f"warning: {warning}")
+    return Preflight(identity, tools, plan, todo, checks, warnings)

@@ -1,0 +1,184 @@
+"""The playbook's third stage: every pending migration and the catalog's checks, in one transaction.
+
+Each migration is applied by the runner's own ``apply`` (in a savepoint of the run's one
+transaction, with its ledger row). After 006 and after 007 (the runbook's pauses,
+docs/contract.md §3) and after the last migration, the catalog's checks that hold there
+run, each in a savepoint of its own so that an SQL error fails that check and not the
+transaction; each result is recorded under the check's catalog name, with the
+checkpoint. Any failure raises ``Stop``: the caller rolls back. The checks the catalog
+marks ``after_commit`` (the plans of the application's queries) run once the transaction
+has committed, on a connection of their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import psycopg
+from psycopg import sql
+
+from migration_gate.checks import catalog, explain, profile_audit
+from migration_gate.checks.catalog import Check, CheckContext, CheckSkipped, LegacySnapshot
+from migration_gate.checks.failures import CheckFailed
+from migration_gate.core import ledger, runner
+from migration_gate.core.errors import MigrationFailed
+from migration_gate.core.plan import Checkpoint, Migration, checkpoint_name, checkpoints
+from migration_gate.operations.report import ChangeRecord, CheckRecord, MigrationRecord
+
+Progress = Callable[[str], None]
+
+# 005 must still be pending for the run to see the legacy tables as they were (conservation).
+SCOPING_VERSION = 5
+# The last checkpoint of a run that applied nothing: the database as it is.
+CURRENT = "current"
+
+
+class Stop(Exception):
+    """The run stops here (before the commit): a failing migration, a nonzero count, a failed check."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(reason)
+        self.where = where
+        self.reason = reason
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class Validation:
+    """The in-transaction part, and the after-commit checks: migrations, checkpoints, the catalog, recorded."""
+
+    def __init__(
+        self,
+        conn: psycopg.Connection,
+        plan: list[Migration],
+        checks: list[Check],
+        record: ChangeRecord,
+        progress: Progress,
+        migrations_dir: str = "",
+    ) -> None:
+        self.conn, self.plan, self.checks = conn, plan, checks
+        self.record, self.progress, self.migrations_dir = record, progress, migrations_dir
+        self.legacy: LegacySnapshot | None = None
+        self.no_legacy_because = (
+            "005 was already applied before this run: no pre-005 snapshot to compare with"
+        )
+        self.last = CURRENT
+        self.on_migration: Callable[[Migration | None], None] = lambda migration: None
+
+    def migrate(self) -> None:
+        """Apply what is pending, pausing at each checkpoint; raise Stop at the first failure."""
+        conn = self.conn
+        ledger.ensure(conn)  # a savepoint inside the run's transaction: rolled back with it
+        todo = runner.plan_run(self.plan, ledger.read(conn))  # again, now that we hold the lock
+        if not todo:
+            self.progress("nothing to apply: every migration is already applied")
+        pauses = {point.version: point for point in checkpoints(self.plan)[:-1] if not point.legacy}
+        for migration in todo:
+            if migration.version == SCOPING_VERSION:
+                self.legacy = LegacySnapshot.take(conn)
+            self.progress(f"applying {migration.file_name} …")
+            self.on_migration(migration)
+            try:
+                applied = runner.apply(conn, migration)
+            except MigrationFailed as failed:
+                raise Stop(f"migration {migration.file_name}", str(failed)) from None
+            self.record.migrations.append(
+                MigrationRecord(
+                    migration.file_name,
+                    round(applied.seconds, 3),
+                    [
+                        {"line": t.line, "seconds": round(t.seconds, 3), "statement": t.summary}
+                        for t in applied.statements
+                    ],
+                )
+            )
+            self.progress(f"{migration.file_name:<45} {applied.seconds:8.3f} s")
+            if migration.version in pauses:
+                self.checkpoint(pauses[migration.version], last=False)
+        self.on_migration(None)
+        last_version = self.plan[-1].version
+        self.last = checkpoint_name(last_version) if todo else CURRENT
+        self.checkpoint(Checkpoint(self.last, last_version), last=True)
+
+    def context(self, conn: psycopg.Connection, checkpoint: str) -> CheckContext:
+        return CheckContext(
+            conn,
+            self.plan,
+            checkpoint,
+            checkpoint,
+            self.legacy,
+            self.no_legacy_because,
+            self.migrations_dir,
+        )
+
+    def checkpoint(self, point: Checkpoint, *, last: bool) -> None:
+        """Run every check that holds at ``point`` (but the after-commit ones); any failure stops the run."""
+        due = [
+            check
+            for check in catalog.at_checkpoint(self.checks, point.version, last=last)
+            if not check.after_commit
+        ]
+        counts: dict[str, int] = {}
+        context = self.context(self.conn, point.name)
+        results = [self.run(check, context, counts) for check in due]
+        self.record.checkpoints[point.name] = counts
+        audit = profile_audit.profile_audit(self.conn, point.name)
+        self.record.profile_audit[point.name] = dict(audit.figures)
+        shown = ", ".join(f"{n} {c}" for n, c in counts.items()) or "no invariant holds yet"
+        self.progress(f"checkpoint {point.name}: {shown}")
+        figures = ", ".join(f"{code} {count}" for code, count in audit.figures.items()) or "no rows"
+        self.progress(f"profile audit {point.name}: {figures}")
+        failed = [check.name for check, ok in zip(due, results, strict=True) if not ok]
+        self.progress(f"checks at {point.name}: {results.count(True)} passed, {len(failed)} failed")
+        if failed:
+            offending = ", ".join(f"{name} = {counts[name]}" if name in counts else name for name in failed)
+            raise Stop(f"checkpoint {point.name}", f"{len(failed)} check(s) failed: {offending}")
+
+    def run(self, check: Check, context: CheckContext, counts: dict[str, int] | None = None) -> bool:
+        """One check in a savepoint (an SQL error fails that check, not the transaction); recorded by name."""
+        conn = context.conn
+        try:
+            with conn.transaction():
+                result = check.verify(context)
+            if check.invariant is not None and counts is not None:
+                counts[check.name] = getattr(result, "count", 0)
+        except CheckSkipped as skipped:
+            self.record.checks.append(
+                CheckRecord(check.name, "skipped", skipped.reason, checkpoint=context.checkpoint)
+            )
+            self.progress(f"  skipped {check.name}: {skipped.reason}")
+            return True
+        except CheckFailed as failed:
+            if check.invariant is not None and counts is not None and failed.count is not None:
+                counts[check.name] = failed.count
+            self.record.checks.append(
+                CheckRecord(check.name, "failed", failed.summary, failed.render(), context.checkpoint)
+            )
+            self.progress(f"  FAILED {check.name}: {failed.summary}")
+            return False
+        except psycopg.Error as exc:
+            message = first_line(exc)
+            self.record.checks.append(
+                CheckRecord(
+                    check.name, "failed", f"the check's SQL failed: {message}", checkpoint=context.checkpoint
+                )
+            )
+            self.progress(f"  FAILED {check.name}: {message}")
+            return False
+        self.record.checks.append(CheckRecord(check.name, "passed", checkpoint=context.checkpoint))
+        return True
+
+    def after_commit(self, conn: psycopg.Connection) -> list[str]:
+        """The after-commit checks at the last checkpoint, with fresh statistics; the names of those that failed."""
+        version = self.plan[-1].version
+        due = [
+            check for check in catalog.at_checkpoint(self.checks, version, last=True) if check.after_commit
+        ]
+        for query in explain.APPLICATION_QUERIES:
+            if due and query.from_version <= version:  # statistics as the application will meet them
+                conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier("public", query.table)))
+        context = self.context(conn, self.last)
+        return [check.name for check in due if not self.run(check, context)]

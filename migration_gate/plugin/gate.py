@@ -1,0 +1,172 @@
+"""The gate's tests, generated from the catalog: one per check and checkpoint where it holds.
+
+``checks/test_gate.py`` asks for ``check`` and ``checkpoint``; this module parametrizes
+them from the catalog (``migration_gate.checks.catalog``), with ids ``<name>-<checkpoint>``,
+and hands the test a ``check_context``: a connection to the database as it was at that
+checkpoint (disposable mode), or to the existing database, read-only. On an existing
+database whose ledger has not reached the check's migration, the test is skipped with
+that reason; a check that cannot say anything here (no pre-005 snapshot, a table too
+small for a plan to mean anything) is skipped with its own.
+
+Markers carry what a test needs: ``@pytest.mark.holds_from(6)`` parametrizes
+``checkpoint`` over the checkpoints where migration 006 has run.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+
+import psycopg
+import pytest
+
+from migration_gate.checks import catalog
+from migration_gate.checks.catalog import Check, CheckContext, CheckSkipped
+from migration_gate.core import dsn
+from migration_gate.core.plan import load_plan
+from migration_gate.data import volume_checkpoint
+from migration_gate.plugin.config import CATALOG, GATE_CONFIG, POINTS, GateConfig
+from migration_gate.plugin.databases import CheckpointDatabases, GateDatabases
+from migration_gate.plugin.existing import CURRENT
+
+# The audit tests leave their figures as this user property: it reaches the terminal
+# summary from xdist workers too, and JUnit XML as a <property>.
+PROFILE_AUDIT_PROPERTY = "profile_audit"
+
+OpenCheckpoint = Callable[[str, int, str], AbstractContextManager[psycopg.Connection]]
+CheckContextFactory = Callable[[Check, str], AbstractContextManager[CheckContext]]
+
+
+def checkpoints_for(config: pytest.Config, version: int, at: str = catalog.EVERY) -> list[str]:
+    """The checkpoints where something holding from ``version`` runs, known at collection time.
+
+    On an existing database it is always ``current`` (the check skips itself when the
+    ledger is not that far yet); disposable, a VOLUME check runs once, on the volume.
+    """
+    if not config.stash[GATE_CONFIG].disposable:
+        return [CURRENT]
+    if at == catalog.VOLUME:
+        return ["volume"]
+    points = [point for point in config.stash[POINTS] if not point.legacy and point.version >= version]
+    return [point.name for point in points][-1:] if at == catalog.LAST else [point.name for point in points]
+
+
+@pytest.hookimpl(trylast=True)  # after @parametrize, so ids read "<object>-<checkpoint>"
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    config = metafunc.config
+    if "check" in metafunc.fixturenames and "checkpoint" in metafunc.fixturenames:
+        entries = config.stash[CATALOG]
+        if entries is None:
+            raise pytest.UsageError(
+                f"no checks directory {config.stash[GATE_CONFIG].checks_dir}: pass --checks-dir DIR"
+            )
+        metafunc.parametrize(
+            ("check", "checkpoint"),
+            [
+                pytest.param(check, point, id=f"{check.name}-{point}", marks=getattr(pytest.mark, check.kind))
+                for check in entries
+                for point in checkpoints_for(config, check.from_version, check.at)
+            ],
+        )
+        return
+    marker = metafunc.definition.get_closest_marker("holds_from")
+    if marker is not None and "checkpoint" in metafunc.fixturenames:
+        at = catalog.LAST if marker.kwargs.get("last_only", False) else catalog.EVERY
+        metafunc.parametrize("checkpoint", checkpoints_for(config, marker.args[0], at))
+
+
+@pytest.fixture(scope="session")
+def open_checkpoint(gate: GateDatabases) -> OpenCheckpoint:
+    """``open_checkpoint(checkpoint, version, what)``: a connection to the database at ``checkpoint``.
+
+    On an existing database whose ledger has not reached ``version`` yet, the test is
+    skipped with that reason: what holds from a migration cannot be asked before it.
+    """
+    reached: dict[str, int] = {}
+
+    @contextmanager
+    def open_(checkpoint: str, version: int, what: str) -> Iterator[psycopg.Connection]:
+        if not gate.disposable:
+            if checkpoint not in reached:
+                reached[checkpoint] = gate.version_at(checkpoint)
+            if reached[checkpoint] < version:
+                raise pytest.skip.Exception(
+                    f"{what} holds from {version:03d}; the ledger of this database is at {reached[checkpoint]:03d}",
+                    _use_item_location=True,
+                )
+        with gate.connect(checkpoint) as conn:
+            yield conn
+
+    return open_
+
+
+@pytest.fixture(scope="session")
+def volume_database(gate: GateDatabases) -> Iterator[str]:
+    """A disposable database at the plan's last migration with ≥ 100k generated activities, analyzed."""
+    if not isinstance(gate, CheckpointDatabases):
+        pytest.skip(
+            "the generated volume needs the disposable server; an existing database uses its own data"
+        )
+    name = f"gate_volume_{uuid.uuid4().hex[:8]}"
+    url = volume_checkpoint.build(gate.server, gate.plan, name)
+    yield url
+    gate.server.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def check_context(
+    request: pytest.FixtureRequest,
+    gate: GateDatabases,
+    gate_config: GateConfig,
+    open_checkpoint: OpenCheckpoint,
+) -> CheckContextFactory:
+    """``check_context(check, checkpoint)``: what ``check.verify`` reads there, as a context manager.
+
+    A check that cannot say anything here (``CheckSkipped``) is skipped with its reason.
+    """
+    plan = gate.plan if isinstance(gate, CheckpointDatabases) else load_plan(gate_config.migrations_dir)
+
+    @contextmanager
+    def context(check: Check, checkpoint: str) -> Iterator[CheckContext]:
+        if checkpoint == "volume":
+            opened: AbstractContextManager[psycopg.Connection] = dsn.connect(
+                request.getfixturevalue("volume_database")
+            )
+            where = "the generated volume"
+        else:
+            opened = open_checkpoint(checkpoint, check.from_version, check.name)
+            where = f"{checkpoint} ({dsn.describe(gate.url(checkpoint))})"
+        with opened as conn:
+            try:
+                yield CheckContext(
+                    conn,
+                    plan,
+                    checkpoint,
+                    where,
+                    gate.legacy_snapshot(),
+                    migrations_dir=str(gate_config.migrations_dir),
+                    realistic_volume=checkpoint == "volume",
+                )
+            except CheckSkipped as skipped:
+                # Reported at the test's own location and under the check's name (pytest -rs).
+                raise pytest.skip.Exception(
+                    f"{check.name}: {skipped.reason}", _use_item_location=True
+                ) from None
+
+    return context
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    lines = sorted(
+        str(value)
+        for report in terminalreporter.stats.get("passed", [])
+        for name, value in getattr(report, "user_properties", ())
+        if name == PROFILE_AUDIT_PROPERTY
+    )
+    if lines:
+        terminalreporter.section(
+            "migration-gate: profile audit (users per profile in their default workspace)"
+        )
+        for line in lines:
+            terminalreporter.write_line(line)
