@@ -122,6 +122,78 @@ FAULTS = [
         _null_written("activities"),
         "1 offending",
     ),
+    # Tenant isolation: a row moved into a workspace its user is not a member of.
+    *[
+        Fault(
+            f"{table}_outside_member_workspace",
+            "moved into another tenant's workspace",
+            f"UPDATE {table} x SET workspace_id = (SELECT w.id FROM workspaces w WHERE NOT EXISTS "
+            "(SELECT FROM workspace_members m WHERE m.workspace_id = w.id AND m.user_id = x.user_id) "
+            f"ORDER BY w.id LIMIT 1) WHERE x.id = (SELECT min(id) FROM {table} WHERE user_id IS NOT NULL)",
+            "1 offending row(s)",
+        )
+        for table in ("credentials", "webhook_registrations", "activities")
+    ],
+    Fault(
+        "activities_outside_member_workspace",
+        "its user removed from the workspace (the application's doing)",
+        "DELETE FROM workspace_members m USING activities a "
+        "WHERE m.workspace_id = a.workspace_id AND m.user_id = a.user_id "
+        "AND a.id = (SELECT min(a2.id) FROM activities a2 JOIN workspaces w ON w.id = a2.workspace_id "
+        "WHERE a2.user_id IS NOT NULL AND w.owner_id <> a2.user_id)",
+        "offending row(s)",
+    ),
+    Fault(
+        "cascading_foreign_keys_without_index",
+        "the index behind ON DELETE SET NULL dropped",
+        "DROP INDEX idx_activities_user",
+        "activities_user_id_fkey",
+    ),
+    Fault(
+        "cascading_foreign_keys_without_index",
+        "a cascading key served only by a partial index",
+        "DROP INDEX idx_credentials_workspace; CREATE INDEX idx_credentials_workspace ON credentials (workspace_id) "
+        "WHERE workspace_id > 0",
+        "credentials_workspace_id_fkey",
+    ),
+    Fault(
+        "cascading_foreign_keys_without_index",
+        "a new cascading key in legacy_archive without an index",
+        "ALTER TABLE legacy_archive.activities ADD CONSTRAINT archived_user_fkey "
+        "FOREIGN KEY (user_id) REFERENCES public.users ON DELETE CASCADE",
+        "archived_user_fkey",
+    ),
+    # Referential integrity: the workspace keys, missing, NOT VALID or elsewhere.
+    *[
+        fault
+        for r in structure.REQUIRED_FOREIGN_KEYS
+        for fault in (
+            Fault(
+                f"foreign_key[{r.label}]",
+                "foreign key dropped",
+                f"ALTER TABLE {r.table} DROP CONSTRAINT {r.table}_{r.column}_fkey",
+                "has no foreign key",
+            ),
+            Fault(
+                f"foreign_key[{r.label}]",
+                "foreign key re-added NOT VALID",
+                f"ALTER TABLE {r.table} DROP CONSTRAINT {r.table}_{r.column}_fkey; "
+                f"ALTER TABLE {r.table} ADD CONSTRAINT {r.table}_{r.column}_fkey FOREIGN KEY ({r.column}) "
+                "REFERENCES workspaces NOT VALID",
+                "only NOT VALID",
+            ),
+            Fault(
+                f"foreign_key[{r.label}]",
+                "foreign key pointing at another table",
+                "CREATE TABLE public.shadow_workspaces AS SELECT id FROM workspaces; "
+                "ALTER TABLE public.shadow_workspaces ADD PRIMARY KEY (id); "
+                f"ALTER TABLE {r.table} DROP CONSTRAINT {r.table}_{r.column}_fkey; "
+                f"ALTER TABLE {r.table} ADD CONSTRAINT {r.table}_{r.column}_fkey FOREIGN KEY ({r.column}) "
+                "REFERENCES public.shadow_workspaces",
+                "references public.shadow_workspaces(id), not public.workspaces(id)",
+            ),
+        )
+    ],
     # Indexes.
     *[
         fault

@@ -29,7 +29,7 @@ EVERY = "every"  # at each of them (after_006, after_007, after_NNN)
 LAST = "last"  # only where the application meets the database: the last one
 VOLUME = "volume"  # where the planner's choice means something: a realistic volume, after ANALYZE
 
-KINDS = ("invariant", "structure", "conservation", "index", "privilege", "ledger")
+KINDS = ("invariant", "structure", "integrity", "conservation", "index", "privilege", "ledger")
 
 
 class CheckSkipped(Exception):
@@ -118,6 +118,7 @@ def _invariant(invariant: invariants.Invariant) -> Check:
         "invariant",
         f"any row: {invariant.meaning}",
         lambda ctx: invariants.check(ctx.conn, invariant, ctx.where),
+        at=LAST if invariant.at == "last" else EVERY,
         invariant=invariant,
     )
 
@@ -129,6 +130,16 @@ def _not_null(required: structure.RequiredColumn) -> Check:
         "structure",
         f"public.{required.label} missing or nullable",
         lambda ctx: structure.check_not_null(ctx.conn, required),
+    )
+
+
+def _foreign_key(required: structure.RequiredForeignKey) -> Check:
+    return Check(
+        f"foreign_key[{required.label}]",
+        required.from_version,
+        "integrity",
+        f"public.{required.label} has no validated foreign key to {required.references}(id)",
+        lambda ctx: structure.check_foreign_key(ctx.conn, required),
     )
 
 
@@ -245,6 +256,7 @@ def builtin_checks() -> list[Check]:
             "legacy_archive or one of its tables or columns is missing",
             lambda ctx: structure.check_archive_present(ctx.conn),
         ),
+        *(_foreign_key(required) for required in structure.REQUIRED_FOREIGN_KEYS),
         *(_conservation(table) for table in LEGACY_TABLES),
         Check(
             "conservation[activity_payloads]",
