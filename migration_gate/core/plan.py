@@ -6,6 +6,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pglast
 from pglast.parser import ParseError
@@ -36,6 +37,13 @@ class Migration:
     @property
     def label(self) -> str:
         return f"{self.version:03d}"
+
+    def __repr__(self) -> str:
+        return f"Migration({self.file_name})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        # Hypothesis prints dataclasses field by field, the whole SQL included: the name is enough.
+        printer.text(repr(self))
 
     def statements(self) -> list[Statement]:
         return split(self.sql, self.file_name)

@@ -175,6 +175,7 @@ def migrate(
     start: str | None = None,
     stop: str | None = None,
     progress: Progress = lambda line: None,
+    hooks: Sequence[ApplyHook] = (),
 ) -> list[AppliedMigration]:
     """Apply the pending migrations of ``plan`` between ``start`` and ``stop`` to the database at ``url``."""
     select(plan, start, stop)  # refuse a bad range before connecting
@@ -185,7 +186,7 @@ def migrate(
             progress("nothing to apply: every selected migration is already applied")
         done = []
         for migration in todo:
-            result = apply(conn, migration)
+            result = apply(conn, migration, hooks)
             progress(f"{migration.file_name:<45} {result.seconds:8.3f} s")
             done.append(result)
         return done

@@ -52,6 +52,11 @@ SETTINGS = (
         env="FLUXOLAB_SMOKE_ACTORS",
     ),
     Setting(
+        "summary",
+        "write a Markdown summary for the pull request to FILE (default: appended to $GITHUB_STEP_SUMMARY "
+        "when that is set)",
+    ),
+    Setting(
         "smoke_delivery_timeout",
         "seconds the smoke tests wait for a webhook delivery to be delivered or failed",
         "60",

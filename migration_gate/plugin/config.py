@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -47,6 +47,8 @@ class GateConfig:
     api_token: str | None
     smoke_actors: tuple[int, int, int, int] | None  # USER, WORKSPACE, OTHER_USER, OTHER_WORKSPACE
     smoke_delivery_timeout: float
+    summary: Path | None = None  # where the pull request's Markdown summary goes
+    summary_append: bool = False  # $GITHUB_STEP_SUMMARY is shared by a job's steps: append to it
 
     @property
     def disposable(self) -> bool:
@@ -109,6 +111,12 @@ def resolve(config: pytest.Config) -> GateConfig:
             "smoke_delivery_timeout", values["smoke_delivery_timeout"] or default("smoke_delivery_timeout")
         ),
     )
+    if values["summary"] is not None:
+        gate_config = replace(gate_config, summary=path(values["summary"]))
+    elif os.environ.get("GITHUB_STEP_SUMMARY"):
+        gate_config = replace(
+            gate_config, summary=Path(os.environ["GITHUB_STEP_SUMMARY"]), summary_append=True
+        )
     if gate_config.migrate and gate_config.disposable:
         raise UsageError(
             "--migrate only makes sense with --database-url (the disposable database is always migrated)"

@@ -23,12 +23,14 @@ import pytest
 
 from migration_gate.checks import catalog
 from migration_gate.checks.catalog import Check, CheckContext, CheckSkipped
+from migration_gate.checks.failures import CheckFailed
 from migration_gate.core import dsn
 from migration_gate.core.plan import load_plan
 from migration_gate.data import volume_checkpoint
 from migration_gate.plugin.config import CATALOG, GATE_CONFIG, POINTS, GateConfig
 from migration_gate.plugin.databases import CheckpointDatabases, GateDatabases
 from migration_gate.plugin.existing import CURRENT
+from migration_gate.plugin.summary import INVARIANT_COUNT
 
 # The audit tests leave their figures as this user property: it reaches the terminal
 # summary from xdist workers too, and JUnit XML as a <property>.
@@ -114,7 +116,7 @@ def volume_database(gate: GateDatabases) -> Iterator[str]:
     gate.server.drop_database(name)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def check_context(
     request: pytest.FixtureRequest,
     gate: GateDatabases,
@@ -123,7 +125,8 @@ def check_context(
 ) -> CheckContextFactory:
     """``check_context(check, checkpoint)``: what ``check.verify`` reads there, as a context manager.
 
-    A check that cannot say anything here (``CheckSkipped``) is skipped with its reason.
+    A check that cannot say anything here (``CheckSkipped``) is skipped with its reason; an
+    invariant's count is left on the test's report, for the pull request's summary.
     """
     plan = gate.plan if isinstance(gate, CheckpointDatabases) else load_plan(gate_config.migrations_dir)
 
@@ -153,6 +156,14 @@ def check_context(
                 raise pytest.skip.Exception(
                     f"{check.name}: {skipped.reason}", _use_item_location=True
                 ) from None
+            except CheckFailed as failed:
+                if check.invariant is not None and failed.count is not None:
+                    request.node.user_properties.append(
+                        (INVARIANT_COUNT, (check.name, checkpoint, failed.count))
+                    )
+                raise
+            if check.invariant is not None:
+                request.node.user_properties.append((INVARIANT_COUNT, (check.name, checkpoint, 0)))
 
     return context
 
