@@ -37,6 +37,12 @@ SETTINGS = (
     ),
     Setting("statement_timeout", "statement_timeout for sessions on an existing database", "30s"),
     Setting(
+        "lock_timeout",
+        "how long a migration waits for a lock the application holds before it gives up and retries "
+        "(PostgreSQL's syntax: 5s, 500ms; 0 waits forever)",
+        "5s",
+    ),
+    Setting(
         "pg_ctl", "path to pg_ctl for the disposable server (default: PATH, then /usr/lib/postgresql/*/bin)"
     ),
     Setting(
