@@ -16,7 +16,6 @@ import signal
 import stat
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -93,19 +92,6 @@ def _drop_privileges_wrapper(base: Path, pg_ctl: Path, user: pwd.struct_passwd) 
     wrapper.write_text(f"#!/bin/sh\n{command}\n")
     wrapper.chmod(stat.S_IRWXU)
     return wrapper
-
-
-def interrupt_on_sigterm() -> None:
-    """Treat SIGTERM (CI timeouts, ``kill``) like Ctrl-C, so cleanup runs and no server is orphaned."""
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    if (
-        threading.current_thread() is threading.main_thread()
-        and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
-    ):
-        signal.signal(signal.SIGTERM, interrupt)
 
 
 class DisposableServer:

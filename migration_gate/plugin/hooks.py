@@ -17,7 +17,8 @@ from migration_gate.core.errors import EXIT_USAGE, GateError
 from migration_gate.core.locks import LockProbe
 from migration_gate.core.plan import Checkpoint, checkpoints, load_plan
 from migration_gate.core.runner import migrate
-from migration_gate.core.server import DisposableServer, find_pg_ctl, interrupt_on_sigterm
+from migration_gate.core.server import DisposableServer, find_pg_ctl
+from migration_gate.core.signals import interrupt_on_signals
 
 # Imported for its side effect: the Hypothesis profiles (ci, nightly) must be registered
 # before Hypothesis' own plugin applies --hypothesis-profile, in checks/ and tests/ alike.
@@ -45,7 +46,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    interrupt_on_sigterm()
+    interrupt_on_signals()
     try:
         config.stash[GATE_CONFIG] = gate_config_module.resolve(config)
         load_catalog(config, config.stash[GATE_CONFIG])
