@@ -166,6 +166,7 @@ class Run:
                     self.record,
                     self.progress,
                     str(self.options.migrations_dir),
+                    allowed_grantees=self.options.allowed_grantees,
                 )
                 try:
                     with conn.transaction():

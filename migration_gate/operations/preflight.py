@@ -19,6 +19,7 @@ import psycopg
 
 from migration_gate.checks import catalog
 from migration_gate.checks.catalog import Check
+from migration_gate.checks.grantees import AllowedGrantee
 from migration_gate.core import dsn, ledger, runner, settings
 from migration_gate.core.contract import APP_ROLE
 from migration_gate.core.errors import UsageError
@@ -60,6 +61,7 @@ class PlaybookOptions:
     smoke_skipped_because: str = "smoke tests not requested"
     prefer_bindirs: tuple[Path, ...] = ()  # client tools to try first (a rehearsal's disposable server)
     command: str = "playbook"
+    allowed_grantees: tuple[AllowedGrantee, ...] = ()  # --allowed-grantee, for the privilege review
 
 
 @dataclass
