@@ -266,6 +266,7 @@ def cmd_playbook(args: argparse.Namespace) -> int:
         smoke=_smoke(args),
         smoke_skipped_because="--no-smoke",
         lock_timeout=args.lock_timeout,
+        allowed_grantees=tuple(args.allowed_grantees),
     )
     record = playbook.run(options, _scrubbed_say(args.database), _confirmer(args.yes))
     return _conclude(record, args.database)
@@ -282,6 +283,7 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
         smoke_dir=None if args.no_smoke else args.smoke_dir,
         pg_ctl=args.pg_ctl,
         baseline=args.baseline,
+        allowed_grantees=tuple(args.allowed_grantees),
     )
     record = rehearse.rehearse(options, _scrubbed_say(args.source))
     return _conclude(record, args.source)
@@ -302,6 +304,15 @@ def cmd_restore(args: argparse.Namespace) -> int:
         )
     _say("restored and verified: the database is exactly what the backup holds (schema and data)")
     return EXIT_OK
+
+
+def _allowed_grantee(text: str) -> Any:
+    from migration_gate.checks.grantees import parse_allowed_grantee
+
+    try:
+        return parse_allowed_grantee(text)
+    except UsageError as exc:  # argparse says which option, then this one line
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--allowed-grantee ")) from None
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -328,6 +339,16 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         help="the smoke tests (default smoke/)",
     )
     parser.add_argument("--no-smoke", action="store_true", help="skip the smoke tests (the record says so)")
+    allowed = settings.setting("allowed_grantee")
+    parser.add_argument(
+        "--allowed-grantee",
+        dest="allowed_grantees",
+        action="append",
+        type=_allowed_grantee,
+        default=[],
+        metavar=allowed.metavar,
+        help=allowed.help,
+    )
 
 
 def _add_playbook(commands: argparse._SubParsersAction) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psycopg
 
-from migration_gate.checks import explain, invariants, ledger_check, privileges, structure
+from migration_gate.checks import explain, grantees, invariants, ledger_check, privileges, structure
 from migration_gate.core.contract import LEGACY_TABLES, PUBLIC_TABLES
 from migration_gate.core.plan import Migration
 
@@ -71,6 +71,8 @@ class CheckContext:
     migrations_dir: str = ""
     # The generated volume is sized for plans to mean something; any other data may be too small.
     realistic_volume: bool = False
+    # Roles the operator declares may hold privileges (--allowed-grantee), for the privilege review.
+    allowed_grantees: tuple[grantees.AllowedGrantee, ...] = ()
 
     def snapshot(self) -> LegacySnapshot:
         if self.legacy is None:
@@ -223,6 +225,19 @@ def _other_relations(ctx: CheckContext) -> object:
     return privileges.check_every_relation(ctx.conn, "public", skip=skip)
 
 
+def _grantees(level: grantees.Level) -> Check:
+    """One level of the privilege review of every grantee (docs/contract.md §5)."""
+    return Check(
+        level.check,
+        3,
+        "privilege",
+        f"a grant {level.where} to a role other than the owner, "
+        f"{privileges.APP_ROLE} within its contract, or an --allowed-grantee",
+        lambda ctx: level.review(ctx.conn, ctx.allowed_grantees),
+        at=LAST,
+    )
+
+
 def builtin_checks() -> list[Check]:
     """Every entry that is not a SQL file: structure, conservation, indexes, privileges, the ledger."""
     role = privileges.APP_ROLE
@@ -325,6 +340,7 @@ def builtin_checks() -> list[Check]:
             lambda ctx: privileges.check_default_privileges(ctx.conn),
             at=LAST,
         ),
+        *(_grantees(level) for level in grantees.LEVELS),
         Check(
             "ledger",
             1,

@@ -213,6 +213,7 @@ class Run:
                 self.record,
                 self.progress,
                 str(self.options.migrations_dir),
+                allowed_grantees=self.options.allowed_grantees,
             )
             watching = self.options.lock_timeout != "0"
             with cancelling(conn) as cancellation:

@@ -20,6 +20,7 @@ import psycopg
 
 from migration_gate.checks import catalog
 from migration_gate.checks.catalog import Check
+from migration_gate.checks.grantees import AllowedGrantee
 from migration_gate.core import dsn, ledger, runner, settings
 from migration_gate.core.contract import APP_ROLE
 from migration_gate.core.errors import UsageError
@@ -83,6 +84,7 @@ class PlaybookOptions:
     command: str = "playbook"
     # A migration waiting this long for a lock gives up and is retried, instead of queueing the application behind it.
     lock_timeout: str = settings.default("lock_timeout")
+    allowed_grantees: tuple[AllowedGrantee, ...] = ()  # --allowed-grantee, for the privilege review
 
 
 @dataclass

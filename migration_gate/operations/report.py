@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from migration_gate.checks.role_report import LABELS
 from migration_gate.core import dsn
 
 JSON_NAME = "report.json"
@@ -93,6 +94,8 @@ class ChangeRecord:
     migrations: list[MigrationRecord] = field(default_factory=list)
     checkpoints: dict[str, dict[str, int]] = field(default_factory=dict)
     profile_audit: dict[str, dict[str, int]] = field(default_factory=dict)
+    # The cluster's roles at the last checkpoint, by figure (login, superuser, ...): reported, not asserted.
+    roles: dict[str, list[str]] = field(default_factory=dict)
     checks: list[CheckRecord] = field(default_factory=list)
     smoke: list[CheckRecord] = field(default_factory=list)
     fingerprint: dict[str, Any] | None = None
@@ -254,6 +257,15 @@ def markdown(data: dict[str, Any]) -> str:
         points = list(data["profile_audit"])
         out += _table(
             ["profile", *points], [[c] + [data["profile_audit"][p].get(c, 0) for p in points] for c in codes]
+        )
+    if data.get("roles"):
+        out += ["## Roles of the cluster (reported, not asserted)", ""]
+        out += _table(
+            ["figure", "roles", "names"],
+            [
+                [LABELS.get(key, key), len(names), ", ".join(names) or "-"]
+                for key, names in data["roles"].items()
+            ],
         )
     for title, key in (("Checks", "checks"), ("Smoke tests", "smoke")):
         if data[key]:

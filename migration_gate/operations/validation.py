@@ -17,9 +17,10 @@ from collections.abc import Callable
 import psycopg
 from psycopg import sql
 
-from migration_gate.checks import catalog, explain, profile_audit
+from migration_gate.checks import catalog, explain, profile_audit, role_report
 from migration_gate.checks.catalog import Check, CheckContext, CheckSkipped, LegacySnapshot
 from migration_gate.checks.failures import CheckFailed
+from migration_gate.checks.grantees import AllowedGrantee
 from migration_gate.core import ledger, runner
 from migration_gate.core.errors import MigrationFailed
 from migration_gate.core.locks import LOCK_RETRY, LockWatch
@@ -60,9 +61,11 @@ class Validation:
         record: ChangeRecord,
         progress: Progress,
         migrations_dir: str = "",
+        allowed_grantees: tuple[AllowedGrantee, ...] = (),
     ) -> None:
         self.conn, self.plan, self.checks = conn, plan, checks
         self.record, self.progress, self.migrations_dir = record, progress, migrations_dir
+        self.allowed_grantees = allowed_grantees
         self.legacy: LegacySnapshot | None = None
         self.no_legacy_because = (
             "005 was already applied before this run: no pre-005 snapshot to compare with"
@@ -126,6 +129,7 @@ class Validation:
             self.legacy,
             self.no_legacy_because,
             self.migrations_dir,
+            allowed_grantees=self.allowed_grantees,
         )
 
     def checkpoint(self, point: Checkpoint, *, last: bool) -> None:
@@ -147,9 +151,18 @@ class Validation:
         self.progress(f"profile audit {point.name}: {figures}")
         failed = [check.name for check, ok in zip(due, results, strict=True) if not ok]
         self.progress(f"checks at {point.name}: {results.count(True)} passed, {len(failed)} failed")
+        if last:
+            self.report_roles()
         if failed:
             offending = ", ".join(f"{name} = {counts[name]}" if name in counts else name for name in failed)
             raise Stop(f"checkpoint {point.name}", f"{len(failed)} check(s) failed: {offending}")
+
+    def report_roles(self) -> None:
+        """The cluster's roles, as figures in the record (docs/contract.md §5): reported, never a verdict."""
+        report = role_report.role_report(self.conn)
+        self.record.roles = report.roles
+        for line in report.lines():
+            self.progress(f"roles: {line}")
 
     def run(self, check: Check, context: CheckContext, counts: dict[str, int] | None = None) -> bool:
         """One check in a savepoint (an SQL error fails that check, not the transaction); recorded by name."""

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from migration_gate.checks.catalog import Check
+from migration_gate.checks.grantees import AllowedGrantee, parse_allowed_grantees
 from migration_gate.core.errors import UsageError
 from migration_gate.core.plan import Checkpoint
 from migration_gate.core.settings import SETTINGS, default
@@ -27,6 +28,16 @@ def add_options(parser: pytest.Parser) -> None:
         if setting.flag_only:
             group.addoption(flag, action="store_true", dest=setting.name, default=None, help=help_text)
             parser.addini(setting.name, help_text, type="bool", default=False)
+        elif setting.repeatable:
+            group.addoption(
+                flag,
+                action="append",
+                dest=setting.name,
+                default=None,
+                metavar=setting.metavar,
+                help=help_text,
+            )
+            parser.addini(setting.name, help_text + " (one a line)", type="linelist", default=[])
         else:
             group.addoption(flag, action="store", dest=setting.name, default=None, help=help_text)
             parser.addini(setting.name, help_text, default=setting.default)
@@ -49,6 +60,7 @@ class GateConfig:
     smoke_delivery_timeout: float
     summary: Path | None = None  # where the pull request's Markdown summary goes
     summary_append: bool = False  # $GITHUB_STEP_SUMMARY is shared by a job's steps: append to it
+    allowed_grantees: tuple[AllowedGrantee, ...] = ()
 
     @property
     def disposable(self) -> bool:
@@ -79,7 +91,7 @@ def _actors(value: object) -> tuple[int, int, int, int] | None:
 
 
 def resolve(config: pytest.Config) -> GateConfig:
-    """Flag, then environment variable, then ini, then default."""
+    """Flag, then environment variable, then ini, then default (the flags of a list replace its ini lines)."""
     values: dict[str, object] = {}
     for setting in SETTINGS:
         value = config.getoption(setting.name)
@@ -110,6 +122,7 @@ def resolve(config: pytest.Config) -> GateConfig:
         smoke_delivery_timeout=_seconds(
             "smoke_delivery_timeout", values["smoke_delivery_timeout"] or default("smoke_delivery_timeout")
         ),
+        allowed_grantees=parse_allowed_grantees(values["allowed_grantee"] or []),  # type: ignore[arg-type]
     )
     if values["summary"] is not None:
         gate_config = replace(gate_config, summary=path(values["summary"]))

@@ -35,6 +35,8 @@ from migration_gate.plugin.summary import INVARIANT_COUNT
 # The audit tests leave their figures as this user property: it reaches the terminal
 # summary from xdist workers too, and JUnit XML as a <property>.
 PROFILE_AUDIT_PROPERTY = "profile_audit"
+# The role report leaves one property per line, in order (checks/test_role_report.py).
+ROLE_REPORT_PROPERTY = "role_report"
 
 OpenCheckpoint = Callable[[str, int, str], AbstractContextManager[psycopg.Connection]]
 CheckContextFactory = Callable[[Check, str], AbstractContextManager[CheckContext]]
@@ -150,6 +152,7 @@ def check_context(
                     gate.legacy_snapshot(),
                     migrations_dir=str(gate_config.migrations_dir),
                     realistic_volume=checkpoint == "volume",
+                    allowed_grantees=gate_config.allowed_grantees,
                 )
             except CheckSkipped as skipped:
                 # Reported at the test's own location and under the check's name (pytest -rs).
@@ -168,16 +171,28 @@ def check_context(
     return context
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    lines = sorted(
+def _recorded(terminalreporter: pytest.TerminalReporter, property_name: str) -> list[str]:
+    return [
         str(value)
         for report in terminalreporter.stats.get("passed", [])
         for name, value in getattr(report, "user_properties", ())
-        if name == PROFILE_AUDIT_PROPERTY
+        if name == property_name
+    ]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    sections = (
+        (
+            "migration-gate: profile audit (users per profile in their default workspace)",
+            sorted(_recorded(terminalreporter, PROFILE_AUDIT_PROPERTY)),
+        ),
+        (
+            "migration-gate: roles of the cluster (reported, not asserted)",
+            _recorded(terminalreporter, ROLE_REPORT_PROPERTY),
+        ),
     )
-    if lines:
-        terminalreporter.section(
-            "migration-gate: profile audit (users per profile in their default workspace)"
-        )
-        for line in lines:
-            terminalreporter.write_line(line)
+    for title, lines in sections:
+        if lines:
+            terminalreporter.section(title)
+            for line in lines:
+                terminalreporter.write_line(line)
