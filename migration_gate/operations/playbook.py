@@ -34,6 +34,7 @@ from migration_gate.core.signals import cancelling, deferred_interrupts
 from migration_gate.operations import backup, fingerprint
 from migration_gate.operations.preflight import PlaybookOptions, Preflight, preflight
 from migration_gate.operations.report import ChangeRecord, CheckRecord, StepRecord, now
+from migration_gate.operations.smoke_step import SmokeResult
 from migration_gate.operations.validation import Stop, Validation, first_line
 
 Progress = Callable[[str], None]
@@ -284,8 +285,12 @@ class Run:
         if options.smoke is None:
             record.smoke.append(CheckRecord("smoke", "skipped", options.smoke_skipped_because))
         else:
-            with self.step("smoke tests"):
-                record.smoke = options.smoke(options.database_url, self.progress)
+            result = SmokeResult()
+            try:
+                with self.step("smoke tests"):
+                    options.smoke(options.database_url, self.progress, result)
+            finally:
+                record.smoke, record.smoke_cleanup = result.records, result.cleanup
             failed = [s.name for s in record.smoke if s.status == "failed"]
             if failed:
                 record.steps[-1].status = "failed"
@@ -296,6 +301,15 @@ class Run:
                     EXIT_FAILED,
                 )
                 self.restore()
+                return
+            if not result.proven:
+                problems = "; ".join(result.cleanup.get("problems", [])) or "no report"
+                record.stop(
+                    "smoke clean-up",
+                    f"the smoke step's clean-up is not proven: {problems}",
+                    "cleanup_not_proven",
+                    EXIT_FAILED,
+                )
                 return
         record.outcome, record.exit_code = "migrated_and_validated", EXIT_OK
 
