@@ -14,8 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from migration_gate.plugin.databases import CheckpointDatabases, GateDatabases
-from migration_gate.plugin.smoke import Deployment, fingerprint, reference_deployment
-from migration_gate.reference.api import MAX_BODY_BYTES, ROUTES
+from migration_gate.plugin.smoke import Deployment, expect, fingerprint, reference_deployment
+from migration_gate.reference import api as api_module
+from migration_gate.reference.api import APP_ROLE, MAX_BODY_BYTES, ROUTES
 from tests.conftest import REPO
 
 
@@ -246,3 +247,56 @@ def test_no_input_gets_a_5xx_and_a_refusal_writes_nothing(
         assert isinstance(response.json()["error"], str)
         with deployment.database.connect() as conn:
             assert fingerprint(conn, workspaces) == before, f"{method} {path} {body!r} was refused but wrote"
+
+
+# -- The pool: connections reused, each acting as the application's role -------------------
+
+
+def who_acts(conn: object) -> tuple[str, int]:
+    row = conn.execute("SELECT current_user::text, pg_backend_pid()").fetchone()  # type: ignore[attr-defined]
+    return row[0], row[1]
+
+
+def test_requests_share_the_pools_connections_each_acting_as_the_application_role(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert deployment.reference is not None
+    seen: list[tuple[str, int]] = []
+
+    def listing(call: api_module.Call) -> api_module.Reply:
+        seen.append(who_acts(call.conn))
+        return api_module.HTTPStatus.OK, {"activities": []}
+
+    monkeypatch.setitem(deployment.reference.operations, "listActivities", listing)
+    ws, user = deployment.actors.workspace_id, deployment.actors.user_id
+    for _ in range(20):
+        expect(deployment.api.request("GET", f"/workspaces/{ws}/activities", user=user), 200)
+    assert {role for role, _ in seen} == {APP_ROLE}
+    assert len({pid for _, pid in seen}) <= deployment.reference.settings.pool_size < len(seen)
+
+
+def test_a_connection_that_comes_back_as_another_role_is_discarded(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert deployment.reference is not None
+    seen: list[tuple[str, int]] = []
+
+    def escalating(call: api_module.Call) -> api_module.Reply:
+        call.conn.execute("RESET ROLE")  # a bug of an operation: the session stops acting as the app
+        seen.append(who_acts(call.conn))
+        return api_module.HTTPStatus.OK, {"activities": []}
+
+    def listing(call: api_module.Call) -> api_module.Reply:
+        seen.append(who_acts(call.conn))
+        return api_module.HTTPStatus.OK, {"activities": []}
+
+    ws, user = deployment.actors.workspace_id, deployment.actors.user_id
+    monkeypatch.setitem(deployment.reference.operations, "listActivities", escalating)
+    expect(deployment.api.request("GET", f"/workspaces/{ws}/activities", user=user), 200)
+    ((role, escalated_pid),) = seen
+    assert role != APP_ROLE
+    monkeypatch.setitem(deployment.reference.operations, "listActivities", listing)
+    for _ in range(2 * deployment.reference.settings.pool_size):
+        expect(deployment.api.request("GET", f"/workspaces/{ws}/activities", user=user), 200)
+    assert {role for role, _ in seen[1:]} == {APP_ROLE}
+    assert escalated_pid not in {pid for _, pid in seen[1:]}, "the connection that changed role was reused"

@@ -3,18 +3,19 @@
 It exists so that the smoke tests of runbook section 5 run end to end against a migrated
 database. Every connection does ``SET ROLE fluxolab_devmode`` first, so the API can only
 do what the application's role is granted: a missing grant shows up as the database's
-own permission error in the response. Each request is one transaction: its write and
-the activity recording it commit together, and a refused request writes nothing.
+own permission error in the response. Connections come from a pool (psycopg-pool), each
+set to that role when it is opened; each request is one transaction on one of them: its
+write and the activity recording it commit together, and a refused request writes nothing.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from http import HTTPStatus
@@ -25,6 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
 
 from migration_gate.core import dsn
 from migration_gate.core.contract import APP_ROLE, WORKSPACE_SCOPED_TABLES
@@ -331,17 +333,55 @@ class ApiSettings:
     host: str = "127.0.0.1"
     port: int = 0
     delivery: DeliveryPolicy = field(default_factory=DeliveryPolicy)
+    pool_size: int = 8  # connections at most: the requests in flight and the delivery worker share them
+
+
+APPLICATION_NAME = "migration-gate serve-api"
+POOL_TIMEOUT_SECONDS = 10.0  # a request waiting longer for a connection is answered 503
 
 
 def connect_as_app(url: str) -> psycopg.Connection:
     """A connection that acts as the application's role and nothing more."""
-    conn = dsn.connect(url, application_name="migration-gate serve-api")
+    conn = dsn.connect(url, application_name=APPLICATION_NAME)
     try:
-        conn.execute(f"SET ROLE {APP_ROLE}")
+        act_as_app(conn)
     except psycopg.Error:
         conn.close()
         raise
     return conn
+
+
+def act_as_app(conn: psycopg.Connection) -> None:
+    conn.execute(f"SET ROLE {APP_ROLE}")
+
+
+def still_the_app(conn: psycopg.Connection) -> None:
+    """Raise (so that the pool discards the connection) unless it still acts as the application's role."""
+    row = conn.execute("SELECT current_user").fetchone()
+    if row is None or row[0] != APP_ROLE:
+        raise psycopg.ProgrammingError(f"a connection came back acting as {row and row[0]!r}, not {APP_ROLE}")
+
+
+def app_pool(settings: ApiSettings) -> ConnectionPool:
+    """Autocommit connections (a request opens its own transaction), each SET ROLE once, when opened.
+
+    Checked before it is handed out (the server may have closed it) and when it comes back
+    (a request that changed the session's role must not pass it on); the pool discards a
+    connection that fails either, that comes back closed or inside a transaction it cannot
+    roll back.
+    """
+    return ConnectionPool(
+        settings.database_url,
+        kwargs={"autocommit": True, "application_name": APPLICATION_NAME, "connect_timeout": 10},
+        min_size=1,
+        max_size=settings.pool_size,
+        open=False,
+        configure=act_as_app,
+        check=ConnectionPool.check_connection,
+        reset=still_the_app,
+        timeout=POOL_TIMEOUT_SECONDS,
+        name="reference-api",
+    )
 
 
 def first_line(exc: BaseException) -> str:
@@ -354,6 +394,7 @@ class ReferenceApi:
 
     def __init__(self, settings: ApiSettings) -> None:
         self.settings = settings
+        self.pool = app_pool(settings)
         self.worker = DeliveryWorker(self.connect, settings.delivery)
         self.operations: dict[str, Callable[[Call], Reply]] = {
             "createCredential": create_credential,
@@ -366,14 +407,17 @@ class ReferenceApi:
         self._server: _HttpServer | None = None
         self._thread: threading.Thread | None = None
 
-    def connect(self) -> psycopg.Connection:
-        return connect_as_app(self.settings.database_url)
+    @contextmanager
+    def connect(self) -> Iterator[psycopg.Connection]:
+        """A connection of the pool, acting as the application's role, back in the pool afterwards."""
+        with self.pool.connection() as conn:
+            yield conn
 
     def check_database(self) -> None:
         """Refuse to start (one line, exit 2) unless the role can be assumed and 008 is applied."""
         url = self.settings.database_url
         try:
-            with self.connect() as conn:
+            with connect_as_app(url) as conn:  # not the pool's: its errors would be a bare timeout
                 scoped = conn.execute(
                     "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'public'"
                     " AND column_name = 'workspace_id' AND table_name = ANY(%s)",
@@ -390,13 +434,14 @@ class ReferenceApi:
             )
 
     def bind(self) -> ReferenceApi:
-        """Check the database and bind the port (``port=0``: a free one), not serving yet."""
+        """Check the database, open the pool and bind the port (``port=0``: a free one), not serving yet."""
         self.check_database()
         address = (self.settings.host, self.settings.port)
         try:
             self._server = _HttpServer(address, _Handler, self)
         except OSError as exc:
             raise UsageError(f"cannot listen on {address[0]}:{address[1]}: {exc.strerror or exc}") from None
+        self.pool.open()
         return self
 
     @property
@@ -439,6 +484,7 @@ class ReferenceApi:
             self._server.server_close()
             self._server = None
         self.worker.stop()
+        self.pool.close()
 
     def __enter__(self) -> ReferenceApi:
         return self.start()

@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,7 +70,9 @@ RETURNING e.attempts, e.event_type, e.body, r.target_url, r.secret
 class DeliveryWorker:
     """One thread delivering the events the API hands it, each when it is due."""
 
-    def __init__(self, connect: Callable[[], psycopg.Connection], policy: DeliveryPolicy) -> None:
+    def __init__(
+        self, connect: Callable[[], AbstractContextManager[psycopg.Connection]], policy: DeliveryPolicy
+    ) -> None:
         self._connect = connect
         self.policy = policy
         self._due: list[tuple[float, int]] = []  # (monotonic time due, event id), a heap
