@@ -16,6 +16,7 @@ from migration_gate.core.server import DisposableServer
 from migration_gate.plugin.databases import CheckpointDatabases, GateDatabases
 
 REPO = Path(__file__).resolve().parents[1]
+CONTRACT = REPO / "smoke" / "openapi.yaml"
 
 
 @pytest.fixture

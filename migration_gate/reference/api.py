@@ -37,6 +37,8 @@ log = logging.getLogger("migration_gate.api")
 
 MAX_BODY_BYTES = 1 << 20
 BIGINT_MAX = 2**63 - 1
+# The JSON numbers RFC 8259 calls interoperable: finite, within a double's range.
+NUMBER_MAX = 1.7976931348623157e308
 DEFAULT_ACTIVITY_LIMIT = 50
 MAX_ACTIVITY_LIMIT = 500
 SHUTDOWN_POLL_SECONDS = (
@@ -44,13 +46,28 @@ SHUTDOWN_POLL_SECONDS = (
 )
 
 
-class ApiError(Exception):
-    """An answer other than success: its status and the one line of ``{"error": ...}``."""
+# The rules of smoke/openapi.yaml, spelled the same there (ECMA-262) and here (Python's re, with
+# fullmatch: Python's $ also matches before a final newline). A test keeps the two identical.
+# Not blank: one character that str.isspace() does not call whitespace; \s differs between dialects.
+NON_BLANK_TEXT = r"^[^\x00]*[^\x00\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00]*$"
+# http(s), a DNS name, an IPv4 address or a bracketed IPv6 one, an optional port, then
+# RFC 3986's path, query and fragment characters: ASCII, no space, no backslash.
+HTTP_URL = (
+    r"^https?://(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+    r"|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?(?:[/?#][A-Za-z0-9._~!$&'()*+,;=:@/?#%-]*)?$"
+)
+_NON_BLANK_TEXT = re.compile(NON_BLANK_TEXT)
+_HTTP_URL = re.compile(HTTP_URL)
 
-    def __init__(self, status: HTTPStatus, message: str) -> None:
+
+class ApiError(Exception):
+    """An answer other than success: its status, the one line of ``{"error": ...}``, any headers."""
+
+    def __init__(self, status: HTTPStatus, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or {}
 
 
 def bad_request(message: str) -> ApiError:
@@ -102,13 +119,22 @@ def _check_storable(value: Any) -> None:
                 item.encode("utf-8")
             except UnicodeEncodeError:
                 raise bad_request("strings may not contain unpaired surrogates") from None
-        elif isinstance(item, float) and not math.isfinite(item):
-            raise bad_request("numbers must be finite")
+        elif isinstance(item, int | float) and not _is_interoperable_number(item):
+            raise bad_request("numbers must be finite and within the range of a double")
+
+
+def _is_text(value: object) -> bool:
+    return isinstance(value, str) and _NON_BLANK_TEXT.fullmatch(value) is not None
+
+
+def _is_interoperable_number(number: float) -> bool:
+    # Compared, never converted: an integer too big for a float would overflow math.isfinite.
+    return -NUMBER_MAX <= number <= NUMBER_MAX  # False for NaN and the infinities too
 
 
 def _text(body: dict[str, Any], name: str) -> str:
     value = body[name]
-    if not isinstance(value, str) or not value.strip():
+    if not _is_text(value):
         raise bad_request(f"{name!r} must be a non-empty string")
     return value
 
@@ -117,15 +143,14 @@ def _text_list(body: dict[str, Any], name: str) -> list[str]:
     value = body[name]
     if not isinstance(value, list) or not value:
         raise bad_request(f"{name!r} must be a non-empty array of strings")
-    if not all(isinstance(item, str) and item.strip() for item in value):
+    if not all(_is_text(item) for item in value):
         raise bad_request(f"{name!r} must hold non-empty strings only")
     return value
 
 
 def _http_url(body: dict[str, Any], name: str) -> str:
-    value = _text(body, name)
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    value = body[name]
+    if not isinstance(value, str) or not _HTTP_URL.fullmatch(value):
         raise bad_request(f"{name!r} must be an http(s) URL")
     return value
 
@@ -536,7 +561,9 @@ class ReferenceApi:
                 allowed.append(route.method)
         if allowed:
             raise ApiError(
-                HTTPStatus.METHOD_NOT_ALLOWED, f"{method} not allowed here; use {', '.join(allowed)}"
+                HTTPStatus.METHOD_NOT_ALLOWED,
+                f"{method} not allowed here; use {', '.join(allowed)}",
+                {"Allow": ", ".join(allowed)},
             )
         raise not_found(f"no route {path}")
 
@@ -570,13 +597,14 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def _dispatch(self) -> None:
+        headers: dict[str, str] = {}
         try:
             raw = self._read_body()
             status, reply = self.server.api.handle(
                 self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, raw
             )
         except ApiError as exc:
-            status, reply = exc.status, {"error": exc.message}
+            status, reply, headers = exc.status, {"error": exc.message}, exc.headers
         except psycopg.Error as exc:
             fault = database_fault(exc)
             status, reply = fault.status, {"error": dsn.redact(fault.message)}
@@ -585,9 +613,14 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:
             log.exception("%s %s", self.command, self.path)
             status, reply = HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"internal error: {first_line(exc)}"}
-        self._send(status, reply)
+        self._send(status, reply, headers)
 
-    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = do_HEAD = do_OPTIONS = _dispatch
+    def __getattr__(self, name: str) -> Any:
+        # http.server answers 501 to a method without a do_<METHOD> (TRACE, QUERY, anything):
+        # every method is routed, so that one the contract does not declare is a 405 with Allow.
+        if name.startswith("do_"):
+            return self._dispatch
+        raise AttributeError(name)
 
     def _read_body(self) -> bytes | None:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -605,9 +638,11 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body is over {MAX_BODY_BYTES} bytes")
         return self.rfile.read(length)
 
-    def _send(self, status: HTTPStatus, reply: dict[str, Any]) -> None:
+    def _send(self, status: HTTPStatus, reply: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         payload = json.dumps(reply, default=_json_default).encode("utf-8")
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()

@@ -175,7 +175,9 @@ class DeliveryWorker:
                 timeout=self.policy.timeout_seconds,
                 allow_redirects=False,
             )
-        except requests.RequestException as exc:
+        except (requests.RequestException, ValueError) as exc:
+            # ValueError: a header http.client cannot send (an event type outside Latin-1, for
+            # one) fails this attempt like a refused connection, never leaving the event claimed.
             return f"{type(exc).__name__}: {exc}"
         if 200 <= response.status_code < 300:
             return None
