@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,9 @@ from migration_gate.plugin.smoke import (
     reference_deployment,
 )
 
+# Every response the smoke tests get is checked against it (migration_gate/plugin/contract.py).
+CONTRACT = Path(__file__).with_name("openapi.yaml")
+
 
 @pytest.fixture(scope="session")
 def deployment(request: pytest.FixtureRequest, gate_config: GateConfig) -> Iterator[Deployment]:
@@ -24,7 +28,7 @@ def deployment(request: pytest.FixtureRequest, gate_config: GateConfig) -> Itera
     if gate_config.api_url is not None:
         gate = request.getfixturevalue("gate") if gate_config.database_url is not None else None
         try:
-            target = existing_deployment(gate_config, gate)
+            target = existing_deployment(gate_config, gate, contract=CONTRACT)
         except SmokeUnavailable as exc:
             pytest.skip(str(exc))
         yield target
@@ -37,7 +41,9 @@ def deployment(request: pytest.FixtureRequest, gate_config: GateConfig) -> Itera
     else:
         gate = request.getfixturevalue("gate")
         assert isinstance(gate, CheckpointDatabases)
-        with reference_deployment(gate, delivery_deadline=gate_config.smoke_delivery_timeout) as target:
+        with reference_deployment(
+            gate, delivery_deadline=gate_config.smoke_delivery_timeout, contract=CONTRACT
+        ) as target:
             yield target
 
 

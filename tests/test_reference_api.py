@@ -33,7 +33,7 @@ from tests.conftest import CONTRACT, REPO
 def deployment(gate: GateDatabases) -> Iterator[Deployment]:
     if not isinstance(gate, CheckpointDatabases):
         pytest.skip("the reference API is tested on a clone of the disposable gate database")
-    with reference_deployment(gate) as deployment:
+    with reference_deployment(gate, contract=CONTRACT) as deployment:
         yield deployment
 
 

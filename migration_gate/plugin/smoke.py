@@ -3,9 +3,9 @@
 The deployment under test: by default the reference API (``migration_gate.api``) on a
 private clone of the migrated disposable database; with ``--api-url`` a real deployment,
 checked in its database through ``--database-url`` (read-only) when given. Also the
-HTTP client, the webhook receiver the tests run on loopback, the two actors the tests
-act as, and fingerprints of what a workspace holds, to prove a refused request wrote
-nothing.
+HTTP client (which holds every response to the contract, ``plugin/contract.py``), the
+webhook receiver the tests run on loopback, the two actors the tests act as, and
+fingerprints of what a workspace holds, to prove a refused request wrote nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -27,6 +28,7 @@ import requests
 
 from migration_gate.core import dsn, settings
 from migration_gate.plugin.config import GateConfig
+from migration_gate.plugin.contract import ApiContract, api_contract
 from migration_gate.plugin.databases import CheckpointDatabases, GateDatabases
 from migration_gate.reference.api import ApiSettings, ReferenceApi
 from migration_gate.reference.webhook_delivery import FAST_RETRIES, DeliveryPolicy
@@ -160,10 +162,14 @@ _NO_JSON = object()
 
 
 class ApiClient:
-    """requests against the deployment: X-User-Id as the acting user, the bearer token if any."""
+    """requests against the deployment: X-User-Id as the acting user, the bearer token if any.
 
-    def __init__(self, base_url: str, token: str | None = None) -> None:
+    Every response is checked against the contract before the caller sees it.
+    """
+
+    def __init__(self, base_url: str, contract: ApiContract, token: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self.contract = contract
         self.http = requests.Session()
         if token:
             self.http.headers["Authorization"] = f"Bearer {token}"
@@ -181,9 +187,11 @@ class ApiClient:
         if user is not None:
             headers["X-User-Id"] = str(user)
         data = raw if json_body is _NO_JSON else json.dumps(json_body).encode("utf-8")
-        return self.http.request(
+        response = self.http.request(
             method, self.base_url + path, data=data, headers=headers, timeout=REQUEST_TIMEOUT
         )
+        self.contract.check(response, self.base_url)
+        return response
 
     def close(self) -> None:
         self.http.close()
@@ -337,10 +345,13 @@ def reference_deployment(
     policy: DeliveryPolicy = REFERENCE_DELIVERY,
     prepare: Callable[[psycopg.Connection, Actors], None] | None = None,
     delivery_deadline: float = DELIVERY_DEADLINE,
+    *,
+    contract: Path,
 ) -> Iterator[Deployment]:
     """The reference API on a private clone of the database after the last migration, dropped afterwards.
 
-    ``prepare`` runs on the clone as superuser before the API starts (to inject a fault).
+    ``prepare`` runs on the clone as superuser before the API starts (to inject a fault);
+    every response is checked against ``contract`` (the smoke tests' openapi.yaml).
     """
     url = checkpoints.clone(checkpoints.last)
     clone = str(dsn.parse(url)["dbname"])
@@ -351,7 +362,7 @@ def reference_deployment(
             if prepare is not None:
                 prepare(conn, actors)
         api = ReferenceApi(ApiSettings(url, delivery=policy)).start()
-        client = ApiClient(api.url)
+        client = ApiClient(api.url, api_contract(contract))
         try:
             database = SmokeDatabase(lambda: dsn.connect(url), writable=True, label=f"clone {clone}")
             yield Deployment(
@@ -370,8 +381,9 @@ def reference_deployment(
         checkpoints.server.drop_database(clone)
 
 
-def existing_deployment(config: GateConfig, gate: GateDatabases | None) -> Deployment:
-    """A real deployment at --api-url; rows verified read-only in --database-url when given."""
+def existing_deployment(config: GateConfig, gate: GateDatabases | None, *, contract: Path) -> Deployment:
+    """A real deployment at --api-url, its responses checked against ``contract``; rows verified
+    read-only in --database-url when given."""
     assert config.api_url is not None
     database = None
     if gate is not None:
@@ -390,7 +402,7 @@ def existing_deployment(config: GateConfig, gate: GateDatabases | None) -> Deplo
             f"--smoke-actors or {ACTORS_ENV}=USER:WORKSPACE,OTHER_USER:OTHER_WORKSPACE"
         )
     return Deployment(
-        ApiClient(config.api_url, config.api_token),
+        ApiClient(config.api_url, api_contract(contract), config.api_token),
         actors,
         database,
         f"deployment {config.api_url}",
