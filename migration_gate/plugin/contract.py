@@ -103,6 +103,7 @@ class ApiContract:
 
     def check(self, response: requests.Response, base_url: str) -> None:
         """Raise ContractViolation unless ``response`` is one the contract allows for its request."""
+        __tracebackhide__ = True  # the failure points at the test's request, not at this check
         request = response.request
         method = str(request.method).upper()
         parts = urlsplit(str(request.url))
@@ -129,6 +130,7 @@ class ApiContract:
 
     def _check_outside_the_contract(self, response: requests.Response, method: str, path: str) -> None:
         """A route or method the contract does not declare: still an error in JSON, and a 405 says what is allowed."""
+        __tracebackhide__ = True
         where = f"{method} {path} (outside {self.label})"
         try:
             reply = response.json()
