@@ -31,4 +31,4 @@ bench: $(STAMP)
 	$(BIN)/migration-gate bench
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis .schemathesis

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,9 @@ from migration_gate.plugin.smoke import (
     smoke_rows,
 )
 
+# Every response the smoke tests get is checked against it (migration_gate/plugin/contract.py).
+CONTRACT = Path(__file__).with_name("openapi.yaml")
+
 
 @pytest.fixture(scope="session")
 def deployment(request: pytest.FixtureRequest, gate_config: GateConfig) -> Iterator[Deployment]:
@@ -25,7 +29,9 @@ def deployment(request: pytest.FixtureRequest, gate_config: GateConfig) -> Itera
     if gate_config.api_url is not None:
         gate = request.getfixturevalue("gate") if gate_config.database_url is not None else None
         try:
-            with existing_deployment(gate_config, gate, report=smoke_rows(request.config)) as target:
+            with existing_deployment(
+                gate_config, gate, contract=CONTRACT, report=smoke_rows(request.config)
+            ) as target:
                 yield target
         except SmokeUnavailable as exc:
             pytest.skip(str(exc))
@@ -37,7 +43,9 @@ def deployment(request: pytest.FixtureRequest, gate_config: GateConfig) -> Itera
     else:
         gate = request.getfixturevalue("gate")
         assert isinstance(gate, CheckpointDatabases)
-        with reference_deployment(gate, delivery_deadline=gate_config.smoke_delivery_timeout) as target:
+        with reference_deployment(
+            gate, delivery_deadline=gate_config.smoke_delivery_timeout, contract=CONTRACT
+        ) as target:
             yield target
 
 

@@ -13,9 +13,32 @@ from pathlib import Path
 import pytest
 
 from migration_gate.core.server import DisposableServer
+from migration_gate.plugin.config import GATE_CONFIG
 from migration_gate.plugin.databases import CheckpointDatabases, GateDatabases
 
 REPO = Path(__file__).resolve().parents[1]
+CONTRACT = REPO / "smoke" / "openapi.yaml"
+
+
+FUZZES_THE_API = "fuzzes_the_api"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{FUZZES_THE_API}: fuzzes the reference API on a disposable database; refused with --api-url",
+    )
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Fuzzing never runs against a deployment: it writes rows no smoke run tags, and fires webhooks."""
+    api_url = session.config.stash[GATE_CONFIG].api_url
+    if api_url and any(item.get_closest_marker(FUZZES_THE_API) for item in session.items):
+        raise pytest.UsageError(
+            f"contract fuzzing never runs against a deployment ({api_url} from --api-url or FLUXOLAB_API_URL): "
+            "it would write rows no smoke run tags and fire webhooks; it fuzzes the reference API on a "
+            "disposable database without them (pytest smoke --api-url URL smoke-tests a deployment)"
+        )
 
 
 @pytest.fixture

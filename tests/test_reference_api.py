@@ -6,24 +6,34 @@ import http.client
 import json
 import re
 import socket
+import sys
 from collections.abc import Iterator
 from urllib.parse import quote, urlsplit
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from migration_gate.plugin.databases import CheckpointDatabases, GateDatabases
-from migration_gate.plugin.smoke import Deployment, fingerprint, reference_deployment
-from migration_gate.reference.api import MAX_BODY_BYTES, ROUTES
-from tests.conftest import REPO
+from migration_gate.plugin.smoke import (
+    Deployment,
+    WebhookReceiver,
+    expect,
+    fingerprint,
+    reference_deployment,
+    wait_until,
+)
+from migration_gate.reference import api as api_module
+from migration_gate.reference.api import APP_ROLE, HTTP_URL, MAX_BODY_BYTES, NON_BLANK_TEXT, ROUTES
+from tests.conftest import CONTRACT, REPO
 
 
 @pytest.fixture(scope="module")
 def deployment(gate: GateDatabases) -> Iterator[Deployment]:
     if not isinstance(gate, CheckpointDatabases):
         pytest.skip("the reference API is tested on a clone of the disposable gate database")
-    with reference_deployment(gate) as deployment:
+    with reference_deployment(gate, contract=CONTRACT) as deployment:
         yield deployment
 
 
@@ -99,8 +109,51 @@ def status_of(
         ("GET", "/activities?limit=1.5", None, None, 400),
         ("GET", "/activities?limit=1&limit=2", None, None, 400),
         ("GET", "/activities?limit=500", None, None, 200),
+        ("POST", "/credentials", {"name": "\x1c\u3000", "provider": "p", "secret": "s"}, None, 400),
+        ("POST", "/credentials", {"name": "\u200bx", "provider": "p", "secret": "s"}, None, 201),
+        ("POST", "/webhooks", {"target_url": "http://[::1", "event_types": ["a"], "secret": "s"}, None, 400),
+        (
+            "POST",
+            "/webhooks",
+            {"target_url": "http://a\uff03b@c/", "event_types": ["a"], "secret": "s"},
+            None,
+            400,
+        ),
+        ("POST", "/webhooks", {"target_url": "http://", "event_types": ["a"], "secret": "s"}, None, 400),
+        (
+            "POST",
+            "/webhooks",
+            {"target_url": "http://[::1]:9/", "event_types": ["a"], "secret": "s"},
+            None,
+            201,
+        ),
+        (
+            "POST",
+            "/webhooks",
+            {"target_url": "http://x", "event_types": ["\u2028"], "secret": "s"},
+            None,
+            400,
+        ),
+        (
+            "POST",
+            "/webhooks/{webhook}/events",
+            None,
+            b'{"event_type": "a", "body": {"n": 1' + b"0" * 400 + b"}}",
+            400,
+        ),
+        ("POST", "/webhooks/{webhook}/events", None, b'{"event_type": "a", "body": {"k\\u0000": 1}}', 400),
+        (
+            "POST",
+            "/webhooks/{webhook}/events",
+            {"event_type": "a", "body": {"n": 1e308, "m": 10**300}},
+            None,
+            202,
+        ),
         ("GET", "/credentials/{credential}", None, None, 405),
         ("DELETE", "/credentials", None, None, 405),
+        ("TRACE", "/credentials", None, None, 405),
+        ("QUERY", "/activities", None, None, 405),
+        ("TRACE", "/nowhere", None, None, 404),
         ("GET", "/nowhere", None, None, 404),
         ("PATCH", "/credentials/99999999999999999999", {"name": "n"}, None, 404),
         ("PATCH", "/credentials/-1", {"name": "n"}, None, 404),
@@ -246,3 +299,141 @@ def test_no_input_gets_a_5xx_and_a_refusal_writes_nothing(
         assert isinstance(response.json()["error"], str)
         with deployment.database.connect() as conn:
             assert fingerprint(conn, workspaces) == before, f"{method} {path} {body!r} was refused but wrote"
+
+
+def test_a_method_the_contract_does_not_declare_gets_405_naming_the_declared_ones(
+    deployment: Deployment,
+) -> None:
+    ws, user = deployment.actors.workspace_id, deployment.actors.user_id
+    for method in ("TRACE", "PUT", "OPTIONS", "HEAD", "BREW"):
+        response = deployment.api.request(method, f"/workspaces/{ws}/credentials/1", user=user)
+        assert (response.status_code, response.headers.get("Allow")) == (405, "PATCH"), method
+
+
+# -- The pool: connections reused, each acting as the application's role -------------------
+
+
+def who_acts(conn: object) -> tuple[str, int]:
+    row = conn.execute("SELECT current_user::text, pg_backend_pid()").fetchone()  # type: ignore[attr-defined]
+    return row[0], row[1]
+
+
+def test_requests_share_the_pools_connections_each_acting_as_the_application_role(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert deployment.reference is not None
+    seen: list[tuple[str, int]] = []
+
+    def listing(call: api_module.Call) -> api_module.Reply:
+        seen.append(who_acts(call.conn))
+        return api_module.HTTPStatus.OK, {"activities": []}
+
+    monkeypatch.setitem(deployment.reference.operations, "listActivities", listing)
+    ws, user = deployment.actors.workspace_id, deployment.actors.user_id
+    for _ in range(20):
+        expect(deployment.api.request("GET", f"/workspaces/{ws}/activities", user=user), 200)
+    assert {role for role, _ in seen} == {APP_ROLE}
+    assert len({pid for _, pid in seen}) <= deployment.reference.settings.pool_size < len(seen)
+
+
+def test_a_connection_that_comes_back_as_another_role_is_discarded(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert deployment.reference is not None
+    seen: list[tuple[str, int]] = []
+
+    def escalating(call: api_module.Call) -> api_module.Reply:
+        call.conn.execute("RESET ROLE")  # a bug of an operation: the session stops acting as the app
+        seen.append(who_acts(call.conn))
+        return api_module.HTTPStatus.OK, {"activities": []}
+
+    def listing(call: api_module.Call) -> api_module.Reply:
+        seen.append(who_acts(call.conn))
+        return api_module.HTTPStatus.OK, {"activities": []}
+
+    ws, user = deployment.actors.workspace_id, deployment.actors.user_id
+    monkeypatch.setitem(deployment.reference.operations, "listActivities", escalating)
+    expect(deployment.api.request("GET", f"/workspaces/{ws}/activities", user=user), 200)
+    ((role, escalated_pid),) = seen
+    assert role != APP_ROLE
+    monkeypatch.setitem(deployment.reference.operations, "listActivities", listing)
+    for _ in range(2 * deployment.reference.settings.pool_size):
+        expect(deployment.api.request("GET", f"/workspaces/{ws}/activities", user=user), 200)
+    assert {role for role, _ in seen[1:]} == {APP_ROLE}
+    assert escalated_pid not in {pid for _, pid in seen[1:]}, "the connection that changed role was reused"
+
+
+def test_an_event_whose_type_no_http_header_can_carry_ends_failed_not_stuck(deployment: Deployment) -> None:
+    """X-Fluxolab-Event carries the type: one outside Latin-1 fails each attempt, it never stays claimed."""
+    ws, user = deployment.actors.workspace_id, deployment.actors.user_id
+    with WebhookReceiver() as receiver:
+        webhook = {"target_url": receiver.url("/latin1"), "event_types": ["ping \u2713"], "secret": "s"}
+        registration = expect(
+            deployment.api.request("POST", f"/workspaces/{ws}/webhooks", user=user, json_body=webhook), 201
+        )
+        fired = expect(
+            deployment.api.request(
+                "POST",
+                f"/workspaces/{ws}/webhooks/{registration['id']}/events",
+                user=user,
+                json_body={"event_type": "ping \u2713", "body": {}},
+            ),
+            202,
+        )
+        event = wait_until(
+            lambda: expect(
+                deployment.api.request("GET", f"/workspaces/{ws}/webhook-events/{fired['id']}", user=user),
+                200,
+            ),
+            lambda event: event["status"] in ("delivered", "failed"),
+            "the event settled",
+            30,
+        )
+    assert event["status"] == "failed" and "latin-1" in (event["last_error"] or ""), event
+
+
+# -- The contract's rules are the API's ----------------------------------------------------
+
+
+def schemas() -> dict[str, dict[str, object]]:
+    return yaml.safe_load(CONTRACT.read_text(encoding="utf-8"))["components"]["schemas"]  # type: ignore[no-any-return]
+
+
+def test_the_contract_spells_the_apis_patterns_the_same() -> None:
+    assert schemas()["NonEmptyText"]["pattern"] == NON_BLANK_TEXT
+    assert schemas()["HttpUrl"]["pattern"] == HTTP_URL
+
+
+def test_not_blank_means_what_python_calls_white_space() -> None:
+    non_blank = re.compile(NON_BLANK_TEXT)
+    for code in range(sys.maxunicode + 1):
+        char = chr(code)
+        if 0xD800 <= code <= 0xDFFF:
+            continue  # no str a JSON body decodes to holds an unpaired surrogate: the API refuses them first
+        accepted = non_blank.fullmatch(char) is not None
+        assert accepted == (not char.isspace() and char != "\x00"), f"U+{code:04X}"
+    assert non_blank.fullmatch("a\x00") is None and non_blank.fullmatch(" \u3000x\n") is not None
+
+
+@pytest.mark.parametrize(
+    ("url", "accepted"),
+    [
+        ("https://hooks.example.com/fluxolab?x=1#y", True),
+        ("http://127.0.0.1:8080/", True),
+        ("http://[::1]:9000/hooks", True),
+        ("http://localhost", True),
+        ("http://", False),
+        ("http://:80", False),
+        ("http://@", False),
+        ("http://[::1", False),
+        ("http://a\uff03b@c/", False),
+        ("https://\u00cf", False),
+        ("http://a b", False),
+        ("HTTP://x", False),
+        ("http://x/\\y", False),
+        ("ftp://x", False),
+        ("http://x\n", False),
+    ],
+)
+def test_a_target_url_is_what_the_contract_and_the_api_both_accept(url: str, accepted: bool) -> None:
+    assert (re.compile(HTTP_URL).fullmatch(url) is not None) == accepted

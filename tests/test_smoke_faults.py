@@ -34,7 +34,7 @@ from migration_gate.plugin.smoke import (
 )
 from migration_gate.reference import api as api_module
 from migration_gate.reference.webhook_delivery import DeliveryPolicy, DeliveryWorker
-from tests.conftest import REPO, Run, run_cli
+from tests.conftest import CONTRACT, REPO, Run, run_cli
 
 StartSmoke = Callable[..., Deployment]
 
@@ -73,7 +73,9 @@ def start_smoke(disposable_gate: CheckpointDatabases) -> Iterator[StartSmoke]:
                 if fault:
                     conn.execute(fault.format(**vars(actors)))
 
-            return stack.enter_context(reference_deployment(disposable_gate, policy, prepare))
+            return stack.enter_context(
+                reference_deployment(disposable_gate, policy, prepare, contract=CONTRACT)
+            )
 
         yield start
 
@@ -193,6 +195,24 @@ def test_an_api_returning_the_secret_fails_the_credentials_smoke_test(start_smok
 
     deployment.reference.operations["createCredential"] = leaky
     with pytest.raises(AssertionError, match="the secret came back"):
+        run_smoke_test("test_credentials", FLOWS[0][1], deployment)
+
+
+def test_a_response_that_drifts_from_the_contract_fails_the_smoke_test_naming_operation_and_field(
+    start_smoke: StartSmoke,
+) -> None:
+    deployment = start_smoke()
+    assert deployment.reference is not None
+    create = deployment.reference.operations["createCredential"]
+
+    def stringly(call: api_module.Call) -> api_module.Reply:
+        status, reply = create(call)
+        return status, {**reply, "workspace_id": str(reply["workspace_id"])}
+
+    deployment.reference.operations["createCredential"] = stringly
+    with pytest.raises(
+        AssertionError, match=r"^createCredential \(POST .*\) answered 201, .*workspace_id: '\d+' is not"
+    ):
         run_smoke_test("test_credentials", FLOWS[0][1], deployment)
 
 
@@ -364,6 +384,33 @@ def test_a_deployment_passes_the_smoke_tests_verified_in_its_database(start_smok
     assert " failed" not in run.stdout and " error" not in run.stdout, run.output
     # The one write the gate may not do on a database it only reads is reported, not hidden.
     assert "1 skipped" in run.stdout and "only read by the gate" in run.stdout, run.output
+
+
+def test_a_deployment_whose_response_drifts_from_the_contract_fails_the_smoke_tests(
+    start_smoke: StartSmoke,
+) -> None:
+    deployment = start_smoke()
+    assert deployment.reference is not None
+    get_event = deployment.reference.operations["getWebhookEvent"]
+
+    def renamed_status(call: api_module.Call) -> api_module.Reply:
+        status, reply = get_event(call)
+        return status, {**reply, "status": {"delivered": "sent"}.get(reply["status"], reply["status"])}
+
+    deployment.reference.operations["getWebhookEvent"] = renamed_status
+    run = run_pytest(
+        "smoke/test_webhooks.py",
+        *deployed(deployment),
+        "--webhook-receiver-url",
+        f"http://127.0.0.1:{port_for.select_random()}/hooks",
+        env={"FLUXOLAB_SMOKE_ACTORS": str(deployment.actors)},
+    )
+    assert run.returncode == 1, run.output
+    assert (
+        "getWebhookEvent (GET /workspaces/{workspace_id}/webhook-events/{event_id}) answered 200"
+        in run.stdout
+    )
+    assert "status: 'sent' is not one of" in run.stdout, run.output
 
 
 def test_a_revoked_grant_on_a_deployment_fails_with_the_databases_message(start_smoke: StartSmoke) -> None:

@@ -3,7 +3,7 @@
 The deployment under test: by default the reference API (``migration_gate.reference``)
 on a private clone of the migrated disposable database; with ``--api-url`` a real
 deployment, checked in its database through ``--database-url`` (read-only) when given.
-Also the HTTP client, the webhook receiver the tests run on loopback, the two actors the
+Also the HTTP client (which holds every response to the contract, ``plugin/contract.py``), the webhook receiver the tests run on loopback, the two actors the
 tests act as, and fingerprints of what a workspace holds, to prove a refused request
 wrote nothing.
 
@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -32,6 +33,7 @@ import requests
 
 from migration_gate.core import dsn, settings
 from migration_gate.plugin.config import GateConfig
+from migration_gate.plugin.contract import ApiContract, api_contract
 from migration_gate.plugin.databases import CheckpointDatabases, GateDatabases
 from migration_gate.reference.api import ApiSettings, ReferenceApi
 from migration_gate.reference.smoke_tenant import Actors, create_actors, remove_tenant, tenant_rows
@@ -95,10 +97,14 @@ _NO_JSON = object()
 
 
 class ApiClient:
-    """requests against the deployment: X-User-Id as the acting user, the bearer token if any."""
+    """requests against the deployment: X-User-Id as the acting user, the bearer token if any.
 
-    def __init__(self, base_url: str, token: str | None = None) -> None:
+    Every response is checked against the contract before the caller sees it.
+    """
+
+    def __init__(self, base_url: str, contract: ApiContract, token: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self.contract = contract
         self.http = requests.Session()
         if token:
             self.http.headers["Authorization"] = f"Bearer {token}"
@@ -112,13 +118,16 @@ class ApiClient:
         json_body: Any = _NO_JSON,
         raw: bytes | None = None,
     ) -> requests.Response:
+        __tracebackhide__ = True  # a contract violation points at the test's request
         headers = {"Content-Type": "application/json"}
         if user is not None:
             headers["X-User-Id"] = str(user)
         data = raw if json_body is _NO_JSON else json.dumps(json_body).encode("utf-8")
-        return self.http.request(
+        response = self.http.request(
             method, self.base_url + path, data=data, headers=headers, timeout=REQUEST_TIMEOUT
         )
+        self.contract.check(response, self.base_url)
+        return response
 
     def close(self) -> None:
         self.http.close()
@@ -272,10 +281,13 @@ def reference_deployment(
     policy: DeliveryPolicy = REFERENCE_DELIVERY,
     prepare: Callable[[psycopg.Connection, Actors], None] | None = None,
     delivery_deadline: float = DELIVERY_DEADLINE,
+    *,
+    contract: Path,
 ) -> Iterator[Deployment]:
     """The reference API on a private clone of the database after the last migration, dropped afterwards.
 
-    ``prepare`` runs on the clone as superuser before the API starts (to inject a fault).
+    ``prepare`` runs on the clone as superuser before the API starts (to inject a fault);
+    every response is checked against ``contract`` (the smoke tests' openapi.yaml).
     """
     url = checkpoints.clone(checkpoints.last)
     clone = str(dsn.parse(url)["dbname"])
@@ -286,7 +298,7 @@ def reference_deployment(
             if prepare is not None:
                 prepare(conn, actors)
         api = ReferenceApi(ApiSettings(url, delivery=policy)).start()
-        client = ApiClient(api.url)
+        client = ApiClient(api.url, api_contract(contract))
         try:
             database = SmokeDatabase(lambda: dsn.connect(url), writable=True, label=f"clone {clone}")
             yield Deployment(
@@ -357,9 +369,14 @@ def smoke_rows(config: pytest.Config) -> Callable[[list[str]], None]:
 
 @contextmanager
 def existing_deployment(
-    config: GateConfig, gate: GateDatabases | None, report: Callable[[list[str]], None] = lambda lines: None
+    config: GateConfig,
+    gate: GateDatabases | None,
+    *,
+    contract: Path,
+    report: Callable[[list[str]], None] = lambda lines: None,
 ) -> Iterator[Deployment]:
-    """A real deployment at --api-url; rows verified read-only in --database-url when given.
+    """A real deployment at --api-url, its responses checked against ``contract``; rows verified
+    read-only in --database-url when given.
 
     With --database-url and no --smoke-actors, the run's own tenant is created there (as the
     role of that URL) and removed at the end, passed or failed; with explicit actors, the
@@ -386,7 +403,7 @@ def existing_deployment(
             f"--api-url without --database-url: name the users and workspaces to act as with "
             f"--smoke-actors or {ACTORS_ENV}=USER:WORKSPACE,OTHER_USER:OTHER_WORKSPACE"
         )
-    client = ApiClient(config.api_url, config.api_token)
+    client = ApiClient(config.api_url, api_contract(contract), config.api_token)
     created = CreatedRows()
     client.http.hooks["response"].append(created.observe)
     try:

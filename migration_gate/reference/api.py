@@ -3,18 +3,19 @@
 It exists so that the smoke tests of runbook section 5 run end to end against a migrated
 database. Every connection does ``SET ROLE fluxolab_devmode`` first, so the API can only
 do what the application's role is granted: a missing grant shows up as the database's
-own permission error in the response. Each request is one transaction: its write and
-the activity recording it commit together, and a refused request writes nothing.
+own permission error in the response. Connections come from a pool (psycopg-pool), each
+set to that role when it is opened; each request is one transaction on one of them: its
+write and the activity recording it commit together, and a refused request writes nothing.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from http import HTTPStatus
@@ -25,6 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
 
 from migration_gate.core import dsn
 from migration_gate.core.contract import APP_ROLE, WORKSPACE_SCOPED_TABLES
@@ -35,6 +37,8 @@ log = logging.getLogger("migration_gate.api")
 
 MAX_BODY_BYTES = 1 << 20
 BIGINT_MAX = 2**63 - 1
+# The JSON numbers RFC 8259 calls interoperable: finite, within a double's range.
+NUMBER_MAX = 1.7976931348623157e308
 DEFAULT_ACTIVITY_LIMIT = 50
 MAX_ACTIVITY_LIMIT = 500
 SHUTDOWN_POLL_SECONDS = (
@@ -42,13 +46,28 @@ SHUTDOWN_POLL_SECONDS = (
 )
 
 
-class ApiError(Exception):
-    """An answer other than success: its status and the one line of ``{"error": ...}``."""
+# The rules of smoke/openapi.yaml, spelled the same there (ECMA-262) and here (Python's re, with
+# fullmatch: Python's $ also matches before a final newline). A test keeps the two identical.
+# Not blank: one character that str.isspace() does not call whitespace; \s differs between dialects.
+NON_BLANK_TEXT = r"^[^\x00]*[^\x00\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00]*$"
+# http(s), a DNS name, an IPv4 address or a bracketed IPv6 one, an optional port, then
+# RFC 3986's path, query and fragment characters: ASCII, no space, no backslash.
+HTTP_URL = (
+    r"^https?://(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+    r"|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?(?:[/?#][A-Za-z0-9._~!$&'()*+,;=:@/?#%-]*)?$"
+)
+_NON_BLANK_TEXT = re.compile(NON_BLANK_TEXT)
+_HTTP_URL = re.compile(HTTP_URL)
 
-    def __init__(self, status: HTTPStatus, message: str) -> None:
+
+class ApiError(Exception):
+    """An answer other than success: its status, the one line of ``{"error": ...}``, any headers."""
+
+    def __init__(self, status: HTTPStatus, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or {}
 
 
 def bad_request(message: str) -> ApiError:
@@ -100,13 +119,22 @@ def _check_storable(value: Any) -> None:
                 item.encode("utf-8")
             except UnicodeEncodeError:
                 raise bad_request("strings may not contain unpaired surrogates") from None
-        elif isinstance(item, float) and not math.isfinite(item):
-            raise bad_request("numbers must be finite")
+        elif isinstance(item, int | float) and not _is_interoperable_number(item):
+            raise bad_request("numbers must be finite and within the range of a double")
+
+
+def _is_text(value: object) -> bool:
+    return isinstance(value, str) and _NON_BLANK_TEXT.fullmatch(value) is not None
+
+
+def _is_interoperable_number(number: float) -> bool:
+    # Compared, never converted: an integer too big for a float would overflow math.isfinite.
+    return -NUMBER_MAX <= number <= NUMBER_MAX  # False for NaN and the infinities too
 
 
 def _text(body: dict[str, Any], name: str) -> str:
     value = body[name]
-    if not isinstance(value, str) or not value.strip():
+    if not _is_text(value):
         raise bad_request(f"{name!r} must be a non-empty string")
     return value
 
@@ -115,15 +143,14 @@ def _text_list(body: dict[str, Any], name: str) -> list[str]:
     value = body[name]
     if not isinstance(value, list) or not value:
         raise bad_request(f"{name!r} must be a non-empty array of strings")
-    if not all(isinstance(item, str) and item.strip() for item in value):
+    if not all(_is_text(item) for item in value):
         raise bad_request(f"{name!r} must hold non-empty strings only")
     return value
 
 
 def _http_url(body: dict[str, Any], name: str) -> str:
-    value = _text(body, name)
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    value = body[name]
+    if not isinstance(value, str) or not _HTTP_URL.fullmatch(value):
         raise bad_request(f"{name!r} must be an http(s) URL")
     return value
 
@@ -331,17 +358,55 @@ class ApiSettings:
     host: str = "127.0.0.1"
     port: int = 0
     delivery: DeliveryPolicy = field(default_factory=DeliveryPolicy)
+    pool_size: int = 8  # connections at most: the requests in flight and the delivery worker share them
+
+
+APPLICATION_NAME = "migration-gate serve-api"
+POOL_TIMEOUT_SECONDS = 10.0  # a request waiting longer for a connection is answered 503
 
 
 def connect_as_app(url: str) -> psycopg.Connection:
     """A connection that acts as the application's role and nothing more."""
-    conn = dsn.connect(url, application_name="migration-gate serve-api")
+    conn = dsn.connect(url, application_name=APPLICATION_NAME)
     try:
-        conn.execute(f"SET ROLE {APP_ROLE}")
+        act_as_app(conn)
     except psycopg.Error:
         conn.close()
         raise
     return conn
+
+
+def act_as_app(conn: psycopg.Connection) -> None:
+    conn.execute(f"SET ROLE {APP_ROLE}")
+
+
+def still_the_app(conn: psycopg.Connection) -> None:
+    """Raise (so that the pool discards the connection) unless it still acts as the application's role."""
+    row = conn.execute("SELECT current_user").fetchone()
+    if row is None or row[0] != APP_ROLE:
+        raise psycopg.ProgrammingError(f"a connection came back acting as {row and row[0]!r}, not {APP_ROLE}")
+
+
+def app_pool(settings: ApiSettings) -> ConnectionPool:
+    """Autocommit connections (a request opens its own transaction), each SET ROLE once, when opened.
+
+    Checked before it is handed out (the server may have closed it) and when it comes back
+    (a request that changed the session's role must not pass it on); the pool discards a
+    connection that fails either, that comes back closed or inside a transaction it cannot
+    roll back.
+    """
+    return ConnectionPool(
+        settings.database_url,
+        kwargs={"autocommit": True, "application_name": APPLICATION_NAME, "connect_timeout": 10},
+        min_size=1,
+        max_size=settings.pool_size,
+        open=False,
+        configure=act_as_app,
+        check=ConnectionPool.check_connection,
+        reset=still_the_app,
+        timeout=POOL_TIMEOUT_SECONDS,
+        name="reference-api",
+    )
 
 
 def first_line(exc: BaseException) -> str:
@@ -354,6 +419,7 @@ class ReferenceApi:
 
     def __init__(self, settings: ApiSettings) -> None:
         self.settings = settings
+        self.pool = app_pool(settings)
         self.worker = DeliveryWorker(self.connect, settings.delivery)
         self.operations: dict[str, Callable[[Call], Reply]] = {
             "createCredential": create_credential,
@@ -366,14 +432,17 @@ class ReferenceApi:
         self._server: _HttpServer | None = None
         self._thread: threading.Thread | None = None
 
-    def connect(self) -> psycopg.Connection:
-        return connect_as_app(self.settings.database_url)
+    @contextmanager
+    def connect(self) -> Iterator[psycopg.Connection]:
+        """A connection of the pool, acting as the application's role, back in the pool afterwards."""
+        with self.pool.connection() as conn:
+            yield conn
 
     def check_database(self) -> None:
         """Refuse to start (one line, exit 2) unless the role can be assumed and 008 is applied."""
         url = self.settings.database_url
         try:
-            with self.connect() as conn:
+            with connect_as_app(url) as conn:  # not the pool's: its errors would be a bare timeout
                 scoped = conn.execute(
                     "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'public'"
                     " AND column_name = 'workspace_id' AND table_name = ANY(%s)",
@@ -390,13 +459,14 @@ class ReferenceApi:
             )
 
     def bind(self) -> ReferenceApi:
-        """Check the database and bind the port (``port=0``: a free one), not serving yet."""
+        """Check the database, open the pool and bind the port (``port=0``: a free one), not serving yet."""
         self.check_database()
         address = (self.settings.host, self.settings.port)
         try:
             self._server = _HttpServer(address, _Handler, self)
         except OSError as exc:
             raise UsageError(f"cannot listen on {address[0]}:{address[1]}: {exc.strerror or exc}") from None
+        self.pool.open()
         return self
 
     @property
@@ -439,6 +509,7 @@ class ReferenceApi:
             self._server.server_close()
             self._server = None
         self.worker.stop()
+        self.pool.close()
 
     def __enter__(self) -> ReferenceApi:
         return self.start()
@@ -490,7 +561,9 @@ class ReferenceApi:
                 allowed.append(route.method)
         if allowed:
             raise ApiError(
-                HTTPStatus.METHOD_NOT_ALLOWED, f"{method} not allowed here; use {', '.join(allowed)}"
+                HTTPStatus.METHOD_NOT_ALLOWED,
+                f"{method} not allowed here; use {', '.join(allowed)}",
+                {"Allow": ", ".join(allowed)},
             )
         raise not_found(f"no route {path}")
 
@@ -524,13 +597,14 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def _dispatch(self) -> None:
+        headers: dict[str, str] = {}
         try:
             raw = self._read_body()
             status, reply = self.server.api.handle(
                 self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, raw
             )
         except ApiError as exc:
-            status, reply = exc.status, {"error": exc.message}
+            status, reply, headers = exc.status, {"error": exc.message}, exc.headers
         except psycopg.Error as exc:
             fault = database_fault(exc)
             status, reply = fault.status, {"error": dsn.redact(fault.message)}
@@ -539,9 +613,14 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:
             log.exception("%s %s", self.command, self.path)
             status, reply = HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"internal error: {first_line(exc)}"}
-        self._send(status, reply)
+        self._send(status, reply, headers)
 
-    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = do_HEAD = do_OPTIONS = _dispatch
+    def __getattr__(self, name: str) -> Any:
+        # http.server answers 501 to a method without a do_<METHOD> (TRACE, QUERY, anything):
+        # every method is routed, so that one the contract does not declare is a 405 with Allow.
+        if name.startswith("do_"):
+            return self._dispatch
+        raise AttributeError(name)
 
     def _read_body(self) -> bytes | None:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -559,9 +638,11 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body is over {MAX_BODY_BYTES} bytes")
         return self.rfile.read(length)
 
-    def _send(self, status: HTTPStatus, reply: dict[str, Any]) -> None:
+    def _send(self, status: HTTPStatus, reply: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         payload = json.dumps(reply, default=_json_default).encode("utf-8")
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()

@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,7 +70,9 @@ RETURNING e.attempts, e.event_type, e.body, r.target_url, r.secret
 class DeliveryWorker:
     """One thread delivering the events the API hands it, each when it is due."""
 
-    def __init__(self, connect: Callable[[], psycopg.Connection], policy: DeliveryPolicy) -> None:
+    def __init__(
+        self, connect: Callable[[], AbstractContextManager[psycopg.Connection]], policy: DeliveryPolicy
+    ) -> None:
         self._connect = connect
         self.policy = policy
         self._due: list[tuple[float, int]] = []  # (monotonic time due, event id), a heap
@@ -172,7 +175,9 @@ class DeliveryWorker:
                 timeout=self.policy.timeout_seconds,
                 allow_redirects=False,
             )
-        except requests.RequestException as exc:
+        except (requests.RequestException, ValueError) as exc:
+            # ValueError: a header http.client cannot send (an event type outside Latin-1, for
+            # one) fails this attempt like a refused connection, never leaving the event claimed.
             return f"{type(exc).__name__}: {exc}"
         if 200 <= response.status_code < 300:
             return None
