@@ -247,9 +247,9 @@ def _smoke(args: argparse.Namespace) -> Any:
         return None
     if not args.smoke_dir.is_dir():
         raise UsageError(f"--smoke-dir {args.smoke_dir} does not exist (or pass --no-smoke)")
-    from migration_gate.operations.smoke_step import smoke_runner
+    from migration_gate.operations.smoke_step import SmokeStep
 
-    return smoke_runner(args.smoke_dir)
+    return SmokeStep(args.smoke_dir)
 
 
 def cmd_playbook(args: argparse.Namespace) -> int:

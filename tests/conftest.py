@@ -28,6 +28,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         f"{FUZZES_THE_API}: fuzzes the reference API on a disposable database; refused with --api-url",
     )
+    # pyproject's addopts keep Schemathesis' plugin out of every session in this repository
+    # (importing it costs seconds); the suite's own tests fuzz the contract with it.
+    config.pluginmanager.import_plugin("schemathesis.pytest.plugin")
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -60,7 +60,7 @@ def test_bench_reports_the_issue_json_shape(tmp_path: Path) -> None:
     target = tmp_path / "bench.json"
     bench.write_json(result, target)
     document = json.loads(target.read_text(encoding="utf-8"))
-    assert set(document) == {"scales", "gate"}
+    assert set(document) == {"scales", "gate", "window"}
     (scale,) = document["scales"]
     assert set(scale) == {"activities", "load_s", "migrate_s", "ratio", "per_migration"}
     assert scale["activities"] == 400

@@ -34,7 +34,7 @@ WHERE id = (SELECT max(u.id) FROM users u
 def gate_project(pytester: pytest.Pytester) -> Path:
     """A throwaway project holding a copy of the gate's checks; the installed plugin does the wiring."""
     shutil.copytree(REPO / "checks", pytester.path / "checks", ignore=shutil.ignore_patterns("__pycache__"))
-    pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\n")
+    pytester.makeini("[pytest]\naddopts = -p no:cacheprovider -p no:schemathesis -p no:anyio\n")
     return pytester.path
 
 

@@ -244,7 +244,9 @@ def test_the_same_grants_declared_in_the_ini_file_pass_the_nightly_run(
         f"{issue_grants.developer}:CREATE",
     ]
     lines = "".join(f"\n    {declaration}" for declaration in declared)
-    pytester.makeini(f"[pytest]\naddopts = -p no:cacheprovider\nallowed_grantee ={lines}\n")
+    pytester.makeini(
+        f"[pytest]\naddopts = -p no:cacheprovider -p no:schemathesis -p no:anyio\nallowed_grantee ={lines}\n"
+    )
 
     result = pytester.runpytest_subprocess(
         "checks/test_gate.py",
@@ -262,7 +264,9 @@ def test_the_same_grants_declared_in_the_ini_file_pass_the_nightly_run(
 
 
 def test_the_flags_replace_the_ini_declarations(pytester: pytest.Pytester) -> None:
-    pytester.makeini("[pytest]\nallowed_grantee =\n    reporting\n    replicator:SELECT\n")
+    pytester.makeini(
+        "[pytest]\naddopts = -p no:schemathesis -p no:anyio\nallowed_grantee =\n    reporting\n    replicator:SELECT\n"
+    )
     assert gate_config_module.resolve(pytester.parseconfig()).allowed_grantees == (
         AllowedGrantee("reporting"),
         AllowedGrantee("replicator", frozenset({"SELECT"})),

@@ -234,7 +234,7 @@ def _gate_project(pytester: pytest.Pytester, break_008: Callable[[str], str]) ->
     shutil.copytree(REPO / "migrations", migrations)
     path = next(migrations.glob("008_*.sql"))
     path.write_text(break_008(path.read_text(encoding="utf-8")), encoding="utf-8")
-    pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\n")
+    pytester.makeini("[pytest]\naddopts = -p no:cacheprovider -p no:schemathesis -p no:anyio\n")
     return migrations
 
 

@@ -207,6 +207,8 @@ class Run:
         ):
             sequences = fingerprint.sequence_states(conn)
             runner.session_timeouts(conn, self.options.lock_timeout, "0")
+            if self.options.smoke is not None:
+                self.options.smoke.prewarm()
             self.validation = Validation(
                 conn,
                 self.pre.plan,
@@ -342,7 +344,9 @@ class Run:
         with deferred_interrupts(self.progress):
             try:
                 with self.step("verify the database is as before"):
-                    after = fingerprint.take(self.options.database_url, self.pre.tools, self.progress)
+                    after = fingerprint.take(
+                        self.options.database_url, self.pre.tools, self.progress, digest=self.before.digest
+                    )
             except GateError as exc:
                 self.record.warnings.append(f"could not verify the database after the rollback: {exc}")
                 self.record.database = NOT_VERIFIED
@@ -456,8 +460,9 @@ def restore_from_backup(
     if not confirm(f"restore {target.database} from {path}, dropping what it holds now?"):
         raise UsageError(f"restore of {target.database} not confirmed (pass --yes): nothing was changed")
     backup.restore(url, path, tools, progress)
-    after = fingerprint.take(url, tools, progress)
-    return fingerprint.differences(fingerprint.Fingerprint.from_json(metadata.fingerprint), after)
+    before = fingerprint.Fingerprint.from_json(metadata.fingerprint)
+    after = fingerprint.take(url, tools, progress, digest=before.digest)
+    return fingerprint.differences(before, after)
 
 
 def run(

@@ -26,11 +26,9 @@ from migration_gate.core.contract import APP_ROLE
 from migration_gate.core.errors import UsageError
 from migration_gate.core.plan import Migration, load_plan, touched_tables
 from migration_gate.operations import backup
-from migration_gate.operations.smoke_step import SmokeResult
+from migration_gate.operations.smoke_step import SmokeStep
 
 Progress = Callable[[str], None]
-# (url of the committed database, progress) → one record per smoke test, and the clean-up's proof
-SmokeRunner = Callable[[str, Progress, SmokeResult], None]
 
 _APP_SESSIONS = """
 WITH RECURSIVE app(oid) AS (
@@ -78,7 +76,7 @@ class PlaybookOptions:
     checks_dir: Path = Path(settings.default("checks_dir"))
     assume_yes: bool = False
     allow_active_sessions: bool = False
-    smoke: SmokeRunner | None = None  # None: smoke tests skipped, and the record says so
+    smoke: SmokeStep | None = None  # None: smoke tests skipped, and the record says so
     smoke_skipped_because: str = "smoke tests not requested"
     prefer_bindirs: tuple[Path, ...] = ()  # client tools to try first (a rehearsal's disposable server)
     command: str = "playbook"

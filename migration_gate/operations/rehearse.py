@@ -200,9 +200,9 @@ def rehearse(options: RehearsalOptions, progress: Progress = lambda line: None) 
         }
         smoke = None
         if options.smoke_dir is not None:
-            from migration_gate.operations.smoke_step import smoke_runner
+            from migration_gate.operations.smoke_step import SmokeStep
 
-            smoke = smoke_runner(options.smoke_dir)
+            smoke = SmokeStep(options.smoke_dir)
         run_options = preflight.PlaybookOptions(
             database_url=url,
             backup_path=Path(tmp) / "rehearsal.backup",

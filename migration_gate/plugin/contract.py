@@ -153,10 +153,14 @@ class ApiContract:
                 )
 
 
-@cache
 def api_contract(path: Path) -> ApiContract:
     """One parsed contract per file for the whole session (openapi-core takes a while to build one)."""
-    return ApiContract(path.resolve())
+    return _parsed(path.resolve())
+
+
+@cache
+def _parsed(path: Path) -> ApiContract:
+    return ApiContract(path)
 
 
 def _problems(exc: OpenAPIError) -> Iterator[str]:

@@ -150,7 +150,7 @@ def expect(response: requests.Response, status: int) -> Any:
 
 
 def wait_until(probe: Callable[[], T], done: Callable[[T], bool], what: str, timeout: float) -> T:
-    """Poll ``probe`` until ``done`` (fast at first, then every quarter second), or fail saying what it saw."""
+    """Poll ``probe`` until ``done`` (fast at first, then every 50 ms), or fail saying what it saw."""
     deadline = time.monotonic() + timeout
     pause = 0.005
     while True:
@@ -160,7 +160,7 @@ def wait_until(probe: Callable[[], T], done: Callable[[T], bool], what: str, tim
         if time.monotonic() >= deadline:
             raise AssertionError(f"{what}: not reached within {timeout:g} s; last seen: {value!r}")
         time.sleep(pause)
-        pause = min(pause * 2, 0.25)
+        pause = min(pause * 2, 0.05)
 
 
 # -- The receiver ---------------------------------------------------------------------
@@ -180,6 +180,8 @@ class WebhookReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            disable_nagle_algorithm = True  # no delayed-ACK wait between a reply's header and its body
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 headers = {key.lower(): value for key, value in self.headers.items()}
