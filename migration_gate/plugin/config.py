@@ -15,6 +15,7 @@ import pytest
 
 from migration_gate.checks.catalog import Check
 from migration_gate.core.errors import UsageError
+from migration_gate.core.installations import parse_major
 from migration_gate.core.plan import Checkpoint
 from migration_gate.core.settings import SETTINGS, default
 
@@ -42,6 +43,7 @@ class GateConfig:
     migrate: bool
     statement_timeout: str
     pg_ctl: str | None
+    pg_version: int | None
     api_url: str | None
     webhook_receiver_url: str | None
     api_token: str | None
@@ -101,6 +103,7 @@ def resolve(config: pytest.Config) -> GateConfig:
         migrate=bool(values["migrate"]),
         statement_timeout=str(values["statement_timeout"] or default("statement_timeout")),
         pg_ctl=values["pg_ctl"],  # type: ignore[arg-type]
+        pg_version=parse_major(values["pg_version"]),
         api_url=values["api_url"],  # type: ignore[arg-type]
         webhook_receiver_url=values["webhook_receiver_url"],  # type: ignore[arg-type]
         api_token=os.environ.get("FLUXOLAB_API_TOKEN") or None,
