@@ -221,6 +221,11 @@ def installation_for(
     if same:
         return same[0], None
     usable = [i for i in found if i.major > server_major or not newer_only]
+    if not usable and asked:
+        raise UsageError(
+            f"the database runs PostgreSQL {server_major}, and the server asked for is older, "
+            f"{found[0].describe()}: a dump restores only into a server at least as new"
+        )
     if not usable:
         raise UsageError(
             f"the database runs PostgreSQL {server_major}, and no server here is at least that new "
