@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import textwrap
 import time
@@ -286,7 +287,7 @@ def _readable_copy_of_the_package(shared: Path) -> tuple[Path, Path]:
     site = shared / "site-packages"
     source = shared / "src"
     shutil.copytree(
-        next((REPO / ".venv" / "lib").glob("python3*/site-packages")),
+        sysconfig.get_paths()["purelib"],  # this interpreter's: make's .venv, or a tox environment's
         site,
         symlinks=True,
         ignore=shutil.ignore_patterns(

@@ -336,9 +336,10 @@ def stage(installation: Installation) -> Installation:
         try:
             building.rename(staged)  # atomic: a concurrent worker's copy, or ours, wins whole
         except OSError:
-            shutil.rmtree(building, ignore_errors=True)
-        if not _trusted(staged):
-            raise UsageError(f"cannot stage a copy of {installation.describe()} in {staged}")
+            if _trusted(staged):
+                shutil.rmtree(building, ignore_errors=True)
+            else:  # the name is taken by something not ours: this process keeps its own copy
+                staged = building
     return Installation(
         staged / package / "pginstall" / "bin",
         installation.major,
