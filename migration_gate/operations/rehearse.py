@@ -7,8 +7,9 @@ ever read: every session on it (ours, pg_dump's, pg_dumpall's) runs with
 database (``pg_dump --format=custom``, with the database's own ACL and settings) are
 copied into a disposable PostgreSQL, where the playbook runs as its superuser with
 ``--yes`` implied (restoring there harms nothing). That server is of the source's major
-when one is installed here, else the nearest newer one, and the record says which. The change record is the playbook's,
-with a ``rehearsal`` section saying what was copied from where and how long it took.
+when one is installed here, else the nearest newer one, and the record says which. The
+change record is the playbook's, with a ``rehearsal`` section saying what was copied from
+where and how long it took.
 """
 
 from __future__ import annotations
