@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -14,7 +15,7 @@ from migration_gate.core import dsn, installations, settings
 from migration_gate.core.errors import EXIT_OK, EXIT_USAGE, GateError, UsageError
 from migration_gate.core.installations import parse_major
 from migration_gate.core.plan import load_plan
-from migration_gate.core.server import interrupt_on_sigterm
+from migration_gate.core.signals import interrupt_on_signals
 
 DEFAULT_MIGRATIONS_DIR = settings.default("migrations_dir")
 
@@ -95,7 +96,15 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     plan = load_plan(args.migrations_dir)
     target = dsn.describe(args.database)
     _say(f"migrating {target} from {args.migrations_dir}")
-    applied = runner.migrate(args.database, plan, args.from_, args.to, progress=_say)
+    applied = runner.migrate(
+        args.database,
+        plan,
+        args.from_,
+        args.to,
+        progress=_say,
+        lock_timeout=args.lock_timeout,
+        statement_timeout=args.statement_timeout,
+    )
     if args.statement_timings:
         for result in applied:
             for timing in result.statements:
@@ -122,7 +131,33 @@ def _add_migrate(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--statement-timings", action="store_true", help="also print each statement's duration"
     )
+    _add_lock_timeout(parser)
+    parser.add_argument(
+        "--statement-timeout",
+        type=_duration,
+        default="0",
+        metavar="DURATION",
+        help="stop any statement that runs longer (default 0: no limit)",
+    )
     parser.set_defaults(handler=cmd_migrate)
+
+
+def _duration(text: str) -> str:
+    """A PostgreSQL duration setting: 0, 500ms, 5s, 2min (a bare number is milliseconds)."""
+    if not re.fullmatch(r"\d+(\.\d+)?\s*(us|ms|s|min|h|d)?", text.strip()):
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 5s, 500ms, 2min; 0 waits forever)")
+    return text.strip()
+
+
+def _add_lock_timeout(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--lock-timeout",
+        type=_duration,
+        default=settings.default("lock_timeout"),
+        metavar="DURATION",
+        help="give up on a lock the application holds after this long, then retry the migration with "
+        "back-off, a few times within a budget (default 5s; 0 waits forever)",
+    )
 
 
 def cmd_serve_api(args: argparse.Namespace) -> int:
@@ -283,6 +318,8 @@ def cmd_playbook(args: argparse.Namespace) -> int:
         allow_active_sessions=args.allow_active_sessions,
         smoke=_smoke(args),
         smoke_skipped_because="--no-smoke",
+        lock_timeout=args.lock_timeout,
+        allowed_grantees=tuple(args.allowed_grantees),
     )
     record = playbook.run(options, _scrubbed_say(args.database), _confirmer(args.yes))
     return _conclude(record, args.database)
@@ -300,6 +337,7 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
         pg_ctl=args.pg_ctl,
         pg_version=args.pg_version,
         baseline=args.baseline,
+        allowed_grantees=tuple(args.allowed_grantees),
     )
     record = rehearse.rehearse(options, _scrubbed_say(args.source))
     return _conclude(record, args.source)
@@ -320,6 +358,15 @@ def cmd_restore(args: argparse.Namespace) -> int:
         )
     _say("restored and verified: the database is exactly what the backup holds (schema and data)")
     return EXIT_OK
+
+
+def _allowed_grantee(text: str) -> Any:
+    from migration_gate.checks.grantees import parse_allowed_grantee
+
+    try:
+        return parse_allowed_grantee(text)
+    except UsageError as exc:  # argparse says which option, then this one line
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--allowed-grantee ")) from None
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -346,6 +393,16 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         help="the smoke tests (default smoke/)",
     )
     parser.add_argument("--no-smoke", action="store_true", help="skip the smoke tests (the record says so)")
+    allowed = settings.setting("allowed_grantee")
+    parser.add_argument(
+        "--allowed-grantee",
+        dest="allowed_grantees",
+        action="append",
+        type=_allowed_grantee,
+        default=[],
+        metavar=allowed.metavar,
+        help=allowed.help,
+    )
 
 
 def _add_playbook(commands: argparse._SubParsersAction) -> None:
@@ -375,6 +432,7 @@ def _add_playbook(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="run although fluxolab_devmode sessions are connected",
     )
+    _add_lock_timeout(parser)
     _add_run_options(parser)
     parser.set_defaults(handler=cmd_playbook)
 
@@ -568,7 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    interrupt_on_sigterm()
+    interrupt_on_signals()
     secret_url = getattr(args, "database", None) or getattr(args, "source", None)
     try:
         return int(args.handler(args))

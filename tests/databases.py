@@ -14,6 +14,7 @@ import pytest
 from psycopg import sql
 
 from migration_gate.core import dsn
+from migration_gate.core.ledger import RUNS_TABLE
 from migration_gate.core.server import DisposableServer
 from migration_gate.operations.backup import script_lines
 
@@ -39,9 +40,13 @@ CONNECTION_PROBLEMS = [
 
 
 def full_dump(server: DisposableServer, url: str) -> list[str]:
-    """``pg_dump`` of schema AND data, as text lines (the per-run \\restrict key removed)."""
+    """``pg_dump`` of schema AND data, as text lines (the per-run \\restrict key removed).
+
+    Without the playbook's record of its runs (``migration_gate.runs``): written outside the
+    window, on purpose, so that a run killed outright is known to the next one.
+    """
     done = subprocess.run(
-        [server.binary("pg_dump"), "--no-password", f"--dbname={url}"],
+        [server.binary("pg_dump"), "--no-password", f"--exclude-table={RUNS_TABLE}", f"--dbname={url}"],
         capture_output=True,
         text=True,
         check=True,

@@ -10,6 +10,7 @@ own; ledger faults that are edits of files use a copy of migrations/.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,7 +20,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from migration_gate.checks import catalog, explain, invariants, ledger_check, privileges, structure
+from migration_gate.checks import catalog, explain, grantees, invariants, ledger_check, privileges, structure
 from migration_gate.checks.catalog import CheckContext, CheckSkipped
 from migration_gate.checks.failures import CheckFailed
 from migration_gate.checks.profile_audit import profile_audit
@@ -44,6 +45,8 @@ class Fault:
     sql: str  # injects it
     expect: str  # a piece of the failure message that shows the check found this very fault
     where: str = MIGRATED
+    # The privilege review: with this --allowed-grantee declared, the same grant passes.
+    allowed_by: str | None = None
 
 
 def _null_written(table: str) -> str:
@@ -60,6 +63,13 @@ def _on_identity_sequence(column: str, statement: str) -> str:
 
 
 OWN_DEFAULT = "(SELECT min(id) FROM users)"
+# Grants of the issue's faults, to roles the fault creates (and the tests declare).
+READ_SECRETS = "GRANT SELECT ON public.credentials TO gate_fault_reader"
+OPEN_ARCHIVE = (
+    "GRANT USAGE ON SCHEMA legacy_archive TO gate_fault_archivist;"
+    " GRANT SELECT ON ALL TABLES IN SCHEMA legacy_archive TO gate_fault_archivist"
+)
+FUTURE_TABLES_TO_ETL = "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO gate_fault_etl"
 FAULTS = [
     # Invariants: each breaks exactly one row.
     Fault(
@@ -122,6 +132,78 @@ FAULTS = [
         _null_written("activities"),
         "1 offending",
     ),
+    # Tenant isolation: a row moved into a workspace its user is not a member of.
+    *[
+        Fault(
+            f"{table}_outside_member_workspace",
+            "moved into another tenant's workspace",
+            f"UPDATE {table} x SET workspace_id = (SELECT w.id FROM workspaces w WHERE NOT EXISTS "
+            "(SELECT FROM workspace_members m WHERE m.workspace_id = w.id AND m.user_id = x.user_id) "
+            f"ORDER BY w.id LIMIT 1) WHERE x.id = (SELECT min(id) FROM {table} WHERE user_id IS NOT NULL)",
+            "1 offending row(s)",
+        )
+        for table in ("credentials", "webhook_registrations", "activities")
+    ],
+    Fault(
+        "activities_outside_member_workspace",
+        "its user removed from the workspace (the application's doing)",
+        "DELETE FROM workspace_members m USING activities a "
+        "WHERE m.workspace_id = a.workspace_id AND m.user_id = a.user_id "
+        "AND a.id = (SELECT min(a2.id) FROM activities a2 JOIN workspaces w ON w.id = a2.workspace_id "
+        "WHERE a2.user_id IS NOT NULL AND w.owner_id <> a2.user_id)",
+        "offending row(s)",
+    ),
+    Fault(
+        "cascading_foreign_keys_without_index",
+        "the index behind ON DELETE SET NULL dropped",
+        "DROP INDEX idx_activities_user",
+        "activities_user_id_fkey",
+    ),
+    Fault(
+        "cascading_foreign_keys_without_index",
+        "a cascading key served only by a partial index",
+        "DROP INDEX idx_credentials_workspace; CREATE INDEX idx_credentials_workspace ON credentials (workspace_id) "
+        "WHERE workspace_id > 0",
+        "credentials_workspace_id_fkey",
+    ),
+    Fault(
+        "cascading_foreign_keys_without_index",
+        "a new cascading key in legacy_archive without an index",
+        "ALTER TABLE legacy_archive.activities ADD CONSTRAINT archived_user_fkey "
+        "FOREIGN KEY (user_id) REFERENCES public.users ON DELETE CASCADE",
+        "archived_user_fkey",
+    ),
+    # Referential integrity: the workspace keys, missing, NOT VALID or elsewhere.
+    *[
+        fault
+        for r in structure.REQUIRED_FOREIGN_KEYS
+        for fault in (
+            Fault(
+                f"foreign_key[{r.label}]",
+                "foreign key dropped",
+                f"ALTER TABLE {r.table} DROP CONSTRAINT {r.table}_{r.column}_fkey",
+                "has no foreign key",
+            ),
+            Fault(
+                f"foreign_key[{r.label}]",
+                "foreign key re-added NOT VALID",
+                f"ALTER TABLE {r.table} DROP CONSTRAINT {r.table}_{r.column}_fkey; "
+                f"ALTER TABLE {r.table} ADD CONSTRAINT {r.table}_{r.column}_fkey FOREIGN KEY ({r.column}) "
+                "REFERENCES workspaces NOT VALID",
+                "only NOT VALID",
+            ),
+            Fault(
+                f"foreign_key[{r.label}]",
+                "foreign key pointing at another table",
+                "CREATE TABLE public.shadow_workspaces AS SELECT id FROM workspaces; "
+                "ALTER TABLE public.shadow_workspaces ADD PRIMARY KEY (id); "
+                f"ALTER TABLE {r.table} DROP CONSTRAINT {r.table}_{r.column}_fkey; "
+                f"ALTER TABLE {r.table} ADD CONSTRAINT {r.table}_{r.column}_fkey FOREIGN KEY ({r.column}) "
+                "REFERENCES public.shadow_workspaces",
+                "references public.shadow_workspaces(id), not public.workspaces(id)",
+            ),
+        )
+    ],
     # Indexes.
     *[
         fault
@@ -411,6 +493,140 @@ FAULTS = [
         "ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE USAGE ON SEQUENCES FROM fluxolab_devmode",
         "USAGE",
     ),
+    # The privilege review of every grantee: the issue's five grants first (docs/contract.md §5).
+    Fault(
+        "grantees[tables]",
+        "SELECT on the table of secrets for a role nobody declared",
+        f"CREATE ROLE gate_fault_reader; {READ_SECRETS}",
+        "table public.credentials: SELECT granted to gate_fault_reader",
+        allowed_by="gate_fault_reader:SELECT",
+    ),
+    *[
+        Fault(
+            f"grantees[{level}]",
+            "USAGE on legacy_archive and SELECT on its tables for another role",
+            f"CREATE ROLE gate_fault_archivist; {OPEN_ARCHIVE}",
+            expect,
+            allowed_by="gate_fault_archivist:USAGE,SELECT",
+        )
+        for level, expect in (
+            ("schemas", "schema legacy_archive: USAGE granted to gate_fault_archivist"),
+            ("tables", "table legacy_archive.webhook_registrations: SELECT granted to gate_fault_archivist"),
+        )
+    ],
+    Fault(
+        "grantees[columns]",
+        "SELECT (id, secret) on credentials for a support role",
+        "CREATE ROLE gate_fault_support; GRANT SELECT (id, secret) ON credentials TO gate_fault_support",
+        "column public.credentials.secret: SELECT granted to gate_fault_support",
+        allowed_by="gate_fault_support:select",
+    ),
+    Fault(
+        "grantees[default_privileges]",
+        "every future table of public handed to an ETL role",
+        f"CREATE ROLE gate_fault_etl; {FUTURE_TABLES_TO_ETL}",
+        "in schema public, future tables: SELECT granted to gate_fault_etl",
+        allowed_by="gate_fault_etl",
+    ),
+    Fault(
+        "grantees[schemas]",
+        "CREATE on schema public for a developer role",
+        "CREATE ROLE gate_fault_developer; GRANT CREATE ON SCHEMA public TO gate_fault_developer",
+        "schema public: CREATE granted to gate_fault_developer",
+        allowed_by="gate_fault_developer:CREATE",
+    ),
+    # And the rest of what the levels can hold.
+    Fault(
+        "grantees[sequences]",
+        "UPDATE (setval) on an identity sequence for another role",
+        "CREATE ROLE gate_fault_sequencer; "
+        + _on_identity_sequence("users.id", "GRANT UPDATE ON SEQUENCE %s TO gate_fault_sequencer"),
+        "sequence public.users_id_seq: UPDATE granted to gate_fault_sequencer",
+    ),
+    Fault(
+        "grantees[sequences]",
+        "USAGE on a sequence of legacy_archive for the application role",
+        "CREATE SEQUENCE legacy_archive.archive_batches; "
+        "GRANT USAGE ON SEQUENCE legacy_archive.archive_batches TO fluxolab_devmode",
+        "sequence legacy_archive.archive_batches: USAGE granted to fluxolab_devmode",
+    ),
+    Fault(
+        "grantees[tables]",
+        "SELECT on the archived payloads for PUBLIC",
+        "GRANT SELECT ON legacy_archive.activity_payloads TO PUBLIC",
+        "table legacy_archive.activity_payloads: SELECT granted to PUBLIC",
+        allowed_by="public:SELECT",
+    ),
+    Fault(
+        "grantees[tables]",
+        "a grant to a member of the application role (its own grant, not the role's)",
+        "CREATE ROLE gate_fault_app_login IN ROLE fluxolab_devmode; GRANT SELECT ON users TO gate_fault_app_login",
+        "table public.users: SELECT granted to gate_fault_app_login",
+    ),
+    Fault(
+        "grantees[tables]",
+        "the application role's own SELECT made grantable",
+        "GRANT SELECT ON credentials TO fluxolab_devmode WITH GRANT OPTION",
+        "table public.credentials: SELECT WITH GRANT OPTION granted to fluxolab_devmode",
+    ),
+    Fault(
+        "grantees[tables]",
+        "a view of public readable by another role",
+        "CREATE ROLE gate_fault_viewer; CREATE VIEW public.secrets_view AS SELECT secret FROM credentials;"
+        " GRANT SELECT ON public.secrets_view TO gate_fault_viewer",
+        "view public.secrets_view: SELECT granted to gate_fault_viewer",
+    ),
+    # has_table_privilege does not see a column grant: only the review does.
+    Fault(
+        "grantees[columns]",
+        "an archived payload column readable by the application role",
+        "GRANT SELECT (payload) ON legacy_archive.activities TO fluxolab_devmode",
+        "column legacy_archive.activities.payload: SELECT granted to fluxolab_devmode",
+    ),
+    Fault(
+        "grantees[columns]",
+        "UPDATE on a column for PUBLIC",
+        "GRANT UPDATE (name) ON users TO PUBLIC",
+        "column public.users.name: UPDATE granted to PUBLIC",
+    ),
+    Fault(
+        "grantees[schemas]",
+        "USAGE on legacy_archive for PUBLIC",
+        "GRANT USAGE ON SCHEMA legacy_archive TO PUBLIC",
+        "schema legacy_archive: USAGE granted to PUBLIC",
+    ),
+    Fault(
+        "grantees[schemas]",
+        "the application role's USAGE on public made grantable",
+        "GRANT USAGE ON SCHEMA public TO fluxolab_devmode WITH GRANT OPTION",
+        "schema public: USAGE WITH GRANT OPTION granted to fluxolab_devmode",
+    ),
+    Fault(
+        "grantees[default_privileges]",
+        "future tables of every schema (legacy_archive too) for the application role",
+        "ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO fluxolab_devmode",
+        "in every schema, future tables: SELECT granted to fluxolab_devmode",
+    ),
+    Fault(
+        "grantees[default_privileges]",
+        "future tables of legacy_archive for the application role",
+        "ALTER DEFAULT PRIVILEGES IN SCHEMA legacy_archive GRANT SELECT ON TABLES TO fluxolab_devmode",
+        "in schema legacy_archive, future tables: SELECT granted to fluxolab_devmode",
+    ),
+    Fault(
+        "grantees[default_privileges]",
+        "another owner's future sequences handed to a role",
+        "CREATE ROLE gate_fault_loader; CREATE ROLE gate_fault_batch;"
+        " ALTER DEFAULT PRIVILEGES FOR ROLE gate_fault_loader IN SCHEMA public"
+        " GRANT USAGE ON SEQUENCES TO gate_fault_batch",
+        "default privileges of gate_fault_loader in schema public, future sequences: USAGE granted to gate_fault_batch",
+    ),
+    Fault(
+        "grantees[default_privileges]",
+        "future functions of every schema executable by another role",
+        "CREATE ROLE gate_fault_caller; ALTER DEFAULT PRIVILEGES GRANT EXECUTE ON FUNCTIONS TO gate_fault_caller",
+        "in every schema, future functions: EXECUTE granted to gate_fault_caller",
+    ),
     # The ledger, from the database's side (file-side faults below).
     Fault(
         "ledger",
@@ -544,6 +760,57 @@ def test_check_fails_on_its_fault(request: pytest.FixtureRequest, fault: Fault) 
     failure = run_check(fault.check, ctx)
     assert failure is not None, f"{fault.check} passed although {fault.what}"
     assert fault.expect in str(failure), str(failure)
+
+
+GRANTEE_FAULTS = [fault for fault in FAULTS if fault.allowed_by is not None]
+
+
+def _declaring(ctx: CheckContext, *declarations: str) -> CheckContext:
+    """The same connection, with roles declared as --allowed-grantee declares them."""
+    return dataclasses.replace(ctx, allowed_grantees=grantees.parse_allowed_grantees(declarations))
+
+
+@pytest.mark.parametrize(
+    "fault", GRANTEE_FAULTS, ids=[f"{fault.check}: {fault.allowed_by}" for fault in GRANTEE_FAULTS]
+)
+def test_a_declared_grantee_makes_the_same_grant_pass(context: CheckContext, fault: Fault) -> None:
+    assert fault.allowed_by is not None
+    context.conn.execute(fault.sql.encode())
+    assert run_check(fault.check, context) is not None, "the grant passes even undeclared"
+    failure = run_check(fault.check, _declaring(context, "someone_else", fault.allowed_by))
+    assert failure is None, str(failure)
+
+
+def test_a_grantee_declared_for_some_privileges_is_refused_any_other(context: CheckContext) -> None:
+    context.conn.execute(
+        "CREATE ROLE gate_fault_reporting; GRANT SELECT, INSERT ON credentials TO gate_fault_reporting;"
+        " GRANT SELECT ON users TO gate_fault_reporting WITH GRANT OPTION"
+    )
+    failure = run_check("grantees[tables]", _declaring(context, "gate_fault_reporting:SELECT"))
+    assert failure is not None and failure.count == 2, str(failure)
+    refused = dict(failure.sections)["grants not allowed"].splitlines()
+    assert refused == [
+        "table public.credentials: INSERT granted to gate_fault_reporting (by postgres)",
+        # A declared privilege is the privilege alone: handing it on is more.
+        "table public.users: SELECT WITH GRANT OPTION granted to gate_fault_reporting (by postgres)",
+    ]
+    assert "declared with --allowed-grantee: gate_fault_reporting:SELECT" in str(failure)
+    assert run_check("grantees[tables]", _declaring(context, "gate_fault_reporting")) is None
+
+
+def test_maintain_is_reviewed_where_the_server_has_it(context: CheckContext) -> None:
+    if context.conn.info.server_version < privileges.MAINTAIN_FROM_SERVER_VERSION:
+        pytest.skip("MAINTAIN is a table privilege from PostgreSQL 17 on; this server is older")
+    context.conn.execute(
+        "CREATE ROLE gate_fault_janitor; GRANT MAINTAIN ON activities TO gate_fault_janitor, fluxolab_devmode"
+    )
+    review = run_check("grantees[tables]", context)
+    assert review is not None and "table public.activities: MAINTAIN granted to gate_fault_janitor" in str(
+        review
+    )
+    assert "table public.activities: MAINTAIN granted to fluxolab_devmode" in str(review)
+    effective = run_check("table_privileges[activities]", context)
+    assert effective is not None and "extra" in str(effective) and "MAINTAIN" in str(effective)
 
 
 def test_invariant_failure_reports_count_capped_sample_with_keys_and_sql(context: CheckContext) -> None:

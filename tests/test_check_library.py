@@ -20,6 +20,10 @@ FIXED_NAMES = {
     "webhook_events_without_workspace": 8,
     "webhook_event_workspace_mismatch": 8,
     "activities_without_workspace": 8,
+    "credentials_outside_member_workspace": 7,
+    "webhook_registrations_outside_member_workspace": 8,
+    "activities_outside_member_workspace": 8,
+    "cascading_foreign_keys_without_index": 1,
 }
 
 

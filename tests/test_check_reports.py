@@ -102,7 +102,7 @@ def test_an_existing_database_with_a_fault_and_an_edited_migration_fails_by_name
         timeout=300,
     )
     output = result.stdout.str()
-    result.assert_outcomes(passed=7, failed=2)
+    result.assert_outcomes(passed=11, failed=2)
     assert "FAILED checks/test_gate.py::test_check[webhook_event_workspace_mismatch-current]" in output
     assert re.search(rf"E\s+{moved[0]}\s+\|", output), "the moved event's id is in the sample"
     assert "FAILED checks/test_gate.py::test_check[ledger-current]" in output
@@ -117,6 +117,9 @@ def test_on_an_existing_database_checks_its_ledger_has_not_reached_are_skipped_w
         "checks/test_gate.py",
         "-m",
         "invariant",
+        # At 006 the cascading keys 005 added have no index yet (007 and 008 build them): a true finding.
+        "-k",
+        "not cascading_foreign_keys",
         "--database-url",
         url,
         "--migrations-dir",
@@ -125,7 +128,7 @@ def test_on_an_existing_database_checks_its_ledger_has_not_reached_are_skipped_w
         timeout=300,
     )
     output = result.stdout.str()
-    result.assert_outcomes(passed=3, skipped=5)
+    result.assert_outcomes(passed=3, skipped=8)
     assert "credentials_without_workspace holds from 007; the ledger of this database is at 006" in output
     assert "activities_without_workspace holds from 008; the ledger of this database is at 006" in output
 
@@ -170,3 +173,111 @@ def test_under_xdist_each_workers_migration_timings_reach_the_summary(
         )
         assert section is not None, output
         assert re.search(r"^008_webhooks_activities_alignment\.sql +\d+\.\d{3} s$", section.group(1), re.M)
+
+
+@pytest.mark.parametrize(
+    ("migration", "failing", "shown"),
+    [
+        (
+            "UPDATE public.credentials SET workspace_id = (SELECT min(id) FROM public.workspaces);",
+            "credentials_outside_member_workspace",
+            r"credentials_outside_member_workspace: \d+ offending row\(s\) at after_009",
+        ),
+        (
+            "UPDATE public.activities a SET workspace_id = (SELECT min(w.id) FROM public.workspaces w "
+            "WHERE w.owner_id <> a.user_id) WHERE a.user_id IS NOT NULL;",
+            "activities_outside_member_workspace",
+            r"activity_id \| user_id \| workspace_id",
+        ),
+        (
+            "ALTER TABLE public.activities DROP CONSTRAINT activities_workspace_id_fkey;",
+            "foreign_key[activities.workspace_id]",
+            r"public\.activities\.workspace_id has no foreign key",
+        ),
+    ],
+    ids=["credentials moved into one tenant", "activities moved across tenants", "workspace key dropped"],
+)
+def test_a_009_that_breaks_tenant_isolation_or_a_workspace_key_fails_the_gate_by_name(
+    pytester: pytest.Pytester, gate_project: Path, migration: str, failing: str, shown: str
+) -> None:
+    migrations = gate_project / "migrations"
+    shutil.copytree(REPO / "migrations", migrations)
+    (migrations / "009_pull_request.sql").write_text(migration + "\n")
+    result = pytester.runpytest_subprocess(
+        "checks/test_gate.py",
+        "-m",
+        "invariant or integrity",
+        "--migrations-dir",
+        str(migrations),
+        "--legacy-seed",
+        str(REPO / "fixtures" / "legacy_seed.sql"),
+        "-rf",
+        timeout=300,
+    )
+    output = result.stdout.str()
+    assert result.ret == 1, output
+    failed = {
+        line.split("::", 1)[1].split(" ", 1)[0] for line in output.splitlines() if line.startswith("FAILED")
+    }
+    # The last checkpoint is named after the pull request's migration: a reader is told 009 broke it.
+    assert failed == {f"test_check[{failing}-after_009]"}, output
+    assert re.search(shown, output), output
+
+
+def test_the_pull_request_summary_has_durations_locks_counts_and_failures(
+    pytester: pytest.Pytester, gate_project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Written to $GITHUB_STEP_SUMMARY (appended: a job's steps share it), under xdist too."""
+    migrations = gate_project / "migrations"
+    shutil.copytree(REPO / "migrations", migrations)
+    defaults = migrations / "006_workspace_defaults.sql"
+    defaults.write_text(defaults.read_text() + NULL_ONE_DEFAULT)
+    step_summary = gate_project / "step-summary.md"
+    step_summary.write_text("# an earlier step's summary\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step_summary))
+
+    result = pytester.runpytest_subprocess(
+        "checks/test_gate.py",
+        "-m",
+        "invariant",
+        "-n",
+        "2",
+        "--migrations-dir",
+        str(migrations),
+        "--legacy-seed",
+        str(REPO / "fixtures" / "legacy_seed.sql"),
+        timeout=300,
+    )
+    assert result.ret == 1, result.stdout.str()
+    text = step_summary.read_text()
+    assert text.startswith("# an earlier step's summary\n## migration-gate: failed (3 test(s))"), text
+    # Each migration's duration, and the locks it held on tables that existed before it.
+    assert re.search(
+        r"^\| `008_webhooks_activities_alignment\.sql` \| \d+\.\d{3} \| .*activities \d+\.\d{3} s", text, re.M
+    )
+    assert re.search(
+        r"^\| `005_workspace_scoping\.sql` \| \d+\.\d{3} \| .*credentials \d+\.\d{3} s", text, re.M
+    )
+    assert re.search(r"^\| `001_init\.sql` \| \d+\.\d{3} \| none \|$", text, re.M), "a new table is no outage"
+    # Every invariant at each checkpoint where it holds.
+    assert re.search(r"^\| `users_without_default_workspace` \| 1 \| 1 \| 1 \|$", text, re.M), text
+    assert re.search(r"^\| `credentials_without_workspace` \| - \| 0 \| 0 \|$", text, re.M), text
+    # The failures, with their first lines.
+    assert (
+        "- `checks/test_gate.py::test_check[users_without_default_workspace-after_006]`: "
+        "users_without_default_workspace: 1 offending row(s) at after_006" in text
+    ), text
+
+
+def test_summary_writes_the_file_it_is_given(pytester: pytest.Pytester, gate_project: Path) -> None:
+    target = gate_project / "out" / "summary.md"
+    target.parent.mkdir()
+    target.write_text("stale\n")
+    result = pytester.runpytest_subprocess(
+        "checks/test_gate.py", "-m", "ledger", "--summary", str(target), "--migrations-dir", str(REPO / "migrations"),
+        "--legacy-seed", str(REPO / "fixtures" / "legacy_seed.sql"), timeout=300,
+    )  # fmt: skip
+    assert result.ret == 0, result.stdout.str()
+    text = target.read_text()
+    assert text.startswith("## migration-gate: passed"), text
+    assert "### Failed checks (0)" in text and "stale" not in text

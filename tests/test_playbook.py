@@ -21,7 +21,6 @@ import psycopg
 import pytest
 
 from migration_gate.checks import catalog
-from migration_gate.checks.invariants import load as load_invariants
 from migration_gate.core import dsn
 from migration_gate.core.plan import split
 from migration_gate.operations import backup, fingerprint
@@ -29,7 +28,6 @@ from migration_gate.plugin.databases import CheckpointDatabases
 from tests.conftest import REPO, Run
 from tests.databases import CONNECTION_PROBLEMS, PasswordRole, full_dump, password_role
 
-INVARIANTS = {inv.name: inv.from_version for inv in load_invariants(REPO / "checks")}
 MIGRATION_008 = "008_webhooks_activities_alignment.sql"
 
 
@@ -125,7 +123,8 @@ def test_the_playbook_migrates_validates_and_writes_the_change_record(
     # every invariant counted at every checkpoint it holds at, all zero
     assert list(record["checkpoints"]) == ["after_006", "after_007", "after_008"]
     for checkpoint, version in (("after_006", 6), ("after_007", 7), ("after_008", 8)):
-        expected = {name for name, holds_from in INVARIANTS.items() if holds_from <= version}
+        due = catalog.at_checkpoint(catalog.load(REPO / "checks"), version, last=version == 8)
+        expected = {check.name for check in due if check.invariant is not None}
         assert set(record["checkpoints"][checkpoint]) == expected
         assert set(record["checkpoints"][checkpoint].values()) == {0}
     assert set(record["profile_audit"]) == {"after_006", "after_007", "after_008"}
@@ -228,7 +227,10 @@ def test_a_failure_in_the_last_statement_of_008_rolls_everything_back(
 
 # Passes every in-transaction check (the index exists, is valid, leads with workspace_id),
 # but no plan can use a partial index WHERE false: found only after the commit.
+# The contract's index made partial, so no query can use it; another index keeps serving the
+# cascading foreign key, so only the plans (after the commit) can tell.
 UNUSABLE_INDEX = (
+    "CREATE INDEX credentials_workspace_for_the_cascade ON credentials (workspace_id);\n"
     "DROP INDEX idx_credentials_workspace;\n"
     "CREATE INDEX idx_credentials_workspace ON credentials (workspace_id) WHERE false;\n"
 )

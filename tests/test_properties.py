@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import collections
-import json
+import re
+import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, note, settings
+from hypothesis import HealthCheck, given, settings
 
 from migration_gate.checks import invariants
 from migration_gate.core import runner
@@ -35,6 +36,8 @@ from migration_gate.data.properties import PropertyHarness, PropertyViolation
 from migration_gate.data.strategies import legacy_datasets
 from migration_gate.plugin import hypothesis_profiles
 from tests.conftest import REPO
+
+pytest_plugins = ("pytester",)
 
 # The digit rule of 008, and a wrong one that lets spaces around the digits through
 # (bigint's input ignores them, so " 3" would name workspace 3).
@@ -210,48 +213,80 @@ def test_the_real_migrations_pass_and_each_example_rolls_back(
     assert row is not None and row[0] == 0
 
 
-def test_a_wrong_digit_rule_fails_the_property(harness_for: dict[str, PropertyHarness]) -> None:
+def test_a_wrong_digit_rule_fails_the_property_with_a_sentence_per_row(
+    harness_for: dict[str, PropertyHarness],
+) -> None:
     with pytest.raises(PropertyViolation) as failure:
         harness_for["broken"].check(SPACED_DIGITS)
     message = str(failure.value)
     # Activity 400 belongs in user 1's default (3), 401 in the archive; the wrong rule puts them in 4 and 3.
-    assert "activities id → (model, database)" in message
-    assert "400: (3, 4)" in message and "401: ('archived', 3)" in message
-
-
-def test_hypothesis_finds_the_wrong_digit_rule_and_prints_the_dataset_as_sql(
-    harness_for: dict[str, PropertyHarness],
-) -> None:
-    harness = harness_for["broken"]
-    failing: list[LegacyDataset] = []
-
-    # No explain phase: it would replay a hundred more examples after the shrink.
-    @settings(
-        max_examples=150,
-        derandomize=True,
-        database=None,
-        phases=[Phase.generate, Phase.shrink],
-        suppress_health_check=list(HealthCheck),
+    assert "activity 400: the rules place it in workspace 3; the migrations put it in workspace 4" in message
+    assert (
+        "activity 401: the rules place it in legacy_archive; the migrations put it in workspace 3" in message
     )
-    @given(dataset=legacy_datasets())
-    def property_(dataset: LegacyDataset) -> None:
-        note(dataset.to_sql())
-        try:
-            harness.check(dataset)
-        except PropertyViolation:
-            failing.append(dataset)
-            raise
+    assert "after the migrations ran (005_workspace_scoping.sql, " in message
 
-    with pytest.raises(PropertyViolation) as failure:
-        property_()
-    shrunk = failing[-1]  # Hypothesis replays the shrunk example last
-    notes = "\n".join(getattr(failure.value, "__notes__", []))
-    assert shrunk.to_sql() in notes, "the falsifying dataset must be printed as SQL"
-    assert "INSERT INTO activities" in notes
-    # Shrunk to the point: one activity whose payload is digits with padding.
-    assert len(shrunk.activities) == 1, shrunk
-    value = json.loads(shrunk.activities[0].payload or "{}").get("workspace_id")
-    assert isinstance(value, str) and value != value.strip(" ") and value.strip(" ").isdigit(), shrunk
+
+def _gate_project(pytester: pytest.Pytester, break_008: Callable[[str], str]) -> Path:
+    """A copy of checks/ and of migrations/ with 008 broken by ``break_008``."""
+    shutil.copytree(REPO / "checks", pytester.path / "checks", ignore=shutil.ignore_patterns("__pycache__"))
+    migrations = pytester.path / "migrations"
+    shutil.copytree(REPO / "migrations", migrations)
+    path = next(migrations.glob("008_*.sql"))
+    path.write_text(break_008(path.read_text(encoding="utf-8")), encoding="utf-8")
+    pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\n")
+    return migrations
+
+
+def _run_properties(pytester: pytest.Pytester, migrations: Path) -> list[str]:
+    result = pytester.runpytest_subprocess(
+        "checks/test_properties.py", "--migrations-dir", str(migrations), timeout=600
+    )
+    assert result.ret == 1, result.stdout.str()
+    return result.stdout.lines
+
+
+def test_a_property_failure_prints_sentences_and_the_dataset_as_sql_in_under_100_lines(
+    pytester: pytest.Pytester,
+) -> None:
+    def wrong_digit_rule(sql: str) -> str:
+        assert sql.count(DIGIT_RULE) == 1, "008 changed: update DIGIT_RULE so this test still breaks it"
+        return sql.replace(DIGIT_RULE, WRONG_DIGIT_RULE)
+
+    lines = _run_properties(pytester, _gate_project(pytester, wrong_digit_rule))
+    output = "\n".join(lines)
+    assert len(lines) < 100, output
+    assert "008_webhooks_activities_alignment.sql)" in output, "the migrations that ran"
+    assert re.search(
+        r"activity \d+: the rules place it in (legacy_archive|workspace \d+); the migrations put it in workspace \d+",
+        output,
+    ), output
+    assert "INSERT INTO activities (id, user_id, action, payload) VALUES" in output, "the dataset as SQL"
+    # Shrunk to the point: digits with padding around them.
+    assert re.search(r'"workspace_id": "( +\d+ *| *\d+ +)"', output), output
+    # No repr of the harness, of a Migration or of the files' SQL.
+    for leak in ("Migration(", "PropertyHarness(", "sql=", "-- 008:", "HypothesisWarning"):
+        assert leak not in output, f"{leak!r} in the output"
+
+
+def test_a_migration_that_errors_on_a_dataset_prints_the_file_line_and_error_not_its_text(
+    pytester: pytest.Pytester,
+) -> None:
+    def fail_on_anonymous_activities(sql: str) -> str:
+        return sql + (
+            "\nDO $$ BEGIN IF EXISTS (SELECT FROM activities WHERE user_id IS NULL) THEN "
+            "RAISE EXCEPTION 'anonymous activity'; END IF; END $$;\n"
+        )
+
+    lines = _run_properties(pytester, _gate_project(pytester, fail_on_anonymous_activities))
+    output = "\n".join(lines)
+    assert len(lines) < 100, output
+    assert re.search(
+        r"a migration failed on this dataset: 008_webhooks_activities_alignment\.sql:\d+: ERROR: anonymous activity",
+        output,
+    ), output
+    for leak in ("Migration(", "PropertyHarness(", "sql=", "-- 008:"):
+        assert leak not in output, f"{leak!r} in the output"
 
 
 def test_profiles_are_registered_with_ci_at_least_100_examples() -> None:

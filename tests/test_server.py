@@ -235,8 +235,9 @@ def test_sigterm_stops_the_server_and_removes_its_files(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
         import sys, time
-        from migration_gate.core.server import DisposableServer, interrupt_on_sigterm
-        interrupt_on_sigterm()
+        from migration_gate.core.server import DisposableServer
+        from migration_gate.core.signals import interrupt_on_signals
+        interrupt_on_signals()
         with DisposableServer() as disposable:
             pid = open(disposable.base / "data" / "postmaster.pid").readline().strip()
             print(disposable.base, pid, flush=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psycopg
 
-from migration_gate.checks import explain, invariants, ledger_check, privileges, structure
+from migration_gate.checks import explain, grantees, invariants, ledger_check, privileges, structure
 from migration_gate.core.contract import LEGACY_TABLES, PUBLIC_TABLES
 from migration_gate.core.plan import Migration
 
@@ -29,7 +29,7 @@ EVERY = "every"  # at each of them (after_006, after_007, after_NNN)
 LAST = "last"  # only where the application meets the database: the last one
 VOLUME = "volume"  # where the planner's choice means something: a realistic volume, after ANALYZE
 
-KINDS = ("invariant", "structure", "conservation", "index", "privilege", "ledger")
+KINDS = ("invariant", "structure", "integrity", "conservation", "index", "privilege", "ledger")
 
 
 class CheckSkipped(Exception):
@@ -71,6 +71,8 @@ class CheckContext:
     migrations_dir: str = ""
     # The generated volume is sized for plans to mean something; any other data may be too small.
     realistic_volume: bool = False
+    # Roles the operator declares may hold privileges (--allowed-grantee), for the privilege review.
+    allowed_grantees: tuple[grantees.AllowedGrantee, ...] = ()
 
     def snapshot(self) -> LegacySnapshot:
         if self.legacy is None:
@@ -118,6 +120,7 @@ def _invariant(invariant: invariants.Invariant) -> Check:
         "invariant",
         f"any row: {invariant.meaning}",
         lambda ctx: invariants.check(ctx.conn, invariant, ctx.where),
+        at=LAST if invariant.at == "last" else EVERY,
         invariant=invariant,
     )
 
@@ -129,6 +132,16 @@ def _not_null(required: structure.RequiredColumn) -> Check:
         "structure",
         f"public.{required.label} missing or nullable",
         lambda ctx: structure.check_not_null(ctx.conn, required),
+    )
+
+
+def _foreign_key(required: structure.RequiredForeignKey) -> Check:
+    return Check(
+        f"foreign_key[{required.label}]",
+        required.from_version,
+        "integrity",
+        f"public.{required.label} has no validated foreign key to {required.references}(id)",
+        lambda ctx: structure.check_foreign_key(ctx.conn, required),
     )
 
 
@@ -212,6 +225,19 @@ def _other_relations(ctx: CheckContext) -> object:
     return privileges.check_every_relation(ctx.conn, "public", skip=skip)
 
 
+def _grantees(level: grantees.Level) -> Check:
+    """One level of the privilege review of every grantee (docs/contract.md §5)."""
+    return Check(
+        level.check,
+        3,
+        "privilege",
+        f"a grant {level.where} to a role other than the owner, "
+        f"{privileges.APP_ROLE} within its contract, or an --allowed-grantee",
+        lambda ctx: level.review(ctx.conn, ctx.allowed_grantees),
+        at=LAST,
+    )
+
+
 def builtin_checks() -> list[Check]:
     """Every entry that is not a SQL file: structure, conservation, indexes, privileges, the ledger."""
     role = privileges.APP_ROLE
@@ -245,6 +271,7 @@ def builtin_checks() -> list[Check]:
             "legacy_archive or one of its tables or columns is missing",
             lambda ctx: structure.check_archive_present(ctx.conn),
         ),
+        *(_foreign_key(required) for required in structure.REQUIRED_FOREIGN_KEYS),
         *(_conservation(table) for table in LEGACY_TABLES),
         Check(
             "conservation[activity_payloads]",
@@ -313,6 +340,7 @@ def builtin_checks() -> list[Check]:
             lambda ctx: privileges.check_default_privileges(ctx.conn),
             at=LAST,
         ),
+        *(_grantees(level) for level in grantees.LEVELS),
         Check(
             "ledger",
             1,

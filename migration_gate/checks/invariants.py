@@ -7,8 +7,10 @@ Each file in ``checks/`` starts with a header::
     -- meaning: users with no default workspace
 
 followed by one SELECT returning the offending rows, keys first. The name is the file's
-own (``<name>.sql``), ``from`` the migration from which the invariant holds. Adding a
-check is adding a file; a malformed one is refused with one line naming the file.
+own (``<name>.sql``), ``from`` the migration from which the invariant holds. An optional
+``-- at: last`` checks it only at the last checkpoint (where the application meets the
+schema) instead of at every checkpoint from ``from``. Adding a check is adding a file; a
+malformed one is refused with one line naming the file.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from migration_gate.core.plan import split
 
 SAMPLE_SIZE = 10
 HEADER_KEYS = ("name", "from", "meaning")
+OPTIONAL_KEYS = ("at",)
+AT_VALUES = ("every", "last")
 _HEADER_LINE = re.compile(r"^--\s*(?P<key>[a-z_]+)\s*:\s*(?P<value>.*?)\s*$")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -41,6 +45,13 @@ class Invariant:
     meaning: str
     sql: str = field(repr=False)  # the SELECT of the offending rows, header and final ';' removed
     path: Path = field(repr=False)
+    at: str = "every"  # or "last": only at the last checkpoint
+
+    def __repr__(self) -> str:
+        return f"Invariant({self.name})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
 
 
 @dataclass(frozen=True)
@@ -89,7 +100,7 @@ def parse(path: Path) -> Invariant:
     index = 0
     while index < len(lines) and lines[index].lstrip().startswith("--"):
         match = _HEADER_LINE.match(lines[index].strip())
-        if match and match["key"] in HEADER_KEYS:
+        if match and match["key"] in (*HEADER_KEYS, *OPTIONAL_KEYS):
             if match["key"] in header:
                 raise InvariantFileError(f"{path}: header repeats '{match['key']}:'")
             header[match["key"]] = match["value"]
@@ -107,6 +118,9 @@ def parse(path: Path) -> Invariant:
         )
     if not re.fullmatch(r"\d{3}", header["from"]):
         raise InvariantFileError(f"{path}: 'from: {header['from']}' must be a migration number such as 006")
+    at = header.get("at", "every")
+    if at not in AT_VALUES:
+        raise InvariantFileError(f"{path}: 'at: {at}' must be one of {', '.join(AT_VALUES)}")
     # The header's lines stay as blank lines, so a parse error names the file's own line.
     sql = "\n" * index + "\n".join(body_lines)
     try:
@@ -115,7 +129,9 @@ def parse(path: Path) -> Invariant:
         raise InvariantFileError(str(exc)) from None
     if len(statements) != 1 or not re.match(r"(?is)^\s*(WITH|SELECT)\b", statements[0].sql):
         raise InvariantFileError(f"{path}: the body must be exactly one SELECT of the offending rows")
-    return Invariant(header["name"], int(header["from"]), header["meaning"], statements[0].sql.strip(), path)
+    return Invariant(
+        header["name"], int(header["from"]), header["meaning"], statements[0].sql.strip(), path, at
+    )
 
 
 def load(directory: Path | str) -> list[Invariant]:

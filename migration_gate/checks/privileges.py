@@ -18,6 +18,8 @@ from migration_gate.checks.failures import CheckFailed, format_list
 from migration_gate.core.contract import APP_ROLE, ARCHIVE_SCHEMA, PUBLIC_TABLES
 
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+# PostgreSQL 17 adds MAINTAIN (VACUUM, ANALYZE, REINDEX, ...); older servers refuse the name.
+MAINTAIN_FROM_SERVER_VERSION = 170000
 SEQUENCE_PRIVILEGES = ("USAGE", "SELECT", "UPDATE")
 SCHEMA_PRIVILEGES = ("USAGE", "CREATE")
 # TEMPORARY is left out: PostgreSQL grants it to PUBLIC by default and it reaches no data.
@@ -98,6 +100,16 @@ def _with_grant_options(privileges: Iterable[str]) -> list[str]:
     return names + [f"{name} WITH GRANT OPTION" for name in names]
 
 
+def table_privilege_names(conn: psycopg.Connection) -> tuple[str, ...]:
+    """The table privileges this server knows: MAINTAIN too from PostgreSQL 17, so a grant of it is seen."""
+    maintain = conn.info.server_version >= MAINTAIN_FROM_SERVER_VERSION
+    return (*TABLE_PRIVILEGES, "MAINTAIN") if maintain else TABLE_PRIVILEGES
+
+
+def _sql_array(names: Iterable[str]) -> str:
+    return "ARRAY[" + ",".join(f"'{name}'" for name in names) + "]"
+
+
 def _held(
     conn: psycopg.Connection, function: str, target: str, params: dict[str, object], privileges: Iterable[str]
 ) -> frozenset[str]:
@@ -133,7 +145,9 @@ def table_privileges(
     oid = _relation_oid(conn, schema, table)
     if oid is None:
         return NOTHING
-    return _held(conn, "has_table_privilege", "%(oid)s::oid", {"role": role, "oid": oid}, TABLE_PRIVILEGES)
+    return _held(
+        conn, "has_table_privilege", "%(oid)s::oid", {"role": role, "oid": oid}, table_privilege_names(conn)
+    )
 
 
 def sequence_privileges(
@@ -178,7 +192,9 @@ def check_table(conn: psycopg.Connection, table: str, schema: str = "public") ->
     _require_relation(conn, schema, table, "table")
     diff = PrivilegeDiff(f"table {schema}.{table}", DESIRED_TABLE, table_privileges(conn, table, schema))
     _fail_unless_exact(
-        f"{schema}.{table}", [diff], _rerun_relation(schema, table, "has_table_privilege", TABLE_PRIVILEGES)
+        f"{schema}.{table}",
+        [diff],
+        _rerun_relation(schema, table, "has_table_privilege", table_privilege_names(conn)),
     )
     return diff
 
@@ -237,7 +253,7 @@ def check_every_relation(
     ]
     rerun = (
         "SELECT c.relname, c.relkind, p, has_table_privilege('fluxolab_devmode', c.oid, p)\n"
-        "FROM pg_class c CROSS JOIN unnest(ARRAY['SELECT','INSERT','UPDATE','DELETE','TRUNCATE','REFERENCES','TRIGGER']) p\n"
+        f"FROM pg_class c CROSS JOIN unnest({_sql_array(table_privilege_names(conn))}) p\n"
         f"WHERE c.relnamespace = '{schema}'::regnamespace AND c.relkind IN ('r','p','v','m','f') ORDER BY 1, 3;"
     )
     _fail_unless_exact(f"every relation in {schema}", diffs, rerun)
@@ -304,7 +320,7 @@ def check_archive_closed(conn: psycopg.Connection) -> list[PrivilegeDiff]:
         f"SELECT has_schema_privilege('{APP_ROLE}', '{ARCHIVE_SCHEMA}', 'USAGE'),"
         f" has_schema_privilege('{APP_ROLE}', '{ARCHIVE_SCHEMA}', 'CREATE');\n"
         f"SELECT c.relname, p, has_table_privilege('{APP_ROLE}', c.oid, p)\n"
-        "FROM pg_class c CROSS JOIN unnest(ARRAY['SELECT','INSERT','UPDATE','DELETE','TRUNCATE','REFERENCES','TRIGGER']) p\n"
+        f"FROM pg_class c CROSS JOIN unnest({_sql_array(table_privilege_names(conn))}) p\n"
         f"WHERE c.relnamespace = '{ARCHIVE_SCHEMA}'::regnamespace AND c.relkind IN ('r','p','v','m','f') ORDER BY 1, 2;"
     )
     _fail_unless_exact(ARCHIVE_SCHEMA, diffs, rerun)

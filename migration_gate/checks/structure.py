@@ -33,6 +33,44 @@ NOT_NULL_COLUMNS = (
     RequiredColumn("activities", "workspace_id", 8),
 )
 
+
+@dataclass(frozen=True)
+class RequiredForeignKey:
+    """A column the contract says references ``workspaces(id)``, and the migration that adds the key."""
+
+    table: str
+    column: str
+    from_version: int
+    references: str = "workspaces"
+
+    @property
+    def label(self) -> str:
+        return f"{self.table}.{self.column}"
+
+
+# docs/contract.md §4.4: the workspace-scoped tables (005) and the users' default (006).
+REQUIRED_FOREIGN_KEYS = (
+    RequiredForeignKey("credentials", "workspace_id", 5),
+    RequiredForeignKey("webhook_registrations", "workspace_id", 5),
+    RequiredForeignKey("webhook_events", "workspace_id", 5),
+    RequiredForeignKey("activities", "workspace_id", 5),
+    RequiredForeignKey("users", "default_workspace_id", 6),
+)
+
+FOREIGN_KEYS_SQL = """
+SELECT c.conname AS constraint_name,
+       (SELECT format('%%I.%%I', n.nspname, r.relname) FROM pg_class r JOIN pg_namespace n ON n.oid = r.relnamespace
+        WHERE r.oid = c.confrelid) AS references_table,
+       (SELECT string_agg(a.attname, ', ' ORDER BY k.ord)
+        FROM unnest(c.confkey) WITH ORDINALITY AS k(attnum, ord)
+        JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.attnum) AS references_columns,
+       c.convalidated AS validated, pg_get_constraintdef(c.oid) AS definition
+FROM pg_constraint c
+JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attname = %(column)s
+WHERE c.contype = 'f' AND c.conrelid = to_regclass(%(table)s) AND c.conkey = ARRAY[a.attnum]
+ORDER BY c.conname
+""".strip()
+
 ARCHIVE_FROM_VERSION = 8
 PAYLOAD_GONE_FROM_VERSION = 8
 
@@ -296,3 +334,35 @@ def check_payloads_conserved(conn: psycopg.Connection, before: int) -> int:
             ],
         )
     return kept
+
+
+def check_foreign_key(conn: psycopg.Connection, required: RequiredForeignKey) -> list[tuple[object, ...]]:
+    """``table.column`` has a validated foreign key to ``workspaces(id)``: missing, NOT VALID or elsewhere fails."""
+    __tracebackhide__ = True
+    params = {"table": f"public.{required.table}", "column": required.column}
+    with conn.cursor() as cur:
+        rows = cur.execute(FOREIGN_KEYS_SQL, params).fetchall()
+        columns = [column.name for column in cur.description or ()]
+    target = f"public.{required.references}(id)"
+    right = [row for row in rows if f"{row[1]}({row[2]})" == target]
+    if right and all(row[3] for row in right):
+        return right
+    if not rows:
+        problem = "has no foreign key"
+    elif not right:
+        problem = "references " + ", ".join(f"{row[1]}({row[2]})" for row in rows) + f", not {target}"
+    else:
+        problem = f"references {target} only NOT VALID: its existing rows were never checked"
+    rerun = (
+        FOREIGN_KEYS_SQL.replace("%(table)s", f"'public.{required.table}'")
+        .replace("%(column)s", f"'{required.column}'")
+        .replace("%%", "%")
+    )
+    raise CheckFailed(
+        f"foreign_key[{required.label}]",
+        f"public.{required.label} {problem}; from {required.from_version:03d} it must reference {target}, validated",
+        [
+            ("foreign keys on the column", format_rows(columns, rows) if rows else "(none)"),
+            ("SQL to run again by hand", rerun + ";"),
+        ],
+    )

@@ -33,8 +33,20 @@ class PlanError(UsageError):
 class MigrationFailed(GateError):
     """A statement failed; its file was rolled back, earlier files stay applied."""
 
-    def __init__(self, file_name: str, line: int, pg_message: str) -> None:
+    def __init__(self, file_name: str, line: int, pg_message: str, sqlstate: str | None = None) -> None:
         super().__init__(f"{file_name}:{line}: {pg_message} (this file was rolled back)")
         self.file_name = file_name
         self.line = line
         self.pg_message = pg_message
+        self.sqlstate = sqlstate  # PostgreSQL's error code: 55P03 is a lock timeout
+
+
+class LockTimedOut(MigrationFailed):
+    """The migration could not get its locks within the lock timeout, retries included."""
+
+    def __init__(self, file_name: str, line: int, what: str) -> None:
+        GateError.__init__(self, f"{file_name}:{line}: {what} (this file was rolled back)")
+        self.file_name = file_name
+        self.line = line
+        self.pg_message = what
+        self.sqlstate = "55P03"

@@ -160,3 +160,77 @@ def verify(plan: list[Migration], applied: dict[int, LedgerEntry]) -> None:
 
 def pending(plan: list[Migration], applied: dict[int, LedgerEntry]) -> list[Migration]:
     return [m for m in plan if m.version not in applied]
+
+
+# -- The runs of the playbook on this database ---------------------------------------------
+# A row is written once the backup exists (autocommit, outside the window's transaction),
+# so a run killed outright leaves it 'not_finished' for the next run to see. It is not part
+# of what the fingerprint compares: it is the record of the window, not the database's.
+
+RUNS_TABLE = "migration_gate.runs"
+NOT_FINISHED = "not_finished"
+
+CREATE_RUNS = b"""
+CREATE TABLE IF NOT EXISTS migration_gate.runs (
+    run_id      text PRIMARY KEY,
+    command     text NOT NULL,
+    started_at  timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz,
+    outcome     text NOT NULL,
+    report_dir  text NOT NULL,
+    backup      text NOT NULL
+)
+"""
+
+
+@dataclass(frozen=True)
+class RunEntry:
+    run_id: str
+    command: str
+    started_at: datetime
+    report_dir: str
+    backup: str
+
+
+def begin_run(
+    conn: psycopg.Connection, run_id: str, command: str, report_dir: str, backup: str
+) -> list[RunEntry]:
+    """Record this run as not finished; the earlier runs that never finished, now marked superseded.
+
+    Only where the ledger's schema exists already: creating it here would be a change to the
+    database outside the backup and the window.
+    """
+    if not conn.execute("SELECT to_regnamespace('migration_gate') IS NOT NULL").fetchone()[0]:  # type: ignore[index]
+        return []
+    with conn.transaction():
+        conn.execute(CREATE_RUNS)
+        rows = conn.execute(
+            "UPDATE migration_gate.runs SET outcome = %s WHERE outcome = %s"
+            " RETURNING run_id, command, started_at, report_dir, backup",
+            (f"{NOT_FINISHED} (superseded by {run_id})", NOT_FINISHED),
+        ).fetchall()
+        conn.execute(
+            "INSERT INTO migration_gate.runs (run_id, command, outcome, report_dir, backup) VALUES (%s, %s, %s, %s, %s)",
+            (run_id, command, NOT_FINISHED, report_dir, backup),
+        )
+    return [RunEntry(*row) for row in rows]
+
+
+def finish_run(conn: psycopg.Connection, run_id: str, outcome: str) -> None:
+    if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (RUNS_TABLE,)).fetchone()[0]:  # type: ignore[index]
+        conn.execute(
+            "UPDATE migration_gate.runs SET outcome = %s, finished_at = now() WHERE run_id = %s",
+            (outcome, run_id),
+        )
+
+
+def unfinished_runs(conn: psycopg.Connection) -> list[RunEntry]:
+    """Runs recorded here that never finished (read-only: for the preflight)."""
+    if not conn.execute("SELECT to_regclass(%s) IS NOT NULL", (RUNS_TABLE,)).fetchone()[0]:  # type: ignore[index]
+        return []
+    rows = conn.execute(
+        "SELECT run_id, command, started_at, report_dir, backup FROM migration_gate.runs"
+        " WHERE outcome = %s ORDER BY started_at",
+        (NOT_FINISHED,),
+    ).fetchall()
+    return [RunEntry(*row) for row in rows]

@@ -6,9 +6,11 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pglast
 from pglast.parser import ParseError
+from pglast.visitors import referenced_relations
 
 from migration_gate.core.contract import LEGACY_VERSION, PAUSE_AFTER
 from migration_gate.core.errors import PlanError, UsageError
@@ -36,6 +38,13 @@ class Migration:
     @property
     def label(self) -> str:
         return f"{self.version:03d}"
+
+    def __repr__(self) -> str:
+        return f"Migration({self.file_name})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        # Hypothesis prints dataclasses field by field, the whole SQL included: the name is enough.
+        printer.text(repr(self))
 
     def statements(self) -> list[Statement]:
         return split(self.sql, self.file_name)
@@ -134,3 +143,52 @@ def checkpoints(plan: list[Migration]) -> list[Checkpoint]:
     points = [Checkpoint(LEGACY_CHECKPOINT, LEGACY_VERSION)] if last > LEGACY_VERSION else []
     points += [Checkpoint(checkpoint_name(v), v) for v in PAUSE_AFTER if LEGACY_VERSION < v < last]
     return [*points, Checkpoint(checkpoint_name(last), last)]
+
+
+def touched_tables(migrations: list[Migration]) -> set[str]:
+    """The tables the migrations' statements name, as written (``credentials``, ``legacy_archive.activities``).
+
+    Read by PostgreSQL's parser, DO blocks included (their static SQL); dynamic SQL built
+    in a string is not seen.
+    """
+    found: set[str] = set()
+    for migration in migrations:
+        for statement in migration.statements():
+            found |= _relations(statement.sql)
+            if re.match(r"(?is)^\s*DO\b", statement.sql):
+                found |= _plpgsql_relations(statement.sql)
+    return found
+
+
+def _relations(sql: str) -> set[str]:
+    try:
+        return set(referenced_relations(sql))
+    except ParseError:
+        return set()
+
+
+def _plpgsql_relations(do_statement: str) -> set[str]:
+    """The relations the SQL inside a DO block names (parsed as the body of a function)."""
+    tree: Any = pglast.parse_sql(do_statement)[0].stmt
+    body = next((item.arg.sval for item in tree.args if item.defname == "as"), None)
+    if body is None:
+        return set()
+    try:
+        parsed = pglast.parse_plpgsql(
+            f"CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $body$ {body} $body$"
+        )
+    except ParseError:
+        return set()
+    found: set[str] = set()
+    stack: list[Any] = [parsed]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            expression = node.get("PLpgSQL_expr")
+            if isinstance(expression, dict) and isinstance(expression.get("query"), str):
+                query = expression["query"]
+                found |= _relations(query if expression.get("parseMode", 0) == 0 else f"SELECT {query}")
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found

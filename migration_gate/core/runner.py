@@ -5,14 +5,16 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import psycopg
 
 from migration_gate.core import dsn, ledger
-from migration_gate.core.errors import MigrationFailed, PlanError
+from migration_gate.core.errors import LockTimedOut, MigrationFailed, PlanError
+from migration_gate.core.locks import LOCK_NOT_AVAILABLE, LOCK_RETRY, LockRetry, LockWatch
 from migration_gate.core.plan import Migration, Statement, select, split
 
 # One key for every migration-gate runner, so two never interleave on one database.
@@ -72,7 +74,9 @@ def execute_statement(conn: psycopg.Connection, file_name: str, statement: State
     try:
         conn.execute(statement.sql.encode("utf-8"))
     except psycopg.Error as error:
-        raise MigrationFailed(file_name, _failing_line(statement, error), _pg_message(error)) from None
+        raise MigrationFailed(
+            file_name, _failing_line(statement, error), _pg_message(error), error.diag.sqlstate
+        ) from None
     return StatementTiming(statement.line, time.perf_counter() - started, _summary(statement.sql))
 
 
@@ -82,8 +86,8 @@ def execute_statements(
     return [execute_statement(conn, file_name, statement) for statement in statements]
 
 
-class ApplyHook:
-    """Something a caller wants done around each statement of a migration (timings, lock probes).
+class ApplyHook(Protocol):
+    """Something a caller wants done around each statement of a migration (the bench's lock probes).
 
     The time a hook spends is left out of the migration's duration and its ledger row.
     """
@@ -134,6 +138,57 @@ def apply(
     return AppliedMigration(migration, ended - started - hooks_seconds, timings)
 
 
+def apply_retrying(
+    conn: psycopg.Connection,
+    migration: Migration,
+    hooks: Sequence[ApplyHook] = (),
+    *,
+    retry: LockRetry,
+    watch: LockWatch | None = None,
+    progress: Progress = lambda line: None,
+) -> AppliedMigration:
+    """``apply``, retried whole when a statement times out on a lock (the application holds it).
+
+    Each attempt gives back every lock it took (its transaction or savepoint rolls back),
+    so the application's queries queued behind it go on during the back-off. When the
+    attempts or the budget are spent: LockTimedOut, naming the lock, the table and the
+    session that held it (as ``watch`` saw them).
+    """
+    started = time.monotonic()
+    for attempt in range(1, retry.attempts + 1):
+        if watch is not None:
+            watch.last = None
+        try:
+            return apply(conn, migration, hooks)
+        except MigrationFailed as failed:
+            if failed.sqlstate != LOCK_NOT_AVAILABLE:
+                raise
+            waited = watch.last if watch is not None else None
+            what = waited.describe() if waited is not None else "a lock (the session holding it was not seen)"
+            spent = time.monotonic() - started
+            delay = retry.delay_after(attempt)
+            if attempt == retry.attempts or spent + delay > retry.budget_seconds:
+                raise LockTimedOut(
+                    failed.file_name,
+                    failed.line,
+                    f"lock timeout: could not get {what}; gave up after {attempt} attempt(s) in {spent:.0f} s",
+                ) from None
+            progress(
+                f"{migration.file_name}:{failed.line}: lock timeout waiting for {what}: "
+                f"retrying in {delay:g} s (attempt {attempt + 1} of {retry.attempts})"
+            )
+            time.sleep(delay)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def session_timeouts(conn: psycopg.Connection, lock_timeout: str, statement_timeout: str) -> None:
+    """Bound every statement of the runner's session ('0' waits forever, as in PostgreSQL)."""
+    conn.execute(
+        "SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
+        (lock_timeout, statement_timeout),
+    )
+
+
 @contextmanager
 def advisory_lock(conn: psycopg.Connection, progress: Progress) -> Iterator[None]:
     row = conn.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_LOCK_KEY,)).fetchone()
@@ -175,17 +230,28 @@ def migrate(
     start: str | None = None,
     stop: str | None = None,
     progress: Progress = lambda line: None,
+    hooks: Sequence[ApplyHook] = (),
+    lock_timeout: str = "0",
+    statement_timeout: str = "0",
+    retry: LockRetry = LOCK_RETRY,
 ) -> list[AppliedMigration]:
-    """Apply the pending migrations of ``plan`` between ``start`` and ``stop`` to the database at ``url``."""
+    """Apply the pending migrations of ``plan`` between ``start`` and ``stop`` to the database at ``url``.
+
+    With a ``lock_timeout`` (PostgreSQL's syntax: ``5s``, ``500ms``; ``0`` waits forever),
+    a migration that cannot get its locks in time is retried as ``retry`` says.
+    """
     select(plan, start, stop)  # refuse a bad range before connecting
     with dsn.connect(url) as conn, advisory_lock(conn, progress):
+        session_timeouts(conn, lock_timeout, statement_timeout)
         ledger.ensure(conn)
         todo = plan_run(plan, ledger.read(conn), start, stop)
         if not todo:
             progress("nothing to apply: every selected migration is already applied")
         done = []
-        for migration in todo:
-            result = apply(conn, migration)
-            progress(f"{migration.file_name:<45} {result.seconds:8.3f} s")
-            done.append(result)
+        watching = LockWatch(url, conn.info.backend_pid) if lock_timeout != "0" else nullcontext(None)
+        with watching as watch:
+            for migration in todo:
+                result = apply_retrying(conn, migration, hooks, retry=retry, watch=watch, progress=progress)
+                progress(f"{migration.file_name:<45} {result.seconds:8.3f} s")
+                done.append(result)
         return done

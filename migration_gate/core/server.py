@@ -17,7 +17,6 @@ import signal
 import stat
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -91,19 +90,6 @@ def _drop_privileges_wrapper(directory: Path, pg_ctl: Path, user: pwd.struct_pas
     wrapper.write_text(f'#!/bin/sh\ncd "{cwd}" || exit 1\nexec {command} "$@"\n')
     wrapper.chmod(stat.S_IRWXU)
     return wrapper
-
-
-def interrupt_on_sigterm() -> None:
-    """Treat SIGTERM (CI timeouts, ``kill``) like Ctrl-C, so cleanup runs and no server is orphaned."""
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    if (
-        threading.current_thread() is threading.main_thread()
-        and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
-    ):
-        signal.signal(signal.SIGTERM, interrupt)
 
 
 class DisposableServer:

@@ -17,6 +17,8 @@ class Setting:
     default: str | None = None
     env: str | None = None
     flag_only: bool = False  # a boolean switch
+    repeatable: bool = False  # a list: the flag given again adds one, the ini option takes one a line
+    metavar: str | None = None
 
 
 SETTINGS = (
@@ -36,6 +38,12 @@ SETTINGS = (
         flag_only=True,
     ),
     Setting("statement_timeout", "statement_timeout for sessions on an existing database", "30s"),
+    Setting(
+        "lock_timeout",
+        "how long a migration waits for a lock the application holds before it gives up and retries "
+        "(PostgreSQL's syntax: 5s, 500ms; 0 waits forever)",
+        "5s",
+    ),
     Setting(
         "pg_ctl",
         "path to pg_ctl for the disposable server (default: PATH, /usr/lib/postgresql/*/bin, then PyPI's)",
@@ -59,27 +67,45 @@ SETTINGS = (
         env="FLUXOLAB_SMOKE_ACTORS",
     ),
     Setting(
+        "summary",
+        "write a Markdown summary for the pull request to FILE (default: appended to $GITHUB_STEP_SUMMARY "
+        "when that is set)",
+    ),
+    Setting(
         "smoke_delivery_timeout",
         "seconds the smoke tests wait for a webhook delivery to be delivered or failed",
         "60",
         env="FLUXOLAB_SMOKE_DELIVERY_TIMEOUT",
     ),
+    Setting(
+        "allowed_grantee",
+        "a role that may hold privileges in public and legacy_archive besides their owner and fluxolab_devmode: "
+        "ROLE (any privilege) or ROLE:PRIVILEGE,PRIVILEGE (only those); repeatable",
+        repeatable=True,
+        metavar="ROLE[:PRIVILEGES]",
+    ),
 )
+
+
+def setting(name: str) -> Setting:
+    """The declaration of setting ``name`` (refusing a name that is not declared)."""
+    for declared in SETTINGS:
+        if declared.name == name:
+            return declared
+    raise KeyError(f"no setting {name!r}")
 
 
 def default(name: str) -> str:
     """The default of setting ``name`` (refusing a name that is not declared)."""
-    for setting in SETTINGS:
-        if setting.name == name:
-            if setting.default is None:
-                raise KeyError(f"setting {name!r} has no default")
-            return setting.default
-    raise KeyError(f"no setting {name!r}")
+    declared = setting(name)
+    if declared.default is None:
+        raise KeyError(f"setting {name!r} has no default")
+    return declared.default
 
 
 def env(name: str) -> str:
     """The environment variable of setting ``name``."""
-    for setting in SETTINGS:
-        if setting.name == name and setting.env:
-            return setting.env
-    raise KeyError(f"setting {name!r} has no environment variable")
+    declared = setting(name)
+    if not declared.env:
+        raise KeyError(f"setting {name!r} has no environment variable")
+    return declared.env

@@ -99,6 +99,19 @@ class LegacyDataset:
     events: tuple[Event, ...] = ()
     activities: tuple[Activity, ...] = ()
 
+    def __repr__(self) -> str:
+        singular = {"activities": "activity", "memberships": "membership"}
+        sizes = ", ".join(
+            f"{len(rows)} {singular.get(name, name.removesuffix('s')) if len(rows) == 1 else name}"
+            for name, rows in vars(self).items()
+            if rows
+        )
+        return f"<legacy dataset: {sizes or 'empty'}; its SQL is printed below>"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        # Hypothesis would print every row as Python; the SQL that reproduces it says more.
+        printer.text(repr(self))
+
     def users_owning_nothing(self) -> set[int]:
         owners = {w.owner_id for w in self.workspaces}
         return {u.id for u in self.users if u.id not in owners}

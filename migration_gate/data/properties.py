@@ -31,20 +31,47 @@ PLACED = ("credentials", "webhook_registrations", "webhook_events", "activities"
 LEGACY_TABLES = ("users", "workspaces", "workspace_members", "credentials", *ARCHIVABLE)
 
 
+# How a row of each placed table is called in a finding.
+ROW_NAMES = {
+    "credentials": "credential",
+    "webhook_registrations": "webhook registration",
+    "webhook_events": "webhook event",
+    "activities": "activity",
+}
+# A failure lists this many findings, then how many more there are: enough to act on.
+SHOWN_FINDINGS = 20
+
+
 class PropertyViolation(AssertionError):
     """005→008 disagreed with the model, broke an invariant or lost a row on one dataset."""
 
 
+def _where(placement: Placement) -> str:
+    if placement == ARCHIVED:
+        return "legacy_archive"
+    if placement == "absent":
+        return "nowhere (the row is gone)"
+    return f"workspace {placement}"
+
+
 @dataclass
 class _Findings:
-    problems: list[str] = field(default_factory=list)
+    """Each disagreement as a sentence a pull request's author can act on."""
 
-    def differ(self, what: str, want: Any, got: Any) -> None:
-        if want != got:
-            self.problems.append(f"{what}: the model says {want!r}, the database has {got!r}")
+    problems: list[str] = field(default_factory=list)
 
     def add(self, problem: str) -> None:
         self.problems.append(problem)
+
+    def report(self, migrations: list[Migration]) -> str:
+        shown = self.problems[:SHOWN_FINDINGS]
+        more = len(self.problems) - len(shown)
+        ran = ", ".join(migration.file_name for migration in migrations)
+        return (
+            f"{len(self.problems)} disagreement(s) with the rules after the migrations ran ({ran}):\n  "
+            + "\n  ".join(shown)
+            + (f"\n  … and {more} more" if more > 0 else "")
+        )
 
 
 def _rows(conn: psycopg.Connection, query: str) -> list[tuple[Any, ...]]:
@@ -54,6 +81,11 @@ def _rows(conn: psycopg.Connection, query: str) -> list[tuple[Any, ...]]:
 def _count(conn: psycopg.Connection, table: str) -> int:
     row = conn.execute(f"SELECT count(*) FROM {table}".encode()).fetchone()
     return int(row[0]) if row else 0
+
+
+def _ids(ids: Any) -> str:
+    listed = sorted(ids)
+    return ", ".join(str(i) for i in listed) if listed else "none"
 
 
 def _mismatches(
@@ -80,6 +112,12 @@ class PropertyHarness:
         # Split once: each example would otherwise parse every file again.
         self._statements = [(m, m.statements()) for m in self.migrations]
 
+    def __repr__(self) -> str:
+        return f"<the migrations {self.migrations[0].label}→{self.migrations[-1].label} on a database at 004>"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
     @property
     def conn(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
@@ -101,6 +139,7 @@ class PropertyHarness:
 
         Returns the model's DIRTY_CASES this dataset exercised.
         """
+        __tracebackhide__ = True
         findings = _Findings()
         with self._example() as conn:
             try:
@@ -118,13 +157,11 @@ class PropertyHarness:
                 try:
                     runner.apply(conn, migration, statements=statements)
                 except MigrationFailed as exc:
+                    # The file, the line and PostgreSQL's error: never the file's text.
                     raise PropertyViolation(f"a migration failed on this dataset: {exc}") from None
             cases = self._compare(conn, dataset, legacy_workspaces, before, counts, findings)
         if findings.problems:
-            raise PropertyViolation(
-                f"{len(findings.problems)} disagreement(s) after 005→008:\n  "
-                + "\n  ".join(findings.problems)
-            )
+            raise PropertyViolation(findings.report(self.migrations))
         return cases
 
     def _compare(
@@ -143,18 +180,26 @@ class PropertyHarness:
                 continue
             if owner_id in personal:
                 findings.add(
-                    f"user {owner_id} got more than one new workspace ({personal[owner_id]}, {workspace_id})"
+                    f"user {owner_id}: the rules give at most one personal workspace; "
+                    f"the migrations created {personal[owner_id]} and {workspace_id}"
                 )
             personal[owner_id] = workspace_id
-        findings.differ(
-            "users given a personal workspace", sorted(dataset.users_owning_nothing()), sorted(personal)
-        )
         if set(personal) != dataset.users_owning_nothing():
+            findings.add(
+                f"personal workspaces: the rules give one to each user who owns none "
+                f"({_ids(dataset.users_owning_nothing())}); the migrations gave one to {_ids(personal)}"
+            )
             return set()  # the model needs the personal workspaces to say anything more
         model = expected(dataset, personal)
 
         defaults = dict(_rows(conn, "SELECT id, default_workspace_id FROM public.users"))
-        findings.differ("default workspaces (user → workspace)", model.default_workspace, defaults)
+        for user_id in sorted(set(model.default_workspace) | set(defaults)):
+            want_default, got_default = model.default_workspace.get(user_id), defaults.get(user_id)
+            if want_default != got_default:
+                findings.add(
+                    f"user {user_id}: the rules make workspace {want_default} its default; "
+                    f"the migrations made it {got_default}"
+                )
         memberships = {
             (w, u): code
             for w, u, code in _rows(
@@ -163,13 +208,14 @@ class PropertyHarness:
                 "JOIN public.profiles p ON p.id = m.profile_id",
             )
         }
-        wrong_memberships = {
-            key: (model.memberships.get(key, "absent"), memberships.get(key, "absent"))
-            for key in sorted(set(model.memberships) | set(memberships))
-            if model.memberships.get(key) != memberships.get(key)
-        }
-        if wrong_memberships:
-            findings.add(f"memberships (workspace, user) → (model, database): {wrong_memberships}")
+        for workspace_id, user_id in sorted(set(model.memberships) | set(memberships)):
+            want_profile = model.memberships.get((workspace_id, user_id))
+            got_profile = memberships.get((workspace_id, user_id))
+            if want_profile != got_profile:
+                findings.add(
+                    f"user {user_id} in workspace {workspace_id}: the rules give profile {want_profile or 'none'}; "
+                    f"the migrations left {got_profile or 'no membership'}"
+                )
 
         for table in PLACED:
             placed: dict[int, Placement] = dict(_rows(conn, f"SELECT id, workspace_id FROM public.{table}"))
@@ -181,30 +227,34 @@ class PropertyHarness:
                 if table in ARCHIVABLE
                 else {}
             )
-            both = set(placed) & set(archived)
-            if both:
-                findings.add(f"{table}: rows both in public and in legacy_archive: {sorted(both)}")
+            row_name = ROW_NAMES[table]
+            for key in sorted(set(placed) & set(archived)):
+                findings.add(
+                    f"{row_name} {key}: the rules keep it in one place; it is in public and in legacy_archive"
+                )
             actual = {**placed, **dict.fromkeys(archived, ARCHIVED)}
-            wrong = _mismatches(model.placements(table), actual)
-            if wrong:
-                findings.add(f"{table} id → (model, database): {wrong}")
+            for key, (want, got) in _mismatches(model.placements(table), actual).items():
+                findings.add(
+                    f"{row_name} {key}: the rules place it in {_where(want)}; the migrations put it in {_where(got)}"
+                )
             # Conservation: rows before 005 = rows in public + rows in legacy_archive.
-            findings.differ(
-                f"{table}: rows before 005 vs public + legacy_archive",
-                counts[table],
-                len(placed) + len(archived),
+            if counts[table] != len(placed) + len(archived):
+                findings.add(
+                    f"{table}: {counts[table]} rows before 005; the migrations left {len(placed)} in public "
+                    f"and {len(archived)} in legacy_archive"
+                )
+            for key in sorted(key for key, row in archived.items() if before[table].get(key) != row):
+                findings.add(f"{row_name} {key}: archived with values that differ from its legacy row")
+        users_after = _count(conn, "public.users")
+        if users_after != counts["users"]:
+            findings.add(f"users: {counts['users']} rows before 005; the migrations left {users_after}")
+        workspaces_after = [row[0] for row in _rows(conn, "SELECT id FROM public.workspaces")]
+        if sorted(workspaces_after) != sorted(model.workspaces):
+            findings.add(
+                f"workspaces: the rules keep the legacy ones and add the personal ones ({_ids(model.workspaces)}); "
+                f"the migrations left {_ids(workspaces_after)}"
             )
-            changed = [key for key, row in archived.items() if before[table].get(key) != row]
-            if changed:
-                findings.add(f"legacy_archive.{table}: rows differ from their legacy copy: {changed}")
-        findings.differ("users: rows before 005 vs after", counts["users"], _count(conn, "public.users"))
-        findings.differ(
-            "workspaces after 006 (legacy + personal)",
-            sorted(model.workspaces),
-            sorted(row[0] for row in _rows(conn, "SELECT id FROM public.workspaces")),
-        )
 
-        # Every legacy payload can be found again, unchanged.
         # Every legacy payload can be found again, unchanged: archived activities carry
         # theirs (compared above), the others' are in activity_payloads.
         payloads = dict(
@@ -215,17 +265,24 @@ class PropertyHarness:
             legacy_payload = before["activities"][activity_id][3]
             found = payloads.get(activity_id)
             if found != legacy_payload:
-                findings.add(f"activity {activity_id}: payload {legacy_payload!r} found again as {found!r}")
-        strays = sorted(set(payloads) - kept)
-        if strays:
+                findings.add(
+                    f"activity {activity_id}: the rules keep its payload {legacy_payload} in "
+                    f"legacy_archive.activity_payloads; the migrations kept {found or 'nothing'}"
+                )
+        for activity_id in sorted(set(payloads) - kept):
             findings.add(
-                f"legacy_archive.activity_payloads: rows for activities not kept in public: {strays}"
+                f"activity {activity_id}: the rules archive it with its payload; "
+                "legacy_archive.activity_payloads holds a payload for it too"
             )
 
         for invariant in self.invariant_checks:
             result = invariants.run(conn, invariant)
             if not result.passed:
+                first = ", ".join(
+                    f"{column} {value}"
+                    for column, value in zip(result.columns, result.sample[0], strict=False)
+                )
                 findings.add(
-                    f"invariant {invariant.name}: {result.count} offending row(s), e.g. {result.sample[:3]}"
+                    f"invariant {invariant.name}: {result.count} offending row(s), the first: {first}"
                 )
         return dirty_cases(dataset, model, personal)

@@ -259,7 +259,13 @@ def dump(
     lines: list[str] = []
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     assert process.stderr is not None
-    _pump_stderr(process.stderr, lines, progress, _dump_progress)
+    try:
+        _pump_stderr(process.stderr, lines, progress, _dump_progress)
+    except BaseException:  # interrupted: a half-written backup is no backup
+        process.kill()
+        process.wait()
+        path.unlink(missing_ok=True)
+        raise
     if process.wait() != 0:
         path.unlink(missing_ok=True)
         raise BackupFailed(f"pg_dump failed: {_error_line(lines, url, f'exit code {process.returncode}')}")
@@ -284,10 +290,17 @@ def script_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if not _RESTRICT.match(line)]
 
 
-def schema_script(url: str, tools: ClientTools, *, clean: bool = False) -> list[str]:
+def schema_script(
+    url: str, tools: ClientTools, *, clean: bool = False, exclude_tables: Sequence[str] = ()
+) -> list[str]:
     """``pg_dump --schema-only`` of the database as it is now (``clean``: with its DROP section)."""
     conninfo, env = tool_connection(url)
-    command = [tools.pg_dump, "--schema-only", f"--dbname={conninfo}"]
+    command = [
+        tools.pg_dump,
+        "--schema-only",
+        *(f"--exclude-table={table}" for table in exclude_tables),
+        f"--dbname={conninfo}",
+    ]
     if clean:
         command[2:2] = ["--clean", "--if-exists"]
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)

@@ -6,6 +6,9 @@ table's row count with an order-independent digest of its rows, every sequence's
 position, and the number of large objects. Two fingerprints are compared entry by entry,
 so a mismatch names what differs: a table, a sequence, a line of schema.
 
+The playbook's own record of its runs (``migration_gate.runs``, written outside the
+window's transaction) is left out: it is the window's record, not the database's.
+
 Sequences matter on their own: ``nextval`` is not transactional, so a rolled-back
 migration that inserted rows leaves its sequences advanced; ``reset_sequences`` puts
 them back where they were.
@@ -22,7 +25,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from migration_gate.core import dsn
+from migration_gate.core import dsn, ledger
 from migration_gate.operations import backup
 
 Progress = Callable[[str], None]
@@ -122,12 +125,18 @@ def reset_sequences(conn: psycopg.Connection, states: dict[str, tuple[int, bool]
 
 def take(url: str, tools: backup.ClientTools, progress: Progress = lambda line: None) -> Fingerprint:
     """The fingerprint of the database at ``url``: read-only, one consistent snapshot for the data."""
-    schema = tuple(line for line in backup.schema_script(url, tools) if not line.startswith("-- Dumped "))
+    schema = tuple(
+        line
+        for line in backup.schema_script(url, tools, exclude_tables=[ledger.RUNS_TABLE])
+        if not line.startswith("-- Dumped ")
+    )
     with dsn.connect(url, autocommit=False) as conn:
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         settings_row = conn.execute(_DATABASE_SETTINGS).fetchone()
         tables: dict[str, tuple[int, str]] = {}
         for schema_name, table in conn.execute(_USER_RELATIONS, ("r",)).fetchall():
+            if f"{schema_name}.{table}" == ledger.RUNS_TABLE:
+                continue
             row = conn.execute(sql.SQL(_TABLE_DIGEST).format(_qualified(schema_name, table))).fetchone()
             assert row is not None
             tables[f"{schema_name}.{table}"] = (int(row[0]), str(row[1]))

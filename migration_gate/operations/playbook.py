@@ -19,15 +19,18 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import psycopg
 
-from migration_gate.core import dsn, runner
+from migration_gate.core import dsn, ledger, runner
 from migration_gate.core.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, GateError, UsageError
+from migration_gate.core.locks import LockWatch
+from migration_gate.core.signals import cancelling, deferred_interrupts
 from migration_gate.operations import backup, fingerprint
 from migration_gate.operations.preflight import PlaybookOptions, Preflight, preflight
 from migration_gate.operations.report import ChangeRecord, CheckRecord, StepRecord, now
@@ -36,11 +39,24 @@ from migration_gate.operations.validation import Stop, Validation, first_line
 Progress = Callable[[str], None]
 Confirm = Callable[[str], bool]
 
-# A migration waiting this long for a lock stops (and rolls back) instead of queueing the application behind it.
-LOCK_TIMEOUT = "60s"
+EXIT_INTERRUPTED = 130  # as a shell reports a process stopped by SIGINT
+
+# What the record says of the database in each state the run can leave it in.
+UNCHANGED = "unchanged: nothing was touched"
+AS_BEFORE = "exactly as before the run (verified: schema, data and sequences)"
+NOT_VERIFIED = "rolled back, but the verification could not run: check it, or restore the backup"
+MIGRATED = "migrated: every pending migration is applied"
+RESTORED = "restored from the backup (verified)"
+NEEDS_RESTORE = "NOT as before: migrated, and the backup must be restored (command below)"
 
 
-# -- The run ---------------------------------------------------------------------------
+class Interrupted(Exception):
+    """A signal stopped the run at ``where``: raised once the clean-up is done, to end the run."""
+
+    def __init__(self, where: str, signal_name: str) -> None:
+        super().__init__(where)
+        self.where = where
+        self.signal_name = signal_name
 
 
 def restore_command(options: PlaybookOptions) -> str:
@@ -53,8 +69,12 @@ def restore_command(options: PlaybookOptions) -> str:
     return f"migration-gate restore --database '{url}' --backup '{options.backup_path.absolute()}'"
 
 
+def _signal_name(interrupt: KeyboardInterrupt) -> str:
+    return str(interrupt) or "SIGINT"
+
+
 class Run:
-    """One playbook run: the stages in order, each recorded."""
+    """One playbook run: the stages in order, each recorded, and what any stop leaves behind."""
 
     def __init__(
         self,
@@ -69,6 +89,7 @@ class Run:
         self.record = record
         self.progress = progress
         self.confirm = confirm
+        self.run_id = uuid.uuid4().hex[:12]
         self.before: fingerprint.Fingerprint | None = None
         self.validation: Validation | None = None
 
@@ -78,12 +99,45 @@ class Run:
             yield
 
     def carry_out(self) -> None:
-        options, record = self.options, self.record
-        url = options.database_url
+        """Every stage; returns once the record says how it went (interrupted ones included)."""
+        try:
+            if not self.back_up():
+                return
+            self.note_run()
+            try:
+                self.migrate_and_validate()
+            except Stop as stop:
+                self.record.stop(stop.where, stop.reason, "rolled_back", EXIT_FAILED)
+                self.verify_unchanged()
+                return
+            self.record.database = MIGRATED
+            self.after_commit()
+        except Interrupted as interrupted:
+            self.record.stop(
+                interrupted.where,
+                f"interrupted by {interrupted.signal_name}",
+                "interrupted",
+                EXIT_INTERRUPTED,
+            )
+        except KeyboardInterrupt as interrupt:  # between two stages: nothing was running
+            self.record.database = self.record.database or UNCHANGED
+            self.record.stop(
+                self.where(), f"interrupted by {_signal_name(interrupt)}", "interrupted", EXIT_INTERRUPTED
+            )
+            if self.record.database == MIGRATED:
+                self.restore(interrupted=True)
+        finally:
+            with deferred_interrupts(self.progress):
+                self.finish_run()
+
+    def back_up(self) -> bool:
+        """The fingerprint, then the backup; False when the run stops here (nothing touched)."""
+        options, record, url = self.options, self.record, self.options.database_url
         try:
             with self.step("fingerprint before"):
                 self.before = fingerprint.take(url, self.pre.tools, self.progress)
             record.fingerprint = {"before": self.before.summary()}
+            record.backup = {"path": str(options.backup_path.absolute()), "state": "being written"}
             with self.step("backup"):
                 started = time.perf_counter()
                 size = backup.dump(url, options.backup_path, self.pre.tools, self.progress)
@@ -93,6 +147,7 @@ class Run:
                 meta_path = backup.write_metadata(options.backup_path, metadata)
                 record.backup = {
                     "path": str(options.backup_path.absolute()),
+                    "state": "written",
                     "bytes": size,
                     "seconds": round(time.perf_counter() - started, 3),
                     "metadata": str(meta_path.absolute()),
@@ -100,21 +155,137 @@ class Run:
                 }
                 self.progress(f"backup: {options.backup_path} ({size} bytes)")
         except (GateError, OSError, psycopg.Error) as exc:
+            record.database = UNCHANGED
             record.stop(record.steps[-1].name, first_line(exc), "not_started", EXIT_USAGE)
-            return
+            return False
+        except KeyboardInterrupt as interrupt:
+            record.database = UNCHANGED
+            if not options.backup_path.exists():
+                record.backup = None
+            raise Interrupted(self.where(), _signal_name(interrupt)) from None
+        return True
+
+    def where(self) -> str:
+        """The step in progress, and the migration when one is running."""
+        step, migration = self.record.in_progress["step"], self.record.in_progress["migration"]
+        return f"{step}, migration {migration}" if migration else str(step or self.record.steps[-1].name)
+
+    def note_run(self) -> None:
+        """This run in the database's own record of runs; say which earlier ones never finished."""
         try:
-            self.migrate_and_validate()
-        except Stop as stop:
-            record.stop(stop.where, stop.reason, "rolled_back", EXIT_FAILED)
-            self.verify_unchanged()
+            with dsn.connect(self.options.database_url) as conn:
+                earlier = ledger.begin_run(
+                    conn,
+                    self.run_id,
+                    self.options.command,
+                    str(self.options.report_dir.absolute()),
+                    str(self.options.backup_path.absolute()),
+                )
+        except (GateError, psycopg.Error) as exc:
+            self.record.warnings.append(f"this run is not in migration_gate.runs: {first_line(exc)}")
             return
-        if not self.index_plans():
-            return
+        for entry in earlier:
+            self.progress(f"note: run {entry.run_id} is now marked as superseded by this one")
+
+    def finish_run(self) -> None:
+        try:
+            with dsn.connect(self.options.database_url) as conn:
+                ledger.finish_run(conn, self.run_id, self.record.outcome)
+        except (GateError, psycopg.Error):
+            return  # the record on disk says how the run ended; this row is a courtesy for the next run
+
+    def migrate_and_validate(self) -> None:
+        """Every pending migration and the catalog's checks in one transaction; Stop (rolled back) on failure.
+
+        A signal cancels the running statement (``cancelling``): the transaction rolls back as
+        on any error, then the sequences are put back and the fingerprint proves the rest.
+        """
+        with (
+            self.step("migrate and validate (one transaction)"),
+            dsn.connect(self.options.database_url) as conn,
+        ):
+            sequences = fingerprint.sequence_states(conn)
+            runner.session_timeouts(conn, self.options.lock_timeout, "0")
+            self.validation = Validation(
+                conn,
+                self.pre.plan,
+                self.pre.checks,
+                self.record,
+                self.progress,
+                str(self.options.migrations_dir),
+                allowed_grantees=self.options.allowed_grantees,
+            )
+            watching = self.options.lock_timeout != "0"
+            with cancelling(conn) as cancellation:
+                try:
+                    with (
+                        runner.advisory_lock(conn, self.progress),
+                        LockWatch(self.options.database_url, conn.info.backend_pid)
+                        if watching
+                        else _nothing() as watch,
+                    ):
+                        self.validation.watch = watch
+                        self.validation.cancellation = cancellation
+                        with conn.transaction():
+                            self.validation.migrate()
+                            cancellation.check()
+                            self.progress("committing")
+                except KeyboardInterrupt as interrupt:  # between two statements: nothing was running
+                    self.interrupted(sequences, _signal_name(interrupt))
+                except (Stop, psycopg.Error) as stopped:
+                    if cancellation.signal is not None:  # the error is the cancelled statement's
+                        self.interrupted(sequences, cancellation.signal)
+                    if isinstance(stopped, Stop):
+                        self.put_back(sequences, "rolled back: nothing of this run is left in the database")
+                        raise
+                    # Rolled back (by psycopg, or by the server if the session died).
+                    self.put_back(sequences, "rolled back after a database error")
+                    raise Stop("migrate and validate", f"database error: {first_line(stopped)}") from None
+
+    def interrupted(self, sequences: dict[str, tuple[int, bool]], signal_name: str) -> NoReturn:
+        """A signal stopped the transaction (rolled back): put the sequences back, prove the rest, end the run."""
+        where, position = self.where(), dict(self.record.in_progress)
+        self.record.stop(where, f"interrupted by {signal_name}", "interrupted", EXIT_INTERRUPTED)
+        self.put_back(sequences, f"{signal_name}: rolled back, nothing of this run is left in the database")
+        self.verify_unchanged(interrupted=True)
+        self.record.in_progress = position  # where the signal landed, not the verification after it
+        raise Interrupted(where, signal_name)
+
+    def put_back(self, sequences: dict[str, tuple[int, bool]], said: str) -> None:
+        """Sequences, which nextval moves outside transactions, back where they were (on a session of its own)."""
+        with deferred_interrupts(self.progress):
+            self.progress(said)
+            try:
+                with dsn.connect(self.options.database_url) as conn:
+                    moved = fingerprint.reset_sequences(conn, sequences)
+            except (GateError, psycopg.Error) as exc:
+                self.record.warnings.append(f"could not put the sequences back: {first_line(exc)}")
+                return
+            if moved:
+                self.progress(f"sequences put back where they were: {', '.join(moved)}")
+
+    def after_commit(self) -> None:
+        """The plans of the application's queries, then the smoke tests; a failure (or a signal) asks for a restore."""
+        try:
+            if not self.index_plans():
+                return
+            self.smoke()
+        except KeyboardInterrupt as interrupt:
+            where = self.where()
+            self.record.stop(
+                where, f"interrupted by {_signal_name(interrupt)}", "interrupted", EXIT_INTERRUPTED
+            )
+            self.progress(f"interrupted after the commit, during {where}: the database is migrated")
+            self.restore(interrupted=True)
+            raise Interrupted(where, _signal_name(interrupt)) from None
+
+    def smoke(self) -> None:
+        record, options = self.record, self.options
         if options.smoke is None:
             record.smoke.append(CheckRecord("smoke", "skipped", options.smoke_skipped_because))
         else:
             with self.step("smoke tests"):
-                record.smoke = options.smoke(url, self.progress)
+                record.smoke = options.smoke(options.database_url, self.progress)
             failed = [s.name for s in record.smoke if s.status == "failed"]
             if failed:
                 record.steps[-1].status = "failed"
@@ -151,87 +322,78 @@ class Run:
             return False
         return True
 
-    def migrate_and_validate(self) -> None:
-        with (
-            self.step("migrate and validate (one transaction)"),
-            dsn.connect(self.options.database_url) as conn,
-        ):
-            sequences = fingerprint.sequence_states(conn)
-            conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
-            with runner.advisory_lock(conn, self.progress):
-                self.validation = Validation(
-                    conn,
-                    self.pre.plan,
-                    self.pre.checks,
-                    self.record,
-                    self.progress,
-                    str(self.options.migrations_dir),
-                )
-                try:
-                    with conn.transaction():
-                        self.validation.migrate()
-                        self.progress("committing")
-                except Stop:
-                    self.progress("rolled back: nothing of this run is left in the database")
-                    moved = fingerprint.reset_sequences(conn, sequences)
-                    if moved:
-                        self.progress(f"sequences put back where they were: {', '.join(moved)}")
-                    raise
-                except psycopg.Error as exc:  # rolled back (by psycopg, or by the server if the session died)
-                    raise Stop("migrate and validate", f"database error: {first_line(exc)}") from None
-
-    def verify_unchanged(self) -> None:
+    def verify_unchanged(self, interrupted: bool = False) -> None:
         """Prove the database is what the backup holds; if it is not, restore the backup."""
         assert self.before is not None
-        try:
-            with self.step("verify the database is as before"):
-                after = fingerprint.take(self.options.database_url, self.pre.tools, self.progress)
-        except GateError as exc:
-            self.record.warnings.append(f"could not verify the database after the rollback: {exc}")
-            self.restore()
-            return
-        differences = fingerprint.differences(self.before, after)
-        assert self.record.fingerprint is not None
-        self.record.fingerprint.update(
-            after=after.summary(), matches=not differences, differences=differences
-        )
-        if differences:
-            self.progress("the database differs from before: " + "; ".join(differences[:3]))
-            self.restore()
-        else:
-            self.progress("verified: the database is exactly as it was (schema and data)")
+        with deferred_interrupts(self.progress):
+            try:
+                with self.step("verify the database is as before"):
+                    after = fingerprint.take(self.options.database_url, self.pre.tools, self.progress)
+            except GateError as exc:
+                self.record.warnings.append(f"could not verify the database after the rollback: {exc}")
+                self.record.database = NOT_VERIFIED
+                if not interrupted:
+                    self.restore()
+                return
+            differences = fingerprint.differences(self.before, after)
+            assert self.record.fingerprint is not None
+            self.record.fingerprint.update(
+                after=after.summary(), matches=not differences, differences=differences
+            )
+            if differences:
+                self.progress("the database differs from before: " + "; ".join(differences[:3]))
+                self.record.database = NEEDS_RESTORE
+                self.restore(interrupted=interrupted)
+            else:
+                self.record.database = AS_BEFORE
+                self.progress("verified: the database is exactly as it was (schema and data)")
+            self.record.save()
 
-    def restore(self) -> None:
+    def restore(self, interrupted: bool = False) -> None:
         """Restore the backup into the same database, once confirmed; verify it."""
         record, options = self.record, self.options
-        record.outcome = "needs_restore"
+        if not interrupted:
+            record.outcome = "needs_restore"
+        record.database = NEEDS_RESTORE
         record.next_action = restore_command(options)
         question = f"restore {self.pre.identity.database} from {options.backup_path}?"
-        if not self.confirm(question):
-            record.restore = {
-                "performed": False,
-                "why": "not confirmed: no --yes, and no terminal or the answer was no",
-            }
-            self.progress(f"NOT restored: the database needs restoring; run: {record.next_action}")
-            return
-        try:
-            with self.step("restore backup"):
-                outcome = restore_from_backup(
-                    options.database_url, options.backup_path, self.pre.tools, self.progress
-                )
-        except GateError as exc:
-            record.restore = {"performed": False, "why": str(exc)}
-            record.reason = f"{record.reason}; restore failed: {exc}"
-            self.progress(f"restore FAILED: {exc}; run: {record.next_action}")
-            return
+        with deferred_interrupts(self.progress):
+            if not self.confirm(question):
+                record.restore = {
+                    "performed": False,
+                    "why": "not confirmed: no --yes, and no terminal or the answer was no",
+                }
+                self.progress(f"NOT restored: the database needs restoring; run: {record.next_action}")
+                record.save()
+                return
+            try:
+                with self.step("restore backup"):
+                    outcome = restore_from_backup(
+                        options.database_url, options.backup_path, self.pre.tools, self.progress
+                    )
+            except GateError as exc:
+                record.restore = {"performed": False, "why": str(exc)}
+                record.reason = f"{record.reason}; restore failed: {exc}"
+                self.progress(f"restore FAILED: {exc}; run: {record.next_action}")
+                record.save()
+                return
         record.restore = {"performed": True, "seconds": record.steps[-1].seconds, "exact": not outcome}
         assert record.fingerprint is not None
         record.fingerprint.update(after_restore_matches=not outcome, differences=outcome)
         if outcome:
             record.reason = f"{record.reason}; the restored database still differs from the backup"
+            record.save()
             return
-        record.outcome, record.next_action = "restored", None
+        if not interrupted:
+            record.outcome = "restored"
+        record.database, record.next_action = RESTORED, None
         self.progress("restored and verified: the database is exactly as it was (schema and data)")
+        record.save()
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield None
 
 
 def restore_from_backup(
@@ -265,9 +427,11 @@ def run(
     confirm: Confirm = lambda question: False,
     rehearsal: dict[str, Any] | None = None,
 ) -> ChangeRecord:
-    """Carry out the playbook; the change record (written to ``options.report_dir``) says how it went.
+    """Carry out the playbook; the change record (in ``options.report_dir``) says how it went.
 
-    A preflight problem raises UsageError before anything is touched or written.
+    A preflight problem raises UsageError before anything is touched or written. From then
+    on the record is rewritten at every step; an interruption (exit 130) is handled here:
+    rolled back and verified before the commit, a restore (asked, or --yes) after it.
     """
     started = time.perf_counter()
     pre = preflight(options, progress)
@@ -284,17 +448,19 @@ def run(
             f"pending migrations: {pending}; pg_dump/pg_restore/psql {pre.tools.version}",
         )
     )
+    record.autosave(options.report_dir, options.database_url)
     try:
         Run(options, pre, record, progress, confirm).carry_out()
-    except KeyboardInterrupt:
-        record.stop(record.steps[-1].name, "interrupted by the operator", "running", 130)
-        raise
     except (OSError, psycopg.Error) as exc:  # not a verdict on the migrations: the run could not go on
-        record.stop(record.steps[-1].name, f"unexpected error: {first_line(exc)}", "running", EXIT_FAILED)
+        record.stop(
+            record.steps[-1].name, f"unexpected error: {first_line(exc)}", "unexpected_error", EXIT_FAILED
+        )
         if options.backup_path.exists():
             record.next_action = restore_command(options)
     finally:
         record.finished_at = now()
+        if record.outcome != "interrupted":  # an interrupted run keeps saying where it was stopped
+            record.in_progress = {"step": None, "migration": None}
         paths = record.write(options.report_dir, options.database_url)
         progress(f"change record: {paths[1]} ({record.outcome})")
     return record

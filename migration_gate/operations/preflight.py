@@ -8,6 +8,7 @@ version, and no session of ``fluxolab_devmode`` is connected (runbook 2.1).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -19,10 +20,11 @@ import psycopg
 
 from migration_gate.checks import catalog
 from migration_gate.checks.catalog import Check
+from migration_gate.checks.grantees import AllowedGrantee
 from migration_gate.core import dsn, ledger, runner, settings
 from migration_gate.core.contract import APP_ROLE
 from migration_gate.core.errors import UsageError
-from migration_gate.core.plan import Migration, load_plan
+from migration_gate.core.plan import Migration, load_plan, touched_tables
 from migration_gate.operations import backup
 from migration_gate.operations.report import CheckRecord
 
@@ -39,6 +41,26 @@ WITH RECURSIVE app(oid) AS (
 SELECT a.pid, a.usename, coalesce(nullif(a.application_name, ''), '-'), coalesce(host(a.client_addr), 'local')
 FROM pg_stat_activity a
 WHERE a.datname = current_database() AND a.usesysid IN (SELECT oid FROM app) AND a.pid <> pg_backend_pid()
+ORDER BY a.pid
+"""
+# Sessions (not ours) holding a lock on one of the tables the pending migrations name.
+_LOCK_HOLDERS = """
+WITH touched AS (
+    SELECT c.oid FROM unnest(%s::text[]) AS name
+    CROSS JOIN LATERAL (SELECT to_regclass(name) AS oid) r
+    JOIN pg_class c ON c.oid = r.oid
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND c.relkind IN ('r', 'p')
+)
+SELECT a.pid, coalesce(a.usename::text, '-'), coalesce(nullif(a.application_name, ''), '-'),
+       string_agg(DISTINCT l.relation::regclass::text || ' ' || l.mode, ', '),
+       coalesce(extract(epoch FROM now() - a.xact_start)::int, 0)
+FROM pg_locks l
+JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND l.relation IN (SELECT oid FROM touched)
+GROUP BY a.pid, a.usename, a.application_name, a.xact_start
 ORDER BY a.pid
 """
 _OTHER_SESSIONS = (
@@ -60,6 +82,9 @@ class PlaybookOptions:
     smoke_skipped_because: str = "smoke tests not requested"
     prefer_bindirs: tuple[Path, ...] = ()  # client tools to try first (a rehearsal's disposable server)
     command: str = "playbook"
+    # A migration waiting this long for a lock gives up and is retried, instead of queueing the application behind it.
+    lock_timeout: str = settings.default("lock_timeout")
+    allowed_grantees: tuple[AllowedGrantee, ...] = ()  # --allowed-grantee, for the privilege review
 
 
 @dataclass
@@ -113,6 +138,33 @@ def check_report_dir(directory: Path) -> None:
     _probe_writable(existing, f"--report-dir {directory}")
 
 
+def lock_holders(conn: psycopg.Connection, pending: list[Migration]) -> list[str]:
+    """Sessions holding locks on the tables the pending migrations touch: each will make a migration wait."""
+    rows = conn.execute(_LOCK_HOLDERS, (sorted(touched_tables(pending)),)).fetchall()
+    return [
+        f"pid {pid} ({user}, {application}) holds {locks}, in a transaction open for {seconds} s"
+        for pid, user, application, locks, seconds in rows
+    ]
+
+
+def unfinished(conn: psycopg.Connection) -> list[str]:
+    """Earlier runs on this database that never finished, with where their records are."""
+    found = []
+    for entry in ledger.unfinished_runs(conn):
+        where = ""
+        try:
+            record = json.loads((Path(entry.report_dir) / "report.json").read_text(encoding="utf-8"))
+            step, migration = record["in_progress"]["step"], record["in_progress"]["migration"]
+            where = f" in step {step!r}" + (f", migration {migration}" if migration else "")
+        except (OSError, ValueError, KeyError, TypeError):
+            where = " (its record cannot be read here)"
+        found.append(
+            f"an earlier {entry.command} run ({entry.run_id}, started {entry.started_at:%Y-%m-%d %H:%M:%S %Z}) "
+            f"did not finish{where}: its record is {Path(entry.report_dir) / 'report.json'}, its backup {entry.backup}"
+        )
+    return found
+
+
 def app_sessions(conn: psycopg.Connection) -> list[str]:
     """Sessions of the application's role (or a role that is a member of it) on this database."""
     rows = conn.execute(_APP_SESSIONS, (APP_ROLE,)).fetchall()
@@ -142,6 +194,8 @@ def preflight(options: PlaybookOptions, progress: Progress) -> Preflight:
                 )
         todo = runner.plan_run(plan, applied)  # refuses drift and holes before anything runs
         sessions = app_sessions(conn)
+        holders = lock_holders(conn, todo) if todo else []
+        earlier = unfinished(conn)
         others_row = conn.execute(_OTHER_SESSIONS).fetchone()
         size_row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
     tools = backup.find_tools(identity.server_major, options.prefer_bindirs)
@@ -156,6 +210,8 @@ def preflight(options: PlaybookOptions, progress: Progress) -> Preflight:
         warnings.append(
             f"--allow-active-sessions: {len(sessions)} session(s) of {APP_ROLE} connected: {listed}"
         )
+    warnings += earlier
+    warnings += [f"a session holds a lock the migrations need: {holder}" for holder in holders]
     others = int(others_row[0]) if others_row else 0
     if others > len(sessions):
         warnings.append(f"{others - len(sessions)} other client session(s) connected to {identity.database}")

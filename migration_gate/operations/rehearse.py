@@ -25,6 +25,7 @@ import psycopg
 from psycopg import sql
 
 from migration_gate.checks import catalog
+from migration_gate.checks.grantees import AllowedGrantee
 from migration_gate.core import dsn, settings
 from migration_gate.core.errors import UsageError
 from migration_gate.core.installations import installation_for
@@ -53,6 +54,7 @@ class RehearsalOptions:
     pg_version: int | None = None  # default: the source's major, when installed here
     # The source was migrated up to this version by another runner (no ledger): adopt the copy first.
     baseline: str | None = None
+    allowed_grantees: tuple[AllowedGrantee, ...] = ()  # --allowed-grantee, for the privilege review
 
 
 def _source_identity(url: str) -> tuple[backup.DatabaseIdentity, str]:
@@ -226,5 +228,6 @@ def rehearse(options: RehearsalOptions, progress: Progress = lambda line: None) 
             smoke_skipped_because="--no-smoke",
             prefer_bindirs=(bindir,),
             command="rehearse",
+            allowed_grantees=options.allowed_grantees,
         )
         return playbook.run(run_options, progress, confirm=lambda question: True, rehearsal=rehearsal)

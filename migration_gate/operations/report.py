@@ -4,11 +4,17 @@ Written whatever the outcome, it says what ran, how long each step and migration
 every invariant's count at each checkpoint, the profile audit, each check's result, the
 backup, and, when the run stopped, where and why and what state the database is in.
 Every string goes through ``dsn.scrub`` on the way out: no password reaches a report.
+
+It exists from the first step: written when the run starts and again at every step and
+migration, each time to a temporary file renamed over the last one, so a run killed
+outright (kill -9, the OOM killer, a CI time limit) leaves a whole record that says it
+did not finish, and in which step and migration.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from migration_gate.checks.role_report import LABELS
 from migration_gate.core import dsn
 
 JSON_NAME = "report.json"
@@ -24,7 +31,11 @@ MARKDOWN_NAME = "report.md"
 
 # outcome → what it means for the database
 OUTCOMES: dict[str, str] = {
-    "running": "the run did not finish (interrupted, or an unexpected error): check the database before anything else",
+    "not_finished": "the run did not finish, or is still running: killed (kill -9, out of memory, a lost "
+    "session) in the step and migration named below; PostgreSQL rolls back an open transaction, but check the "
+    "database before anything else",
+    "interrupted": "a signal (Ctrl-C, SIGTERM, SIGHUP) stopped the run: the database's state is said below",
+    "unexpected_error": "the run could not go on (an error that is no verdict on the migrations): check the database",
     "migrated_and_validated": "every pending migration is applied and every check passed",
     "rolled_back": "stopped before committing: the database is exactly as it was (verified)",
     "restored": "stopped after committing: the backup was restored and the database is exactly as it was (verified)",
@@ -69,8 +80,11 @@ class ChangeRecord:
     target: str
     started_at: str = field(default_factory=now)
     finished_at: str | None = None
-    outcome: str = "running"
+    outcome: str = "not_finished"
     exit_code: int | None = None
+    # Where the run is (or was, when it was killed): the step, and the migration in progress.
+    in_progress: dict[str, str | None] = field(default_factory=lambda: {"step": None, "migration": None})
+    database: str | None = None  # what the run left the database as, once it is known
     stopped_at: str | None = None
     reason: str | None = None
     identity: dict[str, Any] | None = None
@@ -80,6 +94,8 @@ class ChangeRecord:
     migrations: list[MigrationRecord] = field(default_factory=list)
     checkpoints: dict[str, dict[str, int]] = field(default_factory=dict)
     profile_audit: dict[str, dict[str, int]] = field(default_factory=dict)
+    # The cluster's roles at the last checkpoint, by figure (login, superuser, ...): reported, not asserted.
+    roles: dict[str, list[str]] = field(default_factory=dict)
     checks: list[CheckRecord] = field(default_factory=list)
     smoke: list[CheckRecord] = field(default_factory=list)
     fingerprint: dict[str, Any] | None = None
@@ -87,12 +103,16 @@ class ChangeRecord:
     next_action: str | None = None
     rehearsal: dict[str, Any] | None = None
 
+    _autosave: tuple[Path, str | None] | None = field(default=None, repr=False, compare=False)
+
     @contextmanager
     def step(self, name: str, progress: Callable[[str], None] = lambda line: None) -> Iterator[StepRecord]:
-        """Time a step; an exception marks it failed (and goes on up)."""
+        """Time a step; an exception marks it failed (and goes on up). Saved as it starts and ends."""
         record = StepRecord(name)
         self.steps.append(record)
+        self.in_progress = {"step": name, "migration": None}
         progress(f"== {name}")
+        self.save()
         started = time.perf_counter()
         try:
             yield record
@@ -104,25 +124,51 @@ class ChangeRecord:
                 record.status = "ok"
         finally:
             record.seconds = round(time.perf_counter() - started, 3)
+            self.save()
+
+    def migrating(self, file_name: str | None) -> None:
+        """The migration now running (None: none), saved at once: a kill -9 leaves it in the record."""
+        self.in_progress["migration"] = file_name
+        self.save()
 
     def stop(self, where: str, reason: str, outcome: str, exit_code: int) -> None:
         self.stopped_at, self.reason, self.outcome, self.exit_code = where, reason, outcome, exit_code
+        self.save()
+
+    def autosave(self, directory: Path, secret_url: str | None) -> None:
+        """From now on every step, migration and stop rewrites the record in ``directory``."""
+        self._autosave = (directory, secret_url)
+        self.save()
+
+    def save(self) -> None:
+        if self._autosave is not None:
+            self.write(*self._autosave)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
+        data.pop("_autosave")
         data["meaning"] = OUTCOMES.get(self.outcome, "")
         return data
 
     def write(self, directory: Path, secret_url: str | None) -> tuple[Path, Path]:
-        """``report.json`` and ``report.md`` in ``directory`` (created), every string scrubbed."""
-        self.finished_at = self.finished_at or now()
+        """``report.json`` and ``report.md`` in ``directory`` (created), every string scrubbed, each atomically."""
         directory.mkdir(parents=True, exist_ok=True)
         data = _scrubbed(self.to_json(), secret_url)
         json_path = directory / JSON_NAME
         md_path = directory / MARKDOWN_NAME
-        json_path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        md_path.write_text(markdown(data), encoding="utf-8")
+        _replace(json_path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        _replace(md_path, markdown(data))
         return json_path, md_path
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write, then rename over ``path``: a reader (or a crash) sees the old file or the new, never half."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with temporary.open("w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
 
 
 def _scrubbed(value: Any, secret_url: str | None) -> Any:
@@ -166,7 +212,13 @@ def markdown(data: dict[str, Any]) -> str:
             f"- **Server:** PostgreSQL {ident['server_version']}, system identifier "
             f"{ident.get('system_identifier') or 'unknown'}, database OID {ident['database_oid']}"
         ]
-    out += [f"- **Started:** {data['started_at']}; **finished:** {data['finished_at']}"]
+    if data.get("database"):
+        out += [f"- **The database now:** {data['database']}"]
+    in_progress = data.get("in_progress") or {}
+    if data["outcome"] == "not_finished" and in_progress.get("step"):
+        migration = f", migration {in_progress['migration']}" if in_progress.get("migration") else ""
+        out += [f"- **In progress:** step {in_progress['step']}{migration}"]
+    out += [f"- **Started:** {data['started_at']}; **finished:** {data['finished_at'] or 'not yet'}"]
     out += [f"- **Exit code:** {data['exit_code']}", ""]
     if data.get("stopped_at"):
         out += [
@@ -205,6 +257,15 @@ def markdown(data: dict[str, Any]) -> str:
         points = list(data["profile_audit"])
         out += _table(
             ["profile", *points], [[c] + [data["profile_audit"][p].get(c, 0) for p in points] for c in codes]
+        )
+    if data.get("roles"):
+        out += ["## Roles of the cluster (reported, not asserted)", ""]
+        out += _table(
+            ["figure", "roles", "names"],
+            [
+                [LABELS.get(key, key), len(names), ", ".join(names) or "-"]
+                for key, names in data["roles"].items()
+            ],
         )
     for title, key in (("Checks", "checks"), ("Smoke tests", "smoke")):
         if data[key]:

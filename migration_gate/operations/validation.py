@@ -17,12 +17,15 @@ from collections.abc import Callable
 import psycopg
 from psycopg import sql
 
-from migration_gate.checks import catalog, explain, profile_audit
+from migration_gate.checks import catalog, explain, profile_audit, role_report
 from migration_gate.checks.catalog import Check, CheckContext, CheckSkipped, LegacySnapshot
 from migration_gate.checks.failures import CheckFailed
+from migration_gate.checks.grantees import AllowedGrantee
 from migration_gate.core import ledger, runner
 from migration_gate.core.errors import MigrationFailed
+from migration_gate.core.locks import LOCK_RETRY, LockWatch
 from migration_gate.core.plan import Checkpoint, Migration, checkpoint_name, checkpoints
+from migration_gate.core.signals import Cancellation
 from migration_gate.operations.report import ChangeRecord, CheckRecord, MigrationRecord
 
 Progress = Callable[[str], None]
@@ -58,15 +61,22 @@ class Validation:
         record: ChangeRecord,
         progress: Progress,
         migrations_dir: str = "",
+        allowed_grantees: tuple[AllowedGrantee, ...] = (),
     ) -> None:
         self.conn, self.plan, self.checks = conn, plan, checks
         self.record, self.progress, self.migrations_dir = record, progress, migrations_dir
+        self.allowed_grantees = allowed_grantees
         self.legacy: LegacySnapshot | None = None
         self.no_legacy_because = (
             "005 was already applied before this run: no pre-005 snapshot to compare with"
         )
         self.last = CURRENT
-        self.on_migration: Callable[[Migration | None], None] = lambda migration: None
+        self.committed = False
+        # With a lock_timeout, a migration that cannot get its locks is retried (a savepoint each time).
+        self.retry = LOCK_RETRY
+        self.watch: LockWatch | None = None
+        # Set by the playbook while signals cancel statements: checked at every statement's and check's door.
+        self.cancellation: Cancellation | None = None
 
     def migrate(self) -> None:
         """Apply what is pending, pausing at each checkpoint; raise Stop at the first failure."""
@@ -79,10 +89,17 @@ class Validation:
         for migration in todo:
             if migration.version == SCOPING_VERSION:
                 self.legacy = LegacySnapshot.take(conn)
+            self.record.migrating(migration.file_name)  # in the record before it is said
             self.progress(f"applying {migration.file_name} …")
-            self.on_migration(migration)
             try:
-                applied = runner.apply(conn, migration)
+                applied = runner.apply_retrying(
+                    conn,
+                    migration,
+                    [self.cancellation] if self.cancellation is not None else [],
+                    retry=self.retry,
+                    watch=self.watch,
+                    progress=self.progress,
+                )
             except MigrationFailed as failed:
                 raise Stop(f"migration {migration.file_name}", str(failed)) from None
             self.record.migrations.append(
@@ -98,7 +115,7 @@ class Validation:
             self.progress(f"{migration.file_name:<45} {applied.seconds:8.3f} s")
             if migration.version in pauses:
                 self.checkpoint(pauses[migration.version], last=False)
-        self.on_migration(None)
+        self.record.migrating(None)
         last_version = self.plan[-1].version
         self.last = checkpoint_name(last_version) if todo else CURRENT
         self.checkpoint(Checkpoint(self.last, last_version), last=True)
@@ -112,6 +129,7 @@ class Validation:
             self.legacy,
             self.no_legacy_because,
             self.migrations_dir,
+            allowed_grantees=self.allowed_grantees,
         )
 
     def checkpoint(self, point: Checkpoint, *, last: bool) -> None:
@@ -133,13 +151,24 @@ class Validation:
         self.progress(f"profile audit {point.name}: {figures}")
         failed = [check.name for check, ok in zip(due, results, strict=True) if not ok]
         self.progress(f"checks at {point.name}: {results.count(True)} passed, {len(failed)} failed")
+        if last:
+            self.report_roles()
         if failed:
             offending = ", ".join(f"{name} = {counts[name]}" if name in counts else name for name in failed)
             raise Stop(f"checkpoint {point.name}", f"{len(failed)} check(s) failed: {offending}")
 
+    def report_roles(self) -> None:
+        """The cluster's roles, as figures in the record (docs/contract.md §5): reported, never a verdict."""
+        report = role_report.role_report(self.conn)
+        self.record.roles = report.roles
+        for line in report.lines():
+            self.progress(f"roles: {line}")
+
     def run(self, check: Check, context: CheckContext, counts: dict[str, int] | None = None) -> bool:
         """One check in a savepoint (an SQL error fails that check, not the transaction); recorded by name."""
         conn = context.conn
+        if self.cancellation is not None:
+            self.cancellation.check()
         try:
             with conn.transaction():
                 result = check.verify(context)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 
 from migration_gate.checks.catalog import Check
+from migration_gate.checks.grantees import AllowedGrantee, parse_allowed_grantees
 from migration_gate.core.errors import UsageError
 from migration_gate.core.installations import parse_major
 from migration_gate.core.plan import Checkpoint
@@ -28,6 +29,16 @@ def add_options(parser: pytest.Parser) -> None:
         if setting.flag_only:
             group.addoption(flag, action="store_true", dest=setting.name, default=None, help=help_text)
             parser.addini(setting.name, help_text, type="bool", default=False)
+        elif setting.repeatable:
+            group.addoption(
+                flag,
+                action="append",
+                dest=setting.name,
+                default=None,
+                metavar=setting.metavar,
+                help=help_text,
+            )
+            parser.addini(setting.name, help_text + " (one a line)", type="linelist", default=[])
         else:
             group.addoption(flag, action="store", dest=setting.name, default=None, help=help_text)
             parser.addini(setting.name, help_text, default=setting.default)
@@ -49,6 +60,9 @@ class GateConfig:
     api_token: str | None
     smoke_actors: tuple[int, int, int, int] | None  # USER, WORKSPACE, OTHER_USER, OTHER_WORKSPACE
     smoke_delivery_timeout: float
+    summary: Path | None = None  # where the pull request's Markdown summary goes
+    summary_append: bool = False  # $GITHUB_STEP_SUMMARY is shared by a job's steps: append to it
+    allowed_grantees: tuple[AllowedGrantee, ...] = ()
 
     @property
     def disposable(self) -> bool:
@@ -79,7 +93,7 @@ def _actors(value: object) -> tuple[int, int, int, int] | None:
 
 
 def resolve(config: pytest.Config) -> GateConfig:
-    """Flag, then environment variable, then ini, then default."""
+    """Flag, then environment variable, then ini, then default (the flags of a list replace its ini lines)."""
     values: dict[str, object] = {}
     for setting in SETTINGS:
         value = config.getoption(setting.name)
@@ -111,7 +125,14 @@ def resolve(config: pytest.Config) -> GateConfig:
         smoke_delivery_timeout=_seconds(
             "smoke_delivery_timeout", values["smoke_delivery_timeout"] or default("smoke_delivery_timeout")
         ),
+        allowed_grantees=parse_allowed_grantees(values["allowed_grantee"] or []),  # type: ignore[arg-type]
     )
+    if values["summary"] is not None:
+        gate_config = replace(gate_config, summary=path(values["summary"]))
+    elif os.environ.get("GITHUB_STEP_SUMMARY"):
+        gate_config = replace(
+            gate_config, summary=Path(os.environ["GITHUB_STEP_SUMMARY"]), summary_append=True
+        )
     if gate_config.migrate and gate_config.disposable:
         raise UsageError(
             "--migrate only makes sense with --database-url (the disposable database is always migrated)"

@@ -21,6 +21,7 @@ import psycopg
 
 from migration_gate.checks.catalog import LegacySnapshot
 from migration_gate.core import dsn, runner
+from migration_gate.core.locks import LockProbe
 from migration_gate.core.plan import LEGACY_CHECKPOINT, Checkpoint, Migration, checkpoints
 from migration_gate.core.server import DisposableServer
 
@@ -52,6 +53,8 @@ class CheckpointDatabases:
     server: DisposableServer
     plan: list[Migration]
     applied: list[runner.AppliedMigration] = field(default_factory=list)
+    # Per migration, the pre-existing tables it held ACCESS EXCLUSIVE and for how long.
+    locks: dict[str, dict[str, float]] = field(default_factory=dict)
     seed_seconds: float = 0.0
     prefix: str = "gate"
     _clones: int = 0
@@ -102,11 +105,14 @@ class CheckpointDatabases:
         return self.server.create_database(name, template=self.database(checkpoint))
 
     def build(self, legacy_seed: Path, progress: runner.Progress = lambda line: None) -> CheckpointDatabases:
+        probe = LockProbe()  # as the bench measures them, on the gate's own database
         previous = None
         for point in self.points:
             name = self.database(point.name)
             url = self.server.create_database(name, template=previous)
-            self.applied += runner.migrate(url, self.plan, stop=str(point.version), progress=progress)
+            self.applied += runner.migrate(
+                url, self.plan, stop=str(point.version), progress=progress, hooks=[probe]
+            )
             if point.name == LEGACY_CHECKPOINT:
                 started = time.perf_counter()
                 with dsn.connect(url) as conn, conn.transaction():
@@ -114,6 +120,7 @@ class CheckpointDatabases:
                 self.seed_seconds = time.perf_counter() - started
                 progress(f"{legacy_seed.name:<45} {self.seed_seconds:8.3f} s")
             previous = name
+        self.locks = probe.by_migration
         return self
 
     def legacy_snapshot(self) -> LegacySnapshot | None:

@@ -23,16 +23,20 @@ import pytest
 
 from migration_gate.checks import catalog
 from migration_gate.checks.catalog import Check, CheckContext, CheckSkipped
+from migration_gate.checks.failures import CheckFailed
 from migration_gate.core import dsn
 from migration_gate.core.plan import load_plan
 from migration_gate.data import volume_checkpoint
 from migration_gate.plugin.config import CATALOG, GATE_CONFIG, POINTS, GateConfig
 from migration_gate.plugin.databases import CheckpointDatabases, GateDatabases
 from migration_gate.plugin.existing import CURRENT
+from migration_gate.plugin.summary import INVARIANT_COUNT
 
 # The audit tests leave their figures as this user property: it reaches the terminal
 # summary from xdist workers too, and JUnit XML as a <property>.
 PROFILE_AUDIT_PROPERTY = "profile_audit"
+# The role report leaves one property per line, in order (checks/test_role_report.py).
+ROLE_REPORT_PROPERTY = "role_report"
 
 OpenCheckpoint = Callable[[str, int, str], AbstractContextManager[psycopg.Connection]]
 CheckContextFactory = Callable[[Check, str], AbstractContextManager[CheckContext]]
@@ -114,7 +118,7 @@ def volume_database(gate: GateDatabases) -> Iterator[str]:
     gate.server.drop_database(name)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def check_context(
     request: pytest.FixtureRequest,
     gate: GateDatabases,
@@ -123,7 +127,8 @@ def check_context(
 ) -> CheckContextFactory:
     """``check_context(check, checkpoint)``: what ``check.verify`` reads there, as a context manager.
 
-    A check that cannot say anything here (``CheckSkipped``) is skipped with its reason.
+    A check that cannot say anything here (``CheckSkipped``) is skipped with its reason; an
+    invariant's count is left on the test's report, for the pull request's summary.
     """
     plan = gate.plan if isinstance(gate, CheckpointDatabases) else load_plan(gate_config.migrations_dir)
 
@@ -147,26 +152,47 @@ def check_context(
                     gate.legacy_snapshot(),
                     migrations_dir=str(gate_config.migrations_dir),
                     realistic_volume=checkpoint == "volume",
+                    allowed_grantees=gate_config.allowed_grantees,
                 )
             except CheckSkipped as skipped:
                 # Reported at the test's own location and under the check's name (pytest -rs).
                 raise pytest.skip.Exception(
                     f"{check.name}: {skipped.reason}", _use_item_location=True
                 ) from None
+            except CheckFailed as failed:
+                if check.invariant is not None and failed.count is not None:
+                    request.node.user_properties.append(
+                        (INVARIANT_COUNT, (check.name, checkpoint, failed.count))
+                    )
+                raise
+            if check.invariant is not None:
+                request.node.user_properties.append((INVARIANT_COUNT, (check.name, checkpoint, 0)))
 
     return context
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    lines = sorted(
+def _recorded(terminalreporter: pytest.TerminalReporter, property_name: str) -> list[str]:
+    return [
         str(value)
         for report in terminalreporter.stats.get("passed", [])
         for name, value in getattr(report, "user_properties", ())
-        if name == PROFILE_AUDIT_PROPERTY
+        if name == property_name
+    ]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    sections = (
+        (
+            "migration-gate: profile audit (users per profile in their default workspace)",
+            sorted(_recorded(terminalreporter, PROFILE_AUDIT_PROPERTY)),
+        ),
+        (
+            "migration-gate: roles of the cluster (reported, not asserted)",
+            _recorded(terminalreporter, ROLE_REPORT_PROPERTY),
+        ),
     )
-    if lines:
-        terminalreporter.section(
-            "migration-gate: profile audit (users per profile in their default workspace)"
-        )
-        for line in lines:
-            terminalreporter.write_line(line)
+    for title, lines in sections:
+        if lines:
+            terminalreporter.section(title)
+            for line in lines:
+                terminalreporter.write_line(line)

@@ -14,25 +14,31 @@ import pytest
 from migration_gate.checks import catalog
 from migration_gate.core.errors import EXIT_USAGE, GateError
 from migration_gate.core.installations import find_installation
+from migration_gate.core.locks import LockProbe
 from migration_gate.core.plan import Checkpoint, checkpoints, load_plan
-from migration_gate.core.runner import AppliedMigration, migrate
-from migration_gate.core.server import DisposableServer, interrupt_on_sigterm
+from migration_gate.core.runner import migrate
+from migration_gate.core.server import DisposableServer
+from migration_gate.core.signals import interrupt_on_signals
 
 # Imported for its side effect: the Hypothesis profiles (ci, nightly) must be registered
 # before Hypothesis' own plugin applies --hypothesis-profile, in checks/ and tests/ alike.
 from migration_gate.plugin import config as gate_config_module
-from migration_gate.plugin import hypothesis_profiles  # noqa: F401
+from migration_gate.plugin import (
+    hypothesis_profiles,  # noqa: F401
+    summary,
+)
 from migration_gate.plugin.config import CATALOG, GATE_CONFIG, POINTS, GateConfig
 from migration_gate.plugin.databases import CheckpointDatabases, GateDatabases
 from migration_gate.plugin.existing import ExistingDatabase
+from migration_gate.plugin.summary import AppliedRecord
 
 pytest_plugins = ("migration_gate.plugin.gate",)
-# What the session applied, for the summary: a title, each migration's timing, extra lines.
-GATE_APPLIED = pytest.StashKey[tuple[str, list[AppliedMigration], list[str]]]()
-# Under pytest-xdist: the key of a worker's summary in its workeroutput, and the
-# summaries the controller received, by worker id.
+# What the session applied, for the terminal and the pull request's summary.
+GATE_APPLIED = pytest.StashKey[AppliedRecord]()
+# Under pytest-xdist: the key of a worker's record in its workeroutput, and the records
+# the controller received, by worker id.
 WORKER_SUMMARY = "migration_gate_summary"
-WORKER_SUMMARIES = pytest.StashKey[list[tuple[str, list[str]]]]()
+WORKER_SUMMARIES = pytest.StashKey[list[tuple[str, AppliedRecord]]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -40,7 +46,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    interrupt_on_sigterm()
+    interrupt_on_signals()
     try:
         config.stash[GATE_CONFIG] = gate_config_module.resolve(config)
         load_catalog(config, config.stash[GATE_CONFIG])
@@ -120,13 +126,14 @@ def gate(request: pytest.FixtureRequest, gate_config: GateConfig) -> GateDatabas
     try:
         plan = load_plan(gate_config.migrations_dir)
         if gate_config.database_url is not None:
+            probe = LockProbe()
             applied = (
-                migrate(gate_config.database_url, plan, progress=progress) if gate_config.migrate else []
+                migrate(gate_config.database_url, plan, progress=progress, hooks=[probe])
+                if gate_config.migrate
+                else []
             )
-            request.config.stash[GATE_APPLIED] = (
-                "migrations applied by --migrate (existing database)",
-                applied,
-                [],
+            request.config.stash[GATE_APPLIED] = AppliedRecord.of(
+                "migrations applied by --migrate (existing database)", applied, probe.by_migration
             )
             return ExistingDatabase(gate_config.database_url, gate_config.statement_timeout)
         server = request.getfixturevalue("disposable_server")
@@ -134,45 +141,59 @@ def gate(request: pytest.FixtureRequest, gate_config: GateConfig) -> GateDatabas
     except GateError as exc:
         pytest.fail(f"building the gate database failed: {exc}", pytrace=False)
     seed_line = f"{f'(legacy seed {gate_config.legacy_seed.name}, loaded at 004)':<45} {databases.seed_seconds:8.3f} s"
-    request.config.stash[GATE_APPLIED] = (
+    request.config.stash[GATE_APPLIED] = AppliedRecord.of(
         "migrations applied (disposable database, legacy seed)",
         databases.applied,
+        databases.locks,
         [seed_line],
     )
     return databases
 
 
-def _summary(config: pytest.Config) -> list[str]:
-    """The summary's title, then its lines; empty when the session applied nothing."""
-    title, applied, extra_lines = config.stash.get(GATE_APPLIED, ("", [], []))
-    if not title or not (applied or extra_lines):
-        return []
-    lines = [f"{result.migration.file_name:<45} {result.seconds:8.3f} s" for result in applied]
-    return [title, *lines, *extra_lines]
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    applied = config.stash.get(GATE_APPLIED, None)
     # Under pytest-xdist each worker builds its own gate database and the controller,
-    # which prints the summary, builds none: a worker hands its summary over.
-    workeroutput = getattr(session.config, "workeroutput", None)
+    # which reports, builds none: a worker hands what it applied over.
+    workeroutput = getattr(config, "workeroutput", None)
     if workeroutput is not None:
-        workeroutput[WORKER_SUMMARY] = _summary(session.config)
+        if applied is not None:
+            workeroutput[WORKER_SUMMARY] = applied.to_json()
+        return
+    gate_config = config.stash.get(GATE_CONFIG, None)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if gate_config is None or gate_config.summary is None or reporter is None:
+        return
+    received = config.stash.get(WORKER_SUMMARIES, [])
+    applied = applied or (min(received, key=lambda pair: pair[0])[1] if received else None)
+    reports = [
+        r for key in ("passed", "failed", "skipped") for r in reporter.stats.get(key, []) if r.when == "call"
+    ]
+    failed = [r for r in reporter.stats.get("failed", []) if isinstance(r, pytest.TestReport)]
+    outcome = (
+        "passed" if exitstatus == 0 else f"failed ({len(failed)} test(s))" if failed else f"exit {exitstatus}"
+    )
+    text = summary.markdown(applied, summary.invariant_counts(reports), failed, outcome)
+    summary.write(gate_config.summary, text, append=gate_config.summary_append)
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: object) -> None:
-    """pytest-xdist's controller: keep each worker's summary for the terminal summary."""
-    summary = getattr(node, "workeroutput", {}).get(WORKER_SUMMARY)
-    if summary:
+    """pytest-xdist's controller: keep each worker's record for the terminal and the summary."""
+    data = getattr(node, "workeroutput", {}).get(WORKER_SUMMARY)
+    if data:
         name = str(getattr(node.gateway, "id", "worker"))
-        node.config.stash.setdefault(WORKER_SUMMARIES, []).append((name, summary))
+        node.config.stash.setdefault(WORKER_SUMMARIES, []).append((name, AppliedRecord.from_json(data)))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
-    own = _summary(config)
-    received: list[tuple[str, list[str]]] = config.stash.get(WORKER_SUMMARIES, [])
-    summaries = ([("", own)] if own else []) + sorted(received)
-    for worker, (title, *lines) in summaries:
-        terminalreporter.section(f"migration-gate: {title}" + (f" ({worker})" if worker else ""))
+    own = config.stash.get(GATE_APPLIED, None)
+    received: list[tuple[str, AppliedRecord]] = config.stash.get(WORKER_SUMMARIES, [])
+    records = ([("", own)] if own else []) + sorted(received, key=lambda pair: pair[0])
+    for worker, record in records:
+        lines = record.terminal_lines()
+        if not lines:
+            continue
+        terminalreporter.section(f"migration-gate: {record.title}" + (f" ({worker})" if worker else ""))
         for line in lines:
             terminalreporter.write_line(line)
