@@ -190,9 +190,12 @@ def _closed_directory(tmp_path: Path) -> Path:
     return closed
 
 
-def test_a_pypi_server_the_os_user_cannot_reach_is_run_from_a_staged_copy(tmp_path: Path) -> None:
+def test_a_pypi_server_the_os_user_cannot_reach_is_run_from_a_staged_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if os.geteuid() != 0:
         pytest.skip("only root runs the server as another user")
+    monkeypatch.delenv(installations.PG_VERSION_ENV, raising=False)  # this test's --pg-ctl decides
     pypi = [bindir for bindir, _ in installations.pypi_bindirs()]
     assert pypi, "make installs PyPI's server (the server extra)"
     pginstall = pypi[0].parent
