@@ -476,14 +476,24 @@ def _add_restore(commands: argparse._SubParsersAction) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from migration_gate.data import bench
+    from migration_gate.data.window import DEFAULT_WINDOW_SCALES
 
     plan = load_plan(args.migrations_dir)
     scales = args.scales or list(bench.DEFAULT_SCALES)
     _say(f"benchmark of {args.migrations_dir} at {', '.join(f'{s:,}' for s in scales)} activities")
+    window_scales = [] if args.no_window else (args.window_scales or list(DEFAULT_WINDOW_SCALES))
     result = bench.bench(
-        plan, scales, args.seed, args.gate_runs, pg_ctl=args.pg_ctl, progress=_say, repeats=args.repeats,
+        plan,
+        scales,
+        args.seed,
+        args.gate_runs,
+        pg_ctl=args.pg_ctl,
+        progress=_say,
+        repeats=args.repeats,
+        window_scales=window_scales,
+        migrations_dir=args.migrations_dir,
         pg_version=args.pg_version,
-    )  # fmt: skip
+    )
     _say("")
     for line in result.table():
         _say(line)
@@ -516,6 +526,14 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
         metavar="N,N,...",
         help="numbers of activities (default 10000,100000,1000000)",
     )
+    parser.add_argument(
+        "--window-scales",
+        type=_scales,
+        metavar="N,N,...",
+        help="activities at which the whole playbook is timed against the runbook by hand "
+        "(default 100000,500000,1000000)",
+    )
+    parser.add_argument("--no-window", action="store_true", help="leave the window section out")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--seed", type=_non_negative_int, default=0, metavar="S")
     parser.add_argument(

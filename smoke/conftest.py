@@ -15,6 +15,7 @@ from migration_gate.plugin.smoke import (
     existing_deployment,
     open_receiver,
     reference_deployment,
+    smoke_rows,
 )
 
 
@@ -24,11 +25,10 @@ def deployment(request: pytest.FixtureRequest, gate_config: GateConfig) -> Itera
     if gate_config.api_url is not None:
         gate = request.getfixturevalue("gate") if gate_config.database_url is not None else None
         try:
-            target = existing_deployment(gate_config, gate)
+            with existing_deployment(gate_config, gate, report=smoke_rows(request.config)) as target:
+                yield target
         except SmokeUnavailable as exc:
             pytest.skip(str(exc))
-        yield target
-        target.api.close()
     elif gate_config.database_url is not None:
         pytest.skip(
             "the reference API would write to --database-url, which the gate only reads: "

@@ -141,10 +141,9 @@ def test_the_playbook_migrates_validates_and_writes_the_change_record(
     assert any(s["status"] == "passed" for s in record["smoke"])
     assert record["backup"]["path"] == str(window["backup"]) and record["backup"]["bytes"] > 0
     assert window["backup"].stat().st_size == record["backup"]["bytes"]
-    assert [step["name"] for step in record["steps"]][:4] == [
+    assert [step["name"] for step in record["steps"]][:3] == [
         "preflight",
-        "fingerprint before",
-        "backup",
+        "backup and fingerprint (one snapshot)",
         "migrate and validate (one transaction)",
     ]
     assert all(step["status"] == "ok" for step in record["steps"])

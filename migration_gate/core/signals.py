@@ -109,3 +109,27 @@ def cancelling(conn: psycopg.Connection) -> Iterator[Cancellation]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+@contextmanager
+def named_interrupts() -> Iterator[list[str]]:
+    """Within the block a stopping signal raises KeyboardInterrupt and its name is kept (the list yielded).
+
+    For code that catches KeyboardInterrupt itself (pytest.main ends its session and
+    returns): the caller can still tell which signal it was, and raise it again.
+    """
+    noted: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield noted
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        noted.append(signal.Signals(signum).name)
+        raise KeyboardInterrupt(noted[-1])
+
+    previous = {signum: signal.signal(signum, interrupt) for signum in STOPPING_SIGNALS}
+    try:
+        yield noted
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

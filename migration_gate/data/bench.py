@@ -48,6 +48,7 @@ from migration_gate.core.server import (
     server_os_user,
 )
 from migration_gate.data import volume
+from migration_gate.data.window import TARGET_WINDOW_RATIO, WindowScale, run_window
 
 Progress = Callable[[str], None]
 
@@ -270,11 +271,13 @@ def run_gate(installation: Installation, plan: list[Migration], runs: int, progr
 class BenchResult:
     scales: list[ScaleRun]
     gate: GateRun | None
+    window: list[WindowScale] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
             "scales": [scale.as_json() for scale in self.scales],
             "gate": self.gate.as_json() if self.gate else None,
+            "window": [scale.as_json() for scale in self.window],
         }
 
     def verdicts(self) -> list[tuple[str, bool]]:
@@ -304,6 +307,13 @@ class BenchResult:
                     self.gate.ratio <= TARGET_GATE_OVER_FLOOR,
                 )
             )
+        for window in self.window:
+            found.append(
+                (
+                    f"window: playbook / by hand at {window.activities:,} = {window.ratio:.2f} (<= {TARGET_WINDOW_RATIO:g})",
+                    window.ratio <= TARGET_WINDOW_RATIO,
+                )
+            )
         return found
 
     def table(self) -> list[str]:
@@ -323,6 +333,13 @@ class BenchResult:
                 f"gate: floor {self.gate.floor_s:.3f} s (pg_ctl + psql), gate {self.gate.gate_s:.3f} s "
                 f"(DisposableServer + runner), ratio {self.gate.ratio:.2f}"
             )
+        for window in self.window:
+            data = window.as_json()
+            steps = ", ".join(f"{name} {seconds:.2f}" for name, seconds in data["playbook_steps"].items())
+            lines.append(
+                f"window at {window.activities:,}: by hand {data['by_hand_s']:.3f} s, playbook {data['playbook_s']:.3f} s, "
+                f"ratio {data['ratio']:.2f} ({steps}); restore {data['restore_s']:.3f} s for {data['backup_bytes']} bytes"
+            )
         return lines
 
 
@@ -334,20 +351,32 @@ def bench(
     pg_ctl: str | None = None,
     progress: Progress = lambda line: None,
     repeats: int = 1,
+    window_scales: list[int] | None = None,
+    migrations_dir: Path | None = None,
     pg_version: object = None,
 ) -> BenchResult:
-    """Measure every scale (``repeats`` times, medians kept) on one disposable server, then the gate."""
+    """Measure every scale (``repeats`` times, medians kept) on one disposable server, then the gate.
+
+    With ``window_scales``, also the whole window: the playbook against the runbook by hand
+    (``window``), ``repeats`` pairs per scale, from the files of ``migrations_dir``.
+    """
     if not any(m.version == 4 for m in plan) or plan[-1].version <= 4:
         raise UsageError("the benchmark needs migrations 001-004 and at least one after them")
     installation = find_installation(pg_ctl, pg_version)
     progress(f"on {installation.describe()}")
     results = []
+    windows = []
     with DisposableServer(installation=installation) as server:
         for activities in scales:
             runs = [run_scale(server, plan, activities, seed, progress) for _ in range(max(1, repeats))]
             results.append(median_run(runs))
+        for activities in window_scales or ():
+            assert migrations_dir is not None, "the window runs the playbook on the files of a directory"
+            windows.append(
+                run_window(server, plan, migrations_dir, activities, seed, max(1, repeats), progress)
+            )
     gate = run_gate(installation, plan, gate_runs, progress) if gate_runs else None
-    return BenchResult(results, gate)
+    return BenchResult(results, gate, windows)
 
 
 def write_json(result: BenchResult, path: Path) -> None:

@@ -237,6 +237,64 @@ def _dump_progress(line: str) -> str | None:
     return f"  backup: {match['table']}" if match else None
 
 
+class Dump:
+    """``pg_dump --format=custom`` running in the background: ``wait`` for its size, or ``abort`` it."""
+
+    def __init__(
+        self, url: str, path: Path, process: subprocess.Popen[str], lines: list[str], reader: threading.Thread
+    ) -> None:
+        self.url, self.path, self.process, self.lines, self.reader = url, path, process, lines, reader
+
+    @classmethod
+    def start(
+        cls,
+        url: str,
+        path: Path,
+        tools: ClientTools,
+        progress: Progress = lambda line: None,
+        *,
+        read_only: bool = False,
+        snapshot: str | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> Dump:
+        conninfo, env = tool_connection(url, read_only=read_only)
+        command = [
+            tools.pg_dump,
+            "--format=custom",
+            "--verbose",
+            f"--file={path}",
+            *([f"--snapshot={snapshot}"] if snapshot else []),
+            *extra_args,
+            f"--dbname={conninfo}",
+        ]
+        lines: list[str] = []
+        process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
+        )
+        assert process.stderr is not None
+        reader = threading.Thread(
+            target=_pump_stderr, args=(process.stderr, lines, progress, _dump_progress), daemon=True
+        )
+        reader.start()
+        return cls(url, path, process, lines, reader)
+
+    def wait(self) -> int:
+        """The backup's size in bytes; a failed dump leaves no file."""
+        code = self.process.wait()
+        self.reader.join()
+        if code != 0:
+            self.path.unlink(missing_ok=True)
+            raise BackupFailed(f"pg_dump failed: {_error_line(self.lines, self.url, f'exit code {code}')}")
+        return self.path.stat().st_size
+
+    def abort(self) -> None:
+        """Stop it (interrupted, or what ran beside it failed): a half-written backup is no backup."""
+        self.process.kill()
+        self.process.wait()
+        self.reader.join()
+        self.path.unlink(missing_ok=True)
+
+
 def dump(
     url: str,
     path: Path,
@@ -247,29 +305,12 @@ def dump(
     extra_args: Sequence[str] = (),
 ) -> int:
     """``pg_dump --format=custom`` of ``url`` into ``path``; its size in bytes. A failed dump leaves no file."""
-    conninfo, env = tool_connection(url, read_only=read_only)
-    command = [
-        tools.pg_dump,
-        "--format=custom",
-        "--verbose",
-        f"--file={path}",
-        *extra_args,
-        f"--dbname={conninfo}",
-    ]
-    lines: list[str] = []
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    assert process.stderr is not None
+    running = Dump.start(url, path, tools, progress, read_only=read_only, extra_args=extra_args)
     try:
-        _pump_stderr(process.stderr, lines, progress, _dump_progress)
-    except BaseException:  # interrupted: a half-written backup is no backup
-        process.kill()
-        process.wait()
-        path.unlink(missing_ok=True)
+        return running.wait()
+    except BaseException:
+        running.abort()
         raise
-    if process.wait() != 0:
-        path.unlink(missing_ok=True)
-        raise BackupFailed(f"pg_dump failed: {_error_line(lines, url, f'exit code {process.returncode}')}")
-    return path.stat().st_size
 
 
 def check_archive(path: Path, tools: ClientTools) -> int:
@@ -291,14 +332,20 @@ def script_lines(text: str) -> list[str]:
 
 
 def schema_script(
-    url: str, tools: ClientTools, *, clean: bool = False, exclude_tables: Sequence[str] = ()
+    url: str,
+    tools: ClientTools,
+    *,
+    clean: bool = False,
+    exclude_tables: Sequence[str] = (),
+    snapshot: str | None = None,
 ) -> list[str]:
-    """``pg_dump --schema-only`` of the database as it is now (``clean``: with its DROP section)."""
+    """``pg_dump --schema-only`` of the database as it is now, or in ``snapshot`` (``clean``: with its DROP section)."""
     conninfo, env = tool_connection(url)
     command = [
         tools.pg_dump,
         "--schema-only",
         *(f"--exclude-table={table}" for table in exclude_tables),
+        *([f"--snapshot={snapshot}"] if snapshot else []),
         f"--dbname={conninfo}",
     ]
     if clean:

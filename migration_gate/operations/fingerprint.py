@@ -123,15 +123,23 @@ def reset_sequences(conn: psycopg.Connection, states: dict[str, tuple[int, bool]
     return moved
 
 
-def take(url: str, tools: backup.ClientTools, progress: Progress = lambda line: None) -> Fingerprint:
-    """The fingerprint of the database at ``url``: read-only, one consistent snapshot for the data."""
+def take(
+    url: str, tools: backup.ClientTools, progress: Progress = lambda line: None, snapshot: str | None = None
+) -> Fingerprint:
+    """The fingerprint of the database at ``url``: read-only, one consistent snapshot for the data.
+
+    With ``snapshot`` (exported by ``pg_export_snapshot``), that very snapshot: the one a
+    backup taken at the same time reads.
+    """
     schema = tuple(
         line
-        for line in backup.schema_script(url, tools, exclude_tables=[ledger.RUNS_TABLE])
+        for line in backup.schema_script(url, tools, exclude_tables=[ledger.RUNS_TABLE], snapshot=snapshot)
         if not line.startswith("-- Dumped ")
     )
     with dsn.connect(url, autocommit=False) as conn:
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        if snapshot:
+            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
         settings_row = conn.execute(_DATABASE_SETTINGS).fetchone()
         tables: dict[str, tuple[int, str]] = {}
         for schema_name, table in conn.execute(_USER_RELATIONS, ("r",)).fetchall():

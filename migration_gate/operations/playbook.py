@@ -34,6 +34,7 @@ from migration_gate.core.signals import cancelling, deferred_interrupts
 from migration_gate.operations import backup, fingerprint
 from migration_gate.operations.preflight import PlaybookOptions, Preflight, preflight
 from migration_gate.operations.report import ChangeRecord, CheckRecord, StepRecord, now
+from migration_gate.operations.smoke_step import SmokeResult
 from migration_gate.operations.validation import Stop, Validation, first_line
 
 Progress = Callable[[str], None]
@@ -131,16 +132,16 @@ class Run:
                 self.finish_run()
 
     def back_up(self) -> bool:
-        """The fingerprint, then the backup; False when the run stops here (nothing touched)."""
+        """The backup and its fingerprint; False when the run stops here (nothing touched)."""
         options, record, url = self.options, self.record, self.options.database_url
         try:
-            with self.step("fingerprint before"):
-                self.before = fingerprint.take(url, self.pre.tools, self.progress)
-            record.fingerprint = {"before": self.before.summary()}
             record.backup = {"path": str(options.backup_path.absolute()), "state": "being written"}
-            with self.step("backup"):
+            with self.step("backup and fingerprint (one snapshot)"):
                 started = time.perf_counter()
-                size = backup.dump(url, options.backup_path, self.pre.tools, self.progress)
+                size, self.before = backup_and_fingerprint(
+                    url, options.backup_path, self.pre.tools, self.progress
+                )
+                record.fingerprint = {"before": self.before.summary()}
                 metadata = backup.BackupMetadata(
                     self.pre.identity, self.before.to_json(), self.pre.tools.version
                 )
@@ -284,8 +285,12 @@ class Run:
         if options.smoke is None:
             record.smoke.append(CheckRecord("smoke", "skipped", options.smoke_skipped_because))
         else:
-            with self.step("smoke tests"):
-                record.smoke = options.smoke(options.database_url, self.progress)
+            result = SmokeResult()
+            try:
+                with self.step("smoke tests"):
+                    options.smoke(options.database_url, self.progress, result)
+            finally:
+                record.smoke, record.smoke_cleanup = result.records, result.cleanup
             failed = [s.name for s in record.smoke if s.status == "failed"]
             if failed:
                 record.steps[-1].status = "failed"
@@ -296,6 +301,15 @@ class Run:
                     EXIT_FAILED,
                 )
                 self.restore()
+                return
+            if not result.proven:
+                problems = "; ".join(result.cleanup.get("problems", [])) or "no report"
+                record.stop(
+                    "smoke clean-up",
+                    f"the smoke step's clean-up is not proven: {problems}",
+                    "cleanup_not_proven",
+                    EXIT_FAILED,
+                )
                 return
         record.outcome, record.exit_code = "migrated_and_validated", EXIT_OK
 
@@ -394,6 +408,31 @@ class Run:
 @contextmanager
 def _nothing() -> Iterator[None]:
     yield None
+
+
+def backup_and_fingerprint(
+    url: str, path: Path, tools: backup.ClientTools, progress: Progress
+) -> tuple[int, fingerprint.Fingerprint]:
+    """The backup and the fingerprint that proves it, read from one exported snapshot, side by side.
+
+    pg_dump works in its own process while this one digests the tables: the window pays
+    for the longer of the two, not for both, and the fingerprint is exactly of what the
+    backup holds.
+    """
+    with dsn.connect(url, autocommit=False) as holder:
+        holder.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        row = holder.execute("SELECT pg_export_snapshot()").fetchone()
+        assert row is not None
+        snapshot = str(row[0])
+        running = backup.Dump.start(url, path, tools, progress, snapshot=snapshot)
+        try:
+            before = fingerprint.take(url, tools, progress, snapshot=snapshot)
+            size = running.wait()
+        except BaseException:
+            running.abort()
+            raise
+        holder.rollback()  # pg_dump and the digests have read it: the snapshot may go
+    return size, before
 
 
 def restore_from_backup(

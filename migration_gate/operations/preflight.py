@@ -26,11 +26,11 @@ from migration_gate.core.contract import APP_ROLE
 from migration_gate.core.errors import UsageError
 from migration_gate.core.plan import Migration, load_plan, touched_tables
 from migration_gate.operations import backup
-from migration_gate.operations.report import CheckRecord
+from migration_gate.operations.smoke_step import SmokeResult
 
 Progress = Callable[[str], None]
-# (url of the committed database, progress) → one record per smoke test
-SmokeRunner = Callable[[str, Progress], list[CheckRecord]]
+# (url of the committed database, progress) → one record per smoke test, and the clean-up's proof
+SmokeRunner = Callable[[str, Progress, SmokeResult], None]
 
 _APP_SESSIONS = """
 WITH RECURSIVE app(oid) AS (

@@ -41,6 +41,8 @@ OUTCOMES: dict[str, str] = {
     "restored": "stopped after committing: the backup was restored and the database is exactly as it was (verified)",
     "needs_restore": "stopped, and the database is NOT as it was: restore the backup (command below)",
     "not_started": "stopped before migrating: nothing in the database was changed",
+    "cleanup_not_proven": "migrated and validated, but the smoke step's clean-up could not be proven: rows it made "
+    "may remain (listed below); remove them, or restore the backup",
 }
 
 
@@ -98,6 +100,8 @@ class ChangeRecord:
     roles: dict[str, list[str]] = field(default_factory=dict)
     checks: list[CheckRecord] = field(default_factory=list)
     smoke: list[CheckRecord] = field(default_factory=list)
+    # What the smoke step created and removed, per table, and whether the removal is proven.
+    smoke_cleanup: dict[str, Any] | None = None
     fingerprint: dict[str, Any] | None = None
     restore: dict[str, Any] | None = None
     next_action: str | None = None
@@ -278,6 +282,20 @@ def markdown(data: dict[str, Any]) -> str:
                 if check["status"] == "failed" and check["details"]:
                     where = f" at {check['checkpoint']}" if check.get("checkpoint") else ""
                     out += [f"### {check['name']}{where}", "", "```", check["details"], "```", ""]
+    cleanup = data.get("smoke_cleanup")
+    if cleanup and cleanup.get("created") is not None and "removed" in cleanup:
+        out += ["## What the smoke step made, and removed", ""]
+        out += [
+            f"- **Tenant:** run {cleanup.get('run_id')}, users {cleanup.get('users')}, workspaces {cleanup.get('workspaces')}",
+            f"- **Proven:** {'yes: every business table holds exactly the rows it held before' if cleanup.get('proven') else 'NO'}",
+            "",
+        ]
+        out += _table(
+            ["table", "created", "removed"],
+            [[table, count, cleanup["removed"].get(table, 0)] for table, count in cleanup["created"].items()],
+        )
+        if cleanup.get("problems"):
+            out += [f"- {problem}" for problem in cleanup["problems"]] + [""]
     if data.get("fingerprint"):
         fp = data["fingerprint"]
         out += ["## Is the database exactly as it was?", ""]

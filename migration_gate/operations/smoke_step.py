@@ -1,36 +1,56 @@
-"""The playbook's smoke step (runbook section 5): ``smoke/`` run by pytest against the migrated database.
+"""The playbook's smoke step (runbook section 5): ``smoke/`` run against the migrated database, leaving nothing.
 
-The smoke tests are the suite's own (``smoke/test_*.py``); the playbook runs them as a
-person would, in a pytest subprocess, against the reference API it serves on a free
-loopback port over the committed database (acting as ``fluxolab_devmode``), with the
-database verified read-only. Each test becomes one line of the change record, read back
-from pytest's JUnit XML. The database URL travels in the environment, never on a
-command line.
+The smoke tests are the suite's own (``smoke/test_*.py``), run by pytest in this process
+against the reference API it serves on a free loopback port over the committed database
+(acting as ``fluxolab_devmode``), with the database verified read-only and a loopback
+webhook receiver. They act as a tenant of the run's own (``smoke_tenant``): two users and
+workspaces named with the run id, never a customer's.
+
+At the end, passed or failed, that tenant is removed with everything it made, in one
+transaction, and the removal is proven: every business table holds exactly the rows it
+held before the step (``Census``), and no registration points at the receiver. A step
+whose clean-up cannot be proven says so, and the run exits 1. The ids the step consumed
+stay consumed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
-import os
 import socket
-import subprocess
-import sys
-import tempfile
-import xml.etree.ElementTree as ElementTree
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
 
 from migration_gate.core import dsn
 from migration_gate.core.errors import GateError
+from migration_gate.core.signals import deferred_interrupts, named_interrupts
 from migration_gate.operations.report import CheckRecord
 from migration_gate.reference.api import APP_ROLE, ApiSettings, ReferenceApi
+from migration_gate.reference.smoke_tenant import Actors, Census, create_actors, remove_tenant, tenant_rows
 from migration_gate.reference.webhook_delivery import FAST_RETRIES
 
 Progress = Callable[[str], None]
-
-TIMEOUT_SECONDS = 900
 DETAILS_LIMIT = 4000
+
+
+@dataclass
+class SmokeResult:
+    """Each smoke test's result, and what the step created, removed and proved."""
+
+    records: list[CheckRecord] = field(default_factory=list)
+    cleanup: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def proven(self) -> bool:
+        return bool(self.cleanup.get("proven"))
 
 
 def _free_port() -> int:
@@ -51,27 +71,24 @@ def _can_act_as_app(url: str) -> str | None:
     )
 
 
-def results(junit_xml: Path) -> list[CheckRecord]:
-    """One record per test case of a JUnit XML report."""
-    records = []
-    for case in ElementTree.parse(junit_xml).getroot().iter("testcase"):
-        module = (case.get("classname") or "").rsplit(".", 1)[-1]
-        name = f"{module}::{case.get('name')}" if module else str(case.get("name"))
-        problem = case.find("failure")
-        if problem is None:
-            problem = case.find("error")
-        skipped = case.find("skipped")
-        if problem is not None:
-            message = (problem.get("message") or "").strip().splitlines()
-            details = (problem.text or "").strip()
-            records.append(
-                CheckRecord(name, "failed", message[0] if message else "failed", details[-DETAILS_LIMIT:])
-            )
-        elif skipped is not None:
-            records.append(CheckRecord(name, "skipped", (skipped.get("message") or "").strip()))
-        else:
-            records.append(CheckRecord(name, "passed"))
-    return records
+class _Results:
+    """A pytest plugin that keeps one record per test (its call, or the phase that failed or skipped)."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, CheckRecord] = {}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        name = report.nodeid.rsplit("/", 1)[-1].replace(".py::", "::")
+        if report.failed:
+            message = str(getattr(getattr(report.longrepr, "reprcrash", None), "message", "") or "failed")
+            summary = message.strip().splitlines()[0] if message.strip() else "failed"
+            details = report.longreprtext[-DETAILS_LIMIT:]
+            self.records[name] = CheckRecord(name, "failed", summary, details)
+        elif report.skipped and name not in self.records:
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+            self.records[name] = CheckRecord(name, "skipped", str(reason).removeprefix("Skipped: "))
+        elif report.when == "call" and report.passed:
+            self.records[name] = CheckRecord(name, "passed")
 
 
 class _ToProgress(logging.Handler):
@@ -97,59 +114,118 @@ def _api_log_to(progress: Progress) -> Iterator[None]:
         logger.propagate = propagate
 
 
-def smoke_runner(smoke_dir: Path) -> Callable[[str, Progress], list[CheckRecord]]:
-    """The playbook's smoke step for the tests in ``smoke_dir``."""
+def smoke_runner(smoke_dir: Path) -> Callable[[str, Progress, SmokeResult], None]:
+    """The playbook's smoke step for the tests in ``smoke_dir``: it fills the result it is given.
 
-    def run(url: str, progress: Progress) -> list[CheckRecord]:
+    Filled as it goes, so that an interruption (KeyboardInterrupt, raised on) still leaves
+    the clean-up's report in it.
+    """
+
+    def run(url: str, progress: Progress, result: SmokeResult) -> None:
         why_not = _can_act_as_app(url)
         if why_not:
             progress(f"smoke tests skipped: {why_not}")
-            return [CheckRecord("smoke", "skipped", why_not)]
-        with _api_log_to(progress):
-            try:
-                api = ReferenceApi(ApiSettings(url, delivery=FAST_RETRIES)).start()
-            except GateError as exc:
-                return [
-                    CheckRecord(
-                        "smoke", "failed", f"the reference API cannot serve the migrated database: {exc}"
-                    )
-                ]
-            try:
-                progress(f"smoke tests ({smoke_dir}) against the reference API at {api.url}")
-                return _pytest(smoke_dir, url, api.url, progress)
-            finally:
-                api.stop()
+            result.records = [CheckRecord("smoke", "skipped", why_not)]
+            result.cleanup = {"proven": True, "created": {}}
+            return
+        run_id = uuid.uuid4().hex[:10]
+        receiver_url = f"http://127.0.0.1:{_free_port()}/"
+        with dsn.connect(url) as conn:
+            census = Census.take(conn)
+            actors = create_actors(conn, run_id)
+        progress(f"smoke tenant {run_id}: users {actors.user_id}, {actors.other_user_id}")
+        try:
+            with _api_log_to(progress):
+                result.records = _serve_and_test(smoke_dir, url, actors, receiver_url, progress)
+        finally:
+            with deferred_interrupts(progress):  # the clean-up runs whole, whatever arrives
+                result.cleanup = clean_up(url, run_id, actors, census, receiver_url, progress)
 
     return run
 
 
-def _pytest(smoke_dir: Path, url: str, api_url: str, progress: Progress) -> list[CheckRecord]:
-    with tempfile.TemporaryDirectory(prefix="migration-gate-smoke-") as tmp:
-        junit = Path(tmp) / "smoke.xml"
-        # Not a worker of whatever pytest run (xdist) may have started the playbook.
-        inherited = ("FLUXOLAB_", "PYTEST_XDIST_", "PYTEST_CURRENT_TEST")
-        env = {key: value for key, value in os.environ.items() if not key.startswith(inherited)}
-        env.update(FLUXOLAB_DATABASE_URL=url, FLUXOLAB_API_URL=api_url)
-        # The gate's plugin by name too: smoke tests kept outside this repository have no conftest.py loading it.
-        command = [
-            sys.executable, "-m", "pytest", str(smoke_dir.resolve()), "-q", "-p", "no:cacheprovider",
-            "-p", "migration_gate",
-            f"--junitxml={junit}", "--webhook-receiver-url", f"http://127.0.0.1:{_free_port()}/",
-        ]  # fmt: skip
-        try:
-            done = subprocess.run(
-                command, cwd=smoke_dir.resolve().parent, env=env, capture_output=True, text=True,
-                timeout=TIMEOUT_SECONDS, check=False,
-            )  # fmt: skip
-        except subprocess.TimeoutExpired:
-            return [CheckRecord("smoke", "failed", f"the smoke tests did not finish in {TIMEOUT_SECONDS} s")]
-        records = results(junit) if junit.exists() else []
-        if done.returncode not in (0, 1, 5) or (done.returncode == 1 and not records):
-            last = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
-            summary = dsn.scrub(last[-1] if last else f"exit code {done.returncode}", url)
-            return [CheckRecord("smoke", "failed", f"pytest could not run the smoke tests: {summary}")]
+def _serve_and_test(
+    smoke_dir: Path, url: str, actors: Actors, receiver_url: str, progress: Progress
+) -> list[CheckRecord]:
+    try:
+        api = ReferenceApi(ApiSettings(url, delivery=FAST_RETRIES)).start()
+    except GateError as exc:
+        return [
+            CheckRecord("smoke", "failed", f"the reference API cannot serve the migrated database: {exc}")
+        ]
+    try:
+        progress(f"smoke tests ({smoke_dir}) against the reference API at {api.url}")
+        return _pytest(smoke_dir, url, api.url, actors, receiver_url, progress)
+    finally:
+        api.stop()
+
+
+def _pytest(
+    smoke_dir: Path, url: str, api_url: str, actors: Actors, receiver_url: str, progress: Progress
+) -> list[CheckRecord]:
+    """pytest on ``smoke_dir``, in this process: no interpreter to start, no imports to repeat."""
+    results = _Results()
+    args = [
+        # Hypothesis' plugin would import all of Hypothesis at the session's end, for tests that use none.
+        str(smoke_dir.resolve()), "-q", "-p", "no:cacheprovider", "-p", "no:hypothesispytest",
+        "-p", "migration_gate", "--capture=sys",
+        "--rootdir", str(smoke_dir.resolve().parent), "--api-url", api_url, "--database-url", url,
+        "--smoke-actors", str(actors), "--webhook-receiver-url", receiver_url,
+    ]  # fmt: skip
+    output = io.StringIO()
+    with (
+        contextlib.redirect_stdout(output),
+        contextlib.redirect_stderr(output),
+        named_interrupts() as signals,
+    ):
+        code = pytest.main(args, plugins=[results])
+    if (
+        code == pytest.ExitCode.INTERRUPTED
+    ):  # pytest ended its session on the signal: the playbook must stop too
+        raise KeyboardInterrupt(signals[-1] if signals else "SIGINT")
+    records = list(results.records.values())
+    if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.NO_TESTS_COLLECTED) or (
+        code == pytest.ExitCode.TESTS_FAILED and not records
+    ):
+        last = [line for line in output.getvalue().splitlines() if line.strip()]
+        summary = dsn.scrub(last[-1] if last else f"exit code {int(code)}", url)
+        return [CheckRecord("smoke", "failed", f"pytest could not run the smoke tests: {summary}")]
     counts = {
         status: sum(1 for r in records if r.status == status) for status in ("passed", "failed", "skipped")
     }
     progress("smoke tests: " + ", ".join(f"{n} {status}" for status, n in counts.items()))
     return records or [CheckRecord("smoke", "skipped", f"no smoke tests collected in {smoke_dir}")]
+
+
+def clean_up(
+    url: str, run_id: str, actors: Actors, census: Census, receiver_url: str, progress: Progress
+) -> dict[str, Any]:
+    """Remove the run's tenant in one transaction, then prove every business table is as it was."""
+    report: dict[str, Any] = {"run_id": run_id, "users": actors.users, "workspaces": actors.workspaces}
+    try:
+        with dsn.connect(url) as conn:
+            report["created"] = tenant_rows(conn, actors)
+            report["removed"] = remove_tenant(conn, actors)
+            problems = census.differences(conn)
+            pointing = conn.execute(
+                "SELECT count(*) FROM public.webhook_registrations WHERE target_url LIKE %s",
+                (receiver_url.rstrip("/") + "%",),
+            ).fetchone()
+    except (GateError, psycopg.Error) as exc:
+        report.update(
+            proven=False, problems=[f"the clean-up could not run: {str(exc).strip().splitlines()[0]}"]
+        )
+        progress(f"smoke clean-up FAILED: {report['problems'][0]}")
+        return report
+    if pointing and pointing[0]:
+        problems.append(
+            f"{pointing[0]} webhook registration(s) still point at the smoke receiver {receiver_url}"
+        )
+    report.update(proven=not problems, problems=problems)
+    removed = ", ".join(f"{table} {count}" for table, count in report["removed"].items() if count)
+    progress(
+        f"smoke clean-up: removed {removed or 'nothing'}; " + ("proven" if not problems else "NOT proven")
+    )
+    for problem in problems:
+        progress(f"  {problem}")
+    return report

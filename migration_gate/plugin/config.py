@@ -53,6 +53,7 @@ class GateConfig:
     database_url: str | None
     migrate: bool
     statement_timeout: str
+    lock_timeout: str
     pg_ctl: str | None
     pg_version: int | None
     api_url: str | None
@@ -116,6 +117,7 @@ def resolve(config: pytest.Config) -> GateConfig:
         database_url=values["database_url"],  # type: ignore[arg-type]
         migrate=bool(values["migrate"]),
         statement_timeout=str(values["statement_timeout"] or default("statement_timeout")),
+        lock_timeout=str(values["lock_timeout"] or default("lock_timeout")),
         pg_ctl=values["pg_ctl"],  # type: ignore[arg-type]
         pg_version=parse_major(values["pg_version"]),
         api_url=values["api_url"],  # type: ignore[arg-type]

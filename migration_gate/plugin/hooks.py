@@ -6,6 +6,7 @@ their fixtures are in ``migration_gate.plugin.gate``.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,17 +20,12 @@ from migration_gate.core.plan import Checkpoint, checkpoints, load_plan
 from migration_gate.core.runner import migrate
 from migration_gate.core.server import DisposableServer
 from migration_gate.core.signals import interrupt_on_signals
-
-# Imported for its side effect: the Hypothesis profiles (ci, nightly) must be registered
-# before Hypothesis' own plugin applies --hypothesis-profile, in checks/ and tests/ alike.
 from migration_gate.plugin import config as gate_config_module
-from migration_gate.plugin import (
-    hypothesis_profiles,  # noqa: F401
-    summary,
-)
+from migration_gate.plugin import summary
 from migration_gate.plugin.config import CATALOG, GATE_CONFIG, POINTS, GateConfig
 from migration_gate.plugin.databases import CheckpointDatabases, GateDatabases
 from migration_gate.plugin.existing import ExistingDatabase
+from migration_gate.plugin.smoke import SMOKE_ROWS
 from migration_gate.plugin.summary import AppliedRecord
 
 pytest_plugins = ("migration_gate.plugin.gate",)
@@ -45,8 +41,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     gate_config_module.add_options(parser)
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     interrupt_on_signals()
+    if config.getoption("hypothesis_profile", None):
+        # The profiles (ci, nightly) must exist before Hypothesis' own plugin applies
+        # --hypothesis-profile. Only then: importing Hypothesis costs a session a second.
+        importlib.import_module("migration_gate.plugin.hypothesis_profiles")
     try:
         config.stash[GATE_CONFIG] = gate_config_module.resolve(config)
         load_catalog(config, config.stash[GATE_CONFIG])
@@ -124,11 +125,17 @@ def gate(request: pytest.FixtureRequest, gate_config: GateConfig) -> GateDatabas
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     progress = reporter.write_line if reporter is not None else (lambda line: None)
     try:
-        plan = load_plan(gate_config.migrations_dir)
         if gate_config.database_url is not None:
+            # The files only matter here to migrate: the checks that judge them load them themselves.
             probe = LockProbe()
             applied = (
-                migrate(gate_config.database_url, plan, progress=progress, hooks=[probe])
+                migrate(
+                    gate_config.database_url,
+                    load_plan(gate_config.migrations_dir),
+                    progress=progress,
+                    hooks=[probe],
+                    lock_timeout=gate_config.lock_timeout,
+                )
                 if gate_config.migrate
                 else []
             )
@@ -137,7 +144,9 @@ def gate(request: pytest.FixtureRequest, gate_config: GateConfig) -> GateDatabas
             )
             return ExistingDatabase(gate_config.database_url, gate_config.statement_timeout)
         server = request.getfixturevalue("disposable_server")
-        databases = CheckpointDatabases(server, plan).build(gate_config.legacy_seed)
+        databases = CheckpointDatabases(server, load_plan(gate_config.migrations_dir)).build(
+            gate_config.legacy_seed
+        )
     except GateError as exc:
         pytest.fail(f"building the gate database failed: {exc}", pytrace=False)
     seed_line = f"{f'(legacy seed {gate_config.legacy_seed.name}, loaded at 004)':<45} {databases.seed_seconds:8.3f} s"
@@ -187,6 +196,11 @@ def pytest_testnodedown(node: Any, error: object) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    smoke_lines = config.stash.get(SMOKE_ROWS, [])
+    if smoke_lines:
+        terminalreporter.section("migration-gate: smoke rows on the deployment")
+        for line in smoke_lines:
+            terminalreporter.write_line(line)
     own = config.stash.get(GATE_APPLIED, None)
     received: list[tuple[str, AppliedRecord]] = config.stash.get(WORKER_SUMMARIES, [])
     records = ([("", own)] if own else []) + sorted(received, key=lambda pair: pair[0])

@@ -1,11 +1,16 @@
 """What the smoke tests (runbook section 5, ``smoke/``; docs/contract.md §7) stand on.
 
-The deployment under test: by default the reference API (``migration_gate.api``) on a
-private clone of the migrated disposable database; with ``--api-url`` a real deployment,
-checked in its database through ``--database-url`` (read-only) when given. Also the
-HTTP client, the webhook receiver the tests run on loopback, the two actors the tests
-act as, and fingerprints of what a workspace holds, to prove a refused request wrote
-nothing.
+The deployment under test: by default the reference API (``migration_gate.reference``)
+on a private clone of the migrated disposable database; with ``--api-url`` a real
+deployment, checked in its database through ``--database-url`` (read-only) when given.
+Also the HTTP client, the webhook receiver the tests run on loopback, the two actors the
+tests act as, and fingerprints of what a workspace holds, to prove a refused request
+wrote nothing.
+
+The actors never are a customer's: with ``--database-url`` the session creates two users
+and workspaces of its own (``smoke_tenant``) and removes them, with everything they
+made, at its end; with explicit ``--smoke-actors`` (dedicated users, say) every row the
+session created is listed at the end, by id, with the SQL that removes it.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from migration_gate.core import dsn, settings
 from migration_gate.plugin.config import GateConfig
 from migration_gate.plugin.databases import CheckpointDatabases, GateDatabases
 from migration_gate.reference.api import ApiSettings, ReferenceApi
+from migration_gate.reference.smoke_tenant import Actors, create_actors, remove_tenant, tenant_rows
 from migration_gate.reference.webhook_delivery import FAST_RETRIES, DeliveryPolicy
 
 ACTORS_ENV = settings.env("smoke_actors")
@@ -44,78 +50,7 @@ class SmokeUnavailable(Exception):
     """The smoke tests cannot run in this configuration; the message says why (a skip reason)."""
 
 
-# -- Who acts -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Actors:
-    """Two users, each a member of their own workspace and not of the other's."""
-
-    user_id: int
-    workspace_id: int
-    other_user_id: int
-    other_workspace_id: int
-
-    def __str__(self) -> str:
-        return f"{self.user_id}:{self.workspace_id},{self.other_user_id}:{self.other_workspace_id}"
-
-
-def create_actors(conn: psycopg.Connection, run_id: str) -> Actors:
-    """Two fresh users, each owning a workspace (the disposable clone is ours to write)."""
-    ids: list[int] = []
-    with conn.transaction():
-        for label in ("smoke", "smoke-other"):
-            user_id = conn.execute(
-                "INSERT INTO users (email, name) VALUES (%s, %s) RETURNING id",
-                (f"{label}-{run_id}@migration-gate.invalid", f"migration-gate {label} {run_id}"),
-            ).fetchone()[0]  # type: ignore[index]
-            workspace_id = conn.execute(
-                "INSERT INTO workspaces (owner_id, name) VALUES (%s, %s) RETURNING id",
-                (user_id, f"migration-gate {label} {run_id}"),
-            ).fetchone()[0]  # type: ignore[index]
-            conn.execute(
-                "INSERT INTO workspace_members (workspace_id, user_id, profile_id)"
-                " SELECT %s, %s, id FROM profiles WHERE code = 'owner'",
-                (workspace_id, user_id),
-            )
-            conn.execute("UPDATE users SET default_workspace_id = %s WHERE id = %s", (workspace_id, user_id))
-            ids += [user_id, workspace_id]
-    return Actors(*ids)
-
-
-_DISCOVER_ACTORS = """
-SELECT a.id, a.default_workspace_id, b.id, b.default_workspace_id
-FROM (
-    SELECT u.id, u.default_workspace_id FROM users u
-    WHERE EXISTS (SELECT FROM workspace_members m
-                  WHERE m.workspace_id = u.default_workspace_id AND m.user_id = u.id)
-    ORDER BY u.id LIMIT 100
-) a
-CROSS JOIN LATERAL (
-    SELECT u.id, u.default_workspace_id FROM users u
-    WHERE u.default_workspace_id <> a.default_workspace_id
-      AND EXISTS (SELECT FROM workspace_members m
-                  WHERE m.workspace_id = u.default_workspace_id AND m.user_id = u.id)
-      AND NOT EXISTS (SELECT FROM workspace_members m
-                      WHERE m.workspace_id = u.default_workspace_id AND m.user_id = a.id)
-      AND NOT EXISTS (SELECT FROM workspace_members m
-                      WHERE m.workspace_id = a.default_workspace_id AND m.user_id = u.id)
-    ORDER BY u.id LIMIT 1
-) b
-ORDER BY a.id LIMIT 1
-"""
-
-
-def discover_actors(conn: psycopg.Connection) -> Actors:
-    """Two users of a deployment's database, each in a default workspace the other is not in."""
-    row = conn.execute(_DISCOVER_ACTORS).fetchone()
-    if row is None:
-        raise SmokeUnavailable(
-            f"found no two users in distinct workspaces in the database: pass --smoke-actors U:W,U2:W2 "
-            f"(or set {ACTORS_ENV})"
-        )
-    return Actors(*row)
-
+# -- Who acts: two users of the run's own (docs/contract.md §7) -----------------------------
 
 # -- The database, as the checks see it -----------------------------------------------
 
@@ -370,29 +305,113 @@ def reference_deployment(
         checkpoints.server.drop_database(clone)
 
 
-def existing_deployment(config: GateConfig, gate: GateDatabases | None) -> Deployment:
-    """A real deployment at --api-url; rows verified read-only in --database-url when given."""
+# What the API answers with when it creates a row: operation path → the table the id is of.
+CREATED = (
+    ("/credentials", "credentials"),
+    ("/webhooks", "webhook_registrations"),
+    ("/events", "webhook_events"),
+)
+
+
+@dataclass
+class CreatedRows:
+    """Every row the session's requests created on a deployment, by table and id (from the API's answers)."""
+
+    rows: dict[str, list[int]] = field(default_factory=dict)
+    since: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+    def observe(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        if response.status_code not in (201, 202) or response.request.method != "POST":
+            return
+        path = urlsplit(response.request.url or "").path
+        for suffix, table in CREATED:
+            if path.endswith(suffix):
+                try:
+                    self.rows.setdefault(table, []).append(int(response.json()["id"]))
+                except (ValueError, KeyError, TypeError):
+                    return
+
+    def removal_sql(self, actors: Actors) -> list[str]:
+        """SQL that removes them (events go with their registrations), and the activities the writes recorded."""
+        statements = [
+            f"DELETE FROM public.{table} WHERE id IN ({', '.join(map(str, sorted(ids)))});"
+            for table, ids in sorted(
+                self.rows.items(), key=lambda item: item[0] == "webhook_events", reverse=True
+            )
+        ]
+        statements.append(
+            f"DELETE FROM public.activities WHERE user_id IN ({actors.user_id}, {actors.other_user_id}) "
+            f"AND workspace_id IN ({actors.workspace_id}, {actors.other_workspace_id}) AND created_at >= '{self.since}';"
+        )
+        return statements
+
+
+# Lines for the terminal summary: what a session did on a deployment's database.
+SMOKE_ROWS = pytest.StashKey[list[str]]()
+
+
+def smoke_rows(config: pytest.Config) -> Callable[[list[str]], None]:
+    """Where ``existing_deployment`` reports the rows it created and removed: the terminal summary."""
+    return lambda lines: config.stash.setdefault(SMOKE_ROWS, []).extend(lines)
+
+
+@contextmanager
+def existing_deployment(
+    config: GateConfig, gate: GateDatabases | None, report: Callable[[list[str]], None] = lambda lines: None
+) -> Iterator[Deployment]:
+    """A real deployment at --api-url; rows verified read-only in --database-url when given.
+
+    With --database-url and no --smoke-actors, the run's own tenant is created there (as the
+    role of that URL) and removed at the end, passed or failed; with explicit actors, the
+    rows created are reported by id with the SQL to remove them.
+    """
     assert config.api_url is not None
     database = None
     if gate is not None:
-        checkpoint = gate.checkpoints[-1]
+        checkpoint = gate.last
         database = SmokeDatabase(
             lambda: gate.connect(checkpoint), writable=False, label=dsn.describe(gate.url(checkpoint))
         )
-    if config.smoke_actors:
+    run_id = uuid.uuid4().hex[:10]
+    own_tenant = config.smoke_actors is None
+    if not own_tenant:
+        assert config.smoke_actors is not None
         actors = Actors(*config.smoke_actors)
-    elif database is not None:
-        with database.connect() as conn:
-            actors = discover_actors(conn)
+    elif config.database_url is not None:
+        # The one write of a read-only run: the tenant the smoke tests act as, removed at the end.
+        with dsn.connect(config.database_url) as conn:
+            actors = create_actors(conn, run_id)
     else:
         raise SmokeUnavailable(
             f"--api-url without --database-url: name the users and workspaces to act as with "
             f"--smoke-actors or {ACTORS_ENV}=USER:WORKSPACE,OTHER_USER:OTHER_WORKSPACE"
         )
-    return Deployment(
-        ApiClient(config.api_url, config.api_token),
-        actors,
-        database,
-        f"deployment {config.api_url}",
-        delivery_deadline=config.smoke_delivery_timeout,
-    )
+    client = ApiClient(config.api_url, config.api_token)
+    created = CreatedRows()
+    client.http.hooks["response"].append(created.observe)
+    try:
+        yield Deployment(
+            client,
+            actors,
+            database,
+            f"deployment {config.api_url}",
+            run_id=run_id,
+            delivery_deadline=config.smoke_delivery_timeout,
+        )
+    finally:
+        client.close()
+        if own_tenant and config.database_url is not None:
+            with dsn.connect(config.database_url) as conn:
+                made = tenant_rows(conn, actors)
+                removed = remove_tenant(conn, actors)
+            report(
+                [
+                    f"smoke tenant {run_id} (users {actors.user_id}, {actors.other_user_id}) removed from {dsn.describe(config.database_url)}:"
+                ]
+                + [f"  {table}: {made[table]} created, {removed[table]} removed" for table in made]
+            )
+        else:
+            report(
+                [f"rows the smoke tests created on {config.api_url} as {actors} (remove them with):"]
+                + [f"  {statement}" for statement in created.removal_sql(actors)]
+            )
