@@ -11,8 +11,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from migration_gate.core import dsn, settings
+from migration_gate.core import dsn, installations, settings
 from migration_gate.core.errors import EXIT_OK, EXIT_USAGE, GateError, UsageError
+from migration_gate.core.installations import parse_major
 from migration_gate.core.plan import load_plan
 from migration_gate.core.signals import interrupt_on_signals
 
@@ -35,6 +36,58 @@ def _add_database(parser: argparse.ArgumentParser) -> None:
 
 def _say(line: str) -> None:
     print(line, flush=True)
+
+
+def _major(text: str) -> int:
+    try:
+        major = parse_major(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--pg-version ")) from None
+    assert major is not None
+    return major
+
+
+def _add_server_choice(parser: argparse.ArgumentParser, default: str) -> None:
+    """--pg-ctl and --pg-version: which installation the disposable server runs on."""
+    parser.add_argument(
+        "--pg-ctl",
+        metavar="PATH",
+        help=f"pg_ctl of the disposable server (default ${installations.PG_CTL_ENV}, then by --pg-version)",
+    )
+    parser.add_argument(
+        "--pg-version",
+        type=_major,
+        metavar="N",
+        help=f"the disposable server's PostgreSQL major, among those found "
+        f"(default ${installations.PG_VERSION_ENV}, else {default}; see 'migration-gate servers')",
+    )
+
+
+def cmd_servers(args: argparse.Namespace) -> int:
+    found = installations.installations()
+    if not found:
+        raise UsageError(installations.INSTALL_HINT)
+    if args.majors:
+        for major in dict.fromkeys(i.major for i in found):
+            _say(str(major))
+        return EXIT_OK
+    for index, installation in enumerate(found):
+        default = "  (default)" if index == 0 else ""
+        _say(f"{installation.major:<3} {installation.describe()}{default}")
+    return EXIT_OK
+
+
+def _add_servers(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "servers",
+        help="the PostgreSQL installations found for the disposable server, the default first",
+        description="Each PostgreSQL installation found (--pg-ctl's environment variable, PATH, "
+        "/usr/lib/postgresql/*/bin, PyPI's), the one used by default first; --pg-version N picks the first of N.",
+    )
+    parser.add_argument(
+        "--majors", action="store_true", help="only the major versions, one per line, the default first"
+    )
+    parser.set_defaults(handler=cmd_servers)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -282,6 +335,7 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
         checks_dir=args.checks_dir,
         smoke_dir=None if args.no_smoke else args.smoke_dir,
         pg_ctl=args.pg_ctl,
+        pg_version=args.pg_version,
         baseline=args.baseline,
         allowed_grantees=tuple(args.allowed_grantees),
     )
@@ -392,11 +446,7 @@ def _add_rehearse(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--source", required=True, metavar="URL", help="the database to copy (only ever read)"
     )
-    parser.add_argument(
-        "--pg-ctl",
-        metavar="PATH",
-        help="pg_ctl of the disposable server (default: PATH, /usr/lib/postgresql/*/bin)",
-    )
+    _add_server_choice(parser, "the source's major when installed here")
     parser.add_argument(
         "--baseline",
         metavar="Y",
@@ -437,10 +487,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         scales,
         args.seed,
         args.gate_runs,
+        pg_ctl=args.pg_ctl,
         progress=_say,
         repeats=args.repeats,
         window_scales=window_scales,
         migrations_dir=args.migrations_dir,
+        pg_version=args.pg_version,
     )
     _say("")
     for line in result.table():
@@ -499,6 +551,7 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
         help="runs per scale on a fresh database each, medians reported (default 1)",
     )
     parser.add_argument("--migrations-dir", type=Path, default=Path(DEFAULT_MIGRATIONS_DIR), metavar="DIR")
+    _add_server_choice(parser, "the first found")
     parser.set_defaults(handler=cmd_bench)
 
 
@@ -506,7 +559,9 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     from migration_gate.operations import baseline
 
     plan = load_plan(args.migrations_dir)
-    adopted = baseline.baseline(args.database, plan, args.to, pg_ctl=args.pg_ctl, progress=_say)
+    adopted = baseline.baseline(
+        args.database, plan, args.to, pg_ctl=args.pg_ctl, pg_version=args.pg_version, progress=_say
+    )
     _say(f"recorded {len(adopted)} migration(s) as applied; run 'migration-gate migrate' for the rest")
     return EXIT_OK
 
@@ -524,9 +579,7 @@ def _add_baseline(commands: argparse._SubParsersAction) -> None:
     _add_database(parser)
     parser.add_argument("--to", required=True, metavar="Y", help="the last migration already applied: 004")
     parser.add_argument("--migrations-dir", type=Path, default=Path(DEFAULT_MIGRATIONS_DIR), metavar="DIR")
-    parser.add_argument(
-        "--pg-ctl", metavar="PATH", help="pg_ctl of the disposable server used for the comparison"
-    )
+    _add_server_choice(parser, "the database's major when installed here")
     parser.set_defaults(handler=cmd_baseline)
 
 
@@ -569,6 +622,7 @@ def _add_checks(commands: argparse._SubParsersAction) -> None:
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_checks,
+    _add_servers,
     _add_migrate,
     _add_baseline,
     _add_serve_api,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from migration_gate.core import dsn
+from migration_gate.core import dsn, installations
 from migration_gate.core.server import DisposableServer
 from tests.conftest import REPO, run_cli
 
@@ -42,6 +42,9 @@ def test_a_database_at_004_without_a_ledger_is_adopted_and_then_migrates(
         ).fetchall()
     assert [version for version, _ in rows] == [1, 2, 3, 4]
     assert all(duration == 0 for _, duration in rows), "a baseline runs nothing"
+    assert f"on a disposable PostgreSQL {disposable_server.version} (" in run.stdout, (
+        "the database's own major"
+    )
     rest = run_cli("migrate", "--database", fresh_database)
     assert rest.returncode == 0, rest.output
     assert "005_workspace_scoping.sql" in rest.stdout and "001_init.sql" not in rest.stdout
@@ -101,3 +104,27 @@ def test_an_unknown_version_is_refused_before_connecting(tmp_path: Path) -> None
     run = run_cli("baseline", "--database", "postgresql://u:Sup3rS3cret@127.0.0.1:1/x", "--to", "042")
     assert run.returncode == 2
     assert "Sup3rS3cret" not in run.output
+
+
+def test_the_catalogs_compare_across_majors(disposable_server: DisposableServer, fresh_database: str) -> None:
+    """A reference built on another major (PostgreSQL 18 records NOT NULLs in pg_constraint, 15 does not)."""
+    others = sorted({i.major for i in installations.installations()} - {disposable_server.major})
+    if not others:
+        pytest.skip(
+            f"only PostgreSQL {disposable_server.major} is installed here: no other major to compare with"
+        )
+    migrate_like_the_old_runner(disposable_server, fresh_database, 4)
+    for major in others:
+        with dsn.connect(fresh_database) as conn:
+            conn.execute("ALTER TABLE public.credentials ALTER COLUMN secret DROP NOT NULL")
+        drifted = run_cli("baseline", "--database", fresh_database, "--to", "004", "--pg-version", str(major))
+        assert drifted.returncode == 2, drifted.output
+        assert "missing: column public.credentials.secret text NOT NULL" in drifted.stderr
+        with dsn.connect(fresh_database) as conn:
+            conn.execute("ALTER TABLE public.credentials ALTER COLUMN secret SET NOT NULL")
+        run = run_cli("baseline", "--database", fresh_database, "--to", "004", "--pg-version", str(major))
+        assert run.returncode == 0, run.output
+        assert f"on a disposable PostgreSQL {major}." in run.stdout
+        assert has_ledger(fresh_database)
+        with dsn.connect(fresh_database) as conn:  # not adopted yet, for the next major
+            conn.execute("DROP SCHEMA migration_gate CASCADE")

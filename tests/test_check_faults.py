@@ -24,9 +24,10 @@ from migration_gate.checks import catalog, explain, grantees, invariants, ledger
 from migration_gate.checks.catalog import CheckContext, CheckSkipped
 from migration_gate.checks.failures import CheckFailed
 from migration_gate.checks.profile_audit import profile_audit
-from migration_gate.core import dsn
+from migration_gate.core import dsn, installations, runner
 from migration_gate.core.contract import PUBLIC_TABLES
 from migration_gate.core.plan import load_plan
+from migration_gate.core.server import DisposableServer
 from migration_gate.plugin.databases import CheckpointDatabases, GateDatabases
 from tests.conftest import REPO
 
@@ -798,9 +799,27 @@ def test_a_grantee_declared_for_some_privileges_is_refused_any_other(context: Ch
     assert run_check("grantees[tables]", _declaring(context, "gate_fault_reporting")) is None
 
 
-def test_maintain_is_reviewed_where_the_server_has_it(context: CheckContext) -> None:
-    if context.conn.info.server_version < privileges.MAINTAIN_FROM_SERVER_VERSION:
-        pytest.skip("MAINTAIN is a table privilege from PostgreSQL 17 on; this server is older")
+@pytest.fixture
+def maintain_context(gate: GateDatabases, context: CheckContext) -> Iterator[CheckContext]:
+    """The session's server when it knows MAINTAIN (17 and newer), else a newer one installed here, migrated."""
+    if context.conn.info.server_version >= privileges.MAINTAIN_FROM_SERVER_VERSION:
+        yield context
+        return
+    newer = [found for found in installations.installations() if found.major >= 17]
+    if not newer:
+        pytest.skip(
+            "MAINTAIN is a table privilege from PostgreSQL 17 on, and no such server is installed here"
+        )
+    with DisposableServer(installation=newer[0]) as server:
+        url = server.create_database("maintain")
+        plan = disposable(gate).plan
+        runner.migrate(url, plan)
+        with dsn.connect(url) as conn, conn.transaction(force_rollback=True):
+            yield CheckContext(conn, plan, MIGRATED)
+
+
+def test_maintain_is_reviewed_where_the_server_has_it(maintain_context: CheckContext) -> None:
+    context = maintain_context
     context.conn.execute(
         "CREATE ROLE gate_fault_janitor; GRANT MAINTAIN ON activities TO gate_fault_janitor, fluxolab_devmode"
     )

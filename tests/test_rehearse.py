@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from migration_gate.core import dsn
+from migration_gate.core import dsn, installations
 from migration_gate.plugin.databases import CheckpointDatabases
 from tests.databases import CONNECTION_PROBLEMS, PasswordRole, full_dump, password_role
 from tests.test_playbook import ledger_versions, migration_gate, one_error_line
@@ -61,6 +61,8 @@ def test_a_rehearsal_runs_the_playbook_on_a_copy_and_never_writes_to_the_source(
     assert f"database {database} on 127.0.0.1:{gate.server.port}" in rehearsal["source"]
     assert f"as role {reader.name}" in rehearsal["source"]
     assert rehearsal["source_dump_bytes"] > 0
+    assert rehearsal["disposable_server"].startswith(f"PostgreSQL {gate.server.version} (")
+    assert rehearsal["disposable_server_major"] == f"the source's own, PostgreSQL {gate.server.major}"
     assert "Rehearsal" in (report / "report.md").read_text()
     assert reader.password not in run.output
     for path in report.iterdir():
@@ -120,3 +122,37 @@ def test_a_source_the_old_runner_migrated_is_adopted_on_the_copy_with_baseline(
     ]
     assert [m["file_name"][:3] for m in record["migrations"]] == ["005", "006", "007", "008"]
     assert full_dump(gate.server, source) == before, "the rehearsal wrote to its source"
+
+
+def _majors_found() -> list[int]:
+    return sorted({found.major for found in installations.installations()})
+
+
+def test_a_rehearsal_on_a_newer_major_says_so_in_the_record(
+    gate: CheckpointDatabases, source: str, reader: PasswordRole, tmp_path: Path
+) -> None:
+    newer = [major for major in _majors_found() if major > gate.server.major]
+    if not newer:
+        pytest.skip(f"no PostgreSQL newer than the session's {gate.server.version} is installed here")
+    report = tmp_path / "rehearsal"
+    run = rehearse(reader.url(source), report, "--pg-version", str(newer[0]), "--no-smoke")
+    assert run.returncode == 0, run.output[-4000:]
+    rehearsal = record_of(report)["rehearsal"]
+    assert rehearsal["disposable_server"].startswith(f"PostgreSQL {newer[0]}.")
+    assert rehearsal["disposable_server_major"] == (
+        f"the database runs PostgreSQL {gate.server.major}: building on "
+        f"{rehearsal['disposable_server'].split(' on 127.0.0.1')[0]}, as asked"
+    )
+
+
+def test_a_rehearsal_on_an_older_major_is_refused_before_anything_is_copied(
+    gate: CheckpointDatabases, source: str, reader: PasswordRole, tmp_path: Path
+) -> None:
+    older = [major for major in _majors_found() if major < gate.server.major]
+    if not older:
+        pytest.skip(f"no PostgreSQL older than the session's {gate.server.version} is installed here")
+    report = tmp_path / "rehearsal"
+    run = rehearse(reader.url(source), report, "--pg-version", str(older[-1]))
+    assert run.returncode == 2, run.output
+    assert "a dump restores only into a server at least as new" in one_error_line(run)
+    assert not report.exists()

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import os
+import pwd
+import re
+import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
+import tempfile
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from migration_gate.core import dsn, server
+from migration_gate.core import dsn, installations, server
 from migration_gate.core.errors import UsageError
 from migration_gate.core.server import DisposableServer
+from tests.conftest import REPO
 
 
 def _postmaster_uid(disposable: DisposableServer) -> int:
@@ -35,42 +42,196 @@ def test_it_listens_on_loopback_only(disposable_server: DisposableServer) -> Non
         assert conn.execute("SHOW listen_addresses").fetchone() == ("127.0.0.1",)
 
 
-def test_without_server_binaries_the_error_names_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(server, "SEARCH_GLOBS", ())
+def _hide_every_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(installations, "SEARCH_GLOBS", ())
+    monkeypatch.setattr(installations, "PYPI_SERVERS", ())
     monkeypatch.setenv("PATH", "/nonexistent")
-    monkeypatch.delenv("MIGRATION_GATE_PG_CTL", raising=False)
-    with pytest.raises(UsageError, match=r"apt-get install postgresql"):
-        server.find_pg_ctl()
+    monkeypatch.delenv(installations.PG_CTL_ENV, raising=False)
+    monkeypatch.delenv(installations.PG_VERSION_ENV, raising=False)
 
 
-def test_pytest_without_server_binaries_stops_with_one_line_and_exit_2(tmp_path: Path) -> None:
-    repo = Path(__file__).resolve().parents[1]
-    env = {
-        **os.environ,
-        "PATH": "/nonexistent",
-        "MIGRATION_GATE_PG_CTL": str(tmp_path / "missing" / "pg_ctl"),
-    }
-    # Only the Debian location is still searched: hide it by pointing the glob nowhere.
-    code = textwrap.dedent(
-        """
-        import sys, pytest
-        import migration_gate.core.server as server
-        server.SEARCH_GLOBS = ()
-        sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", sys.argv[1]]))
-        """
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(repo / "checks" / "test_gate.py")],
+def test_without_server_binaries_the_error_names_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    _hide_every_server(monkeypatch)
+    with pytest.raises(
+        UsageError, match=r"pip install 'migration-gate\[server\]'.*apt-get install postgresql"
+    ):
+        installations.find_installation()
+
+
+# Hides the system's servers and PyPI's from the plugin, as on a machine with neither.
+_WITHOUT_SERVERS = textwrap.dedent(
+    """
+    import sys, pytest
+    import migration_gate.core.installations as installations
+    installations.SEARCH_GLOBS = ()
+    installations.PYPI_SERVERS = ()
+    sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", *sys.argv[1:]]))
+    """
+)
+
+
+def _pytest_gate(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", _WITHOUT_SERVERS, str(REPO / "checks" / "test_gate.py"), *args],
         capture_output=True,
         text=True,
         env=env,
-        cwd=repo,
+        cwd=REPO,
         timeout=120,
         check=False,
     )
+
+
+def test_pytest_without_server_binaries_stops_with_one_line_and_exit_2() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIGRATION_GATE_PG_")}
+    done = _pytest_gate({**env, "PATH": "/nonexistent"})
     assert done.returncode == 2, done.stdout + done.stderr
     assert "apt-get install postgresql" in done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_a_pg_ctl_that_is_not_a_server_is_refused_not_skipped(tmp_path: Path) -> None:
+    missing = tmp_path / "missing" / "pg_ctl"
+    done = _pytest_gate(dict(os.environ), f"--pg-ctl={missing}")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"--pg-ctl {missing}: not a PostgreSQL pg_ctl" in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("value", ["eighteen", "18.1", "7"])
+def test_a_pg_version_that_is_not_a_major_is_a_usage_error(value: str) -> None:
+    done = _pytest_gate({**os.environ, installations.PG_VERSION_ENV: value})
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert f"--pg-version {value!r}: expected a PostgreSQL major version" in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_every_major_found_can_be_chosen_and_the_header_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(installations.PG_CTL_ENV, raising=False)
+    found = installations.installations()
+    assert found, "make installs PyPI's server: at least one installation"
+    for major in {i.major for i in found}:
+        chosen = installations.find_installation(pg_version=major)
+        assert chosen.major == major
+        assert chosen.version.startswith(f"{major}.")
+        for tool in ("pg_dump", "pg_restore", "psql"):
+            assert chosen.binary(tool).exists(), f"{chosen}: no {tool} in its own bin directory"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--co",
+            "checks/test_gate.py",
+            f"--pg-version={found[-1].major}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+    )
+    assert f"migration-gate: disposable PostgreSQL {found[-1].version} (" in done.stdout, done.stdout
+
+
+def test_a_major_not_installed_is_refused_naming_what_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(installations.PG_CTL_ENV, raising=False)
+    with pytest.raises(UsageError, match=r"no PostgreSQL 99 server found \(found: \d+\.\d+ \("):
+        installations.find_installation(pg_version=99)
+
+
+def test_pg_ctl_and_pg_version_that_disagree_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(installations.PG_CTL_ENV, raising=False)
+    first = installations.installations()[0]
+    with pytest.raises(
+        UsageError, match=rf"is PostgreSQL {re.escape(first.version)}, and --pg-version asks for 99"
+    ):
+        installations.find_installation(str(first.pg_ctl), 99)
+
+
+def test_a_copy_is_rebuilt_on_the_database_major_else_the_nearest_said_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(installations.PG_CTL_ENV, raising=False)
+    monkeypatch.delenv(installations.PG_VERSION_ENV, raising=False)
+    majors = sorted({i.major for i in installations.installations()})
+    for major in majors:
+        chosen, note = installations.installation_for(major)
+        assert (chosen.major, note) == (major, None)
+    older = majors[0] - 1
+    chosen, note = installations.installation_for(older, newer_only=True)
+    assert chosen.major == majors[0]
+    assert note is not None and f"no PostgreSQL {older} server here" in note
+    with pytest.raises(UsageError, match=r"no server here is at least that new"):
+        installations.installation_for(majors[-1] + 1, newer_only=True)
+
+
+def test_root_without_a_postgres_user_runs_the_server_as_nobody(monkeypatch: pytest.MonkeyPatch) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only root runs the server as another user")
+    monkeypatch.delenv(server.OS_USER_ENV, raising=False)
+    monkeypatch.setattr(server, "OS_USER_FALLBACKS", ("no-such-user-here", "nobody"))
+    with DisposableServer() as disposable:
+        assert _postmaster_uid(disposable) == pwd.getpwnam("nobody").pw_uid
+
+
+def test_an_os_user_named_but_missing_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only root runs the server as another user")
+    monkeypatch.setenv(server.OS_USER_ENV, "no-such-user-here")
+    with pytest.raises(UsageError, match=r"MIGRATION_GATE_PG_OS_USER=no-such-user-here: no such OS user"):
+        server.server_os_user()
+
+
+def _closed_directory(tmp_path: Path) -> Path:
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    closed.chmod(0o700)
+    return closed
+
+
+def test_a_pypi_server_the_os_user_cannot_reach_is_run_from_a_staged_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only root runs the server as another user")
+    monkeypatch.delenv(installations.PG_VERSION_ENV, raising=False)  # this test's --pg-ctl decides
+    pypi = [bindir for bindir, _ in installations.pypi_bindirs()]
+    assert pypi, "make installs PyPI's server (the server extra)"
+    pginstall = pypi[0].parent
+    closed = _closed_directory(tmp_path) / "site-packages"
+    package = closed / pginstall.parent.name
+    shutil.copytree(pginstall, package / "pginstall", symlinks=True, ignore=shutil.ignore_patterns("include"))
+    libs = pginstall.parent.with_name(pginstall.parent.name + ".libs")
+    if libs.is_dir():
+        shutil.copytree(libs, closed / libs.name, symlinks=True)
+    with DisposableServer(str(package / "pginstall" / "bin" / "pg_ctl")) as disposable:
+        assert not disposable.pg_ctl.is_relative_to(tmp_path), "the OS user cannot run it from there"
+        assert disposable.installation.bindir == (package / "pginstall" / "bin").resolve()
+        with dsn.connect(disposable.url()) as conn:
+            assert conn.execute("SHOW server_version").fetchone()[0].startswith(disposable.version)
+    shutil.rmtree(disposable.pg_ctl.parents[3])  # the staged copy of this test's throwaway install
+
+
+def test_nothing_reaches_stderr_from_a_directory_the_os_user_cannot_enter(tmp_path: Path) -> None:
+    """PostgreSQL 15's tools print 'could not change directory' when started from one."""
+    script = textwrap.dedent(
+        """
+        from migration_gate.core.server import DisposableServer
+        with DisposableServer() as disposable:
+            print(disposable.version)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=_closed_directory(tmp_path),
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
 
 
 def test_sigterm_stops_the_server_and_removes_its_files(tmp_path: Path) -> None:
@@ -116,6 +277,34 @@ def test_a_server_pg_ctl_could_not_stop_is_shut_down_before_its_files_go(
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 
 
+@pytest.fixture
+def shared() -> Iterator[Path]:
+    """A directory any user can enter (pytest's tmp_path is under a mode-700 /tmp/pytest-of-root)."""
+    directory = Path(tempfile.mkdtemp(prefix="migration-gate-test-"))
+    directory.chmod(0o755)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _readable_copy_of_the_package(shared: Path) -> tuple[Path, Path]:
+    """The package and this venv's site-packages where any user can read them (the checkout may be mode 700)."""
+    site = shared / "site-packages"
+    source = shared / "src"
+    shutil.copytree(
+        sysconfig.get_paths()["purelib"],  # this interpreter's: make's .venv, or a tox environment's
+        site,
+        symlinks=True,
+        ignore=shutil.ignore_patterns(
+            "mypy", "mypyc", "*__mypyc*", "pip", "pygments", "pglast", "__pycache__"
+        ),
+    )
+    shutil.copytree(
+        REPO / "migration_gate", source / "migration_gate", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    subprocess.run(["chmod", "-R", "a+rX", str(shared)], check=True)
+    return site, source
+
+
 @pytest.mark.skipif(
     os.geteuid() != 0, reason="already running as an ordinary user: every other test covers it"
 )
@@ -123,10 +312,11 @@ SYSTEM_PYTHON = Path("/usr/bin/python3")
     not SYSTEM_PYTHON.exists(),
     reason="no system python3 that an unprivileged user may run (this venv's is root's)",
 )
-def test_an_ordinary_user_runs_the_server_directly() -> None:
+def test_an_ordinary_user_runs_the_server_directly(shared: Path) -> None:
     """Laptops: no runuser wrapper, the server runs as the user who started the gate."""
-    repo = Path(__file__).resolve().parents[1]
-    site_packages = next((repo / ".venv" / "lib").glob("python3*/site-packages"))
+    user = server.server_os_user()
+    assert user is not None
+    site_packages, source = _readable_copy_of_the_package(shared)
     script = textwrap.dedent(
         """
         import os
@@ -141,15 +331,16 @@ def test_an_ordinary_user_runs_the_server_directly() -> None:
         """
     )
     done = subprocess.run(
-        ["runuser", "-u", "postgres", "--", str(SYSTEM_PYTHON), "-c", script],
+        ["runuser", "-u", user.pw_name, "--", str(SYSTEM_PYTHON), "-c", script],
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": f"{site_packages}:{repo}"},
+        env={**os.environ, "PYTHONPATH": f"{site_packages}:{source}"},
         cwd="/tmp",
         timeout=120,
         check=False,
     )
     assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
     euid, server_uid, without_wrapper, answer = done.stdout.split()
     assert euid == server_uid != "0"
     assert without_wrapper == "True"

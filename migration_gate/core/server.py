@@ -1,14 +1,15 @@
 """A disposable PostgreSQL server, started through pytest-postgresql's executor.
 
-PostgreSQL refuses to run as root, and CI and most containers run as root: there the
-server runs as an unprivileged OS user (``postgres`` by default) through ``runuser``;
-an ordinary user runs it directly.
+Which PostgreSQL it runs is ``migration_gate.core.installations``' choice. PostgreSQL
+refuses to run as root, and CI and most containers run as root: there the server runs as
+an unprivileged OS user through ``runuser`` (``MIGRATION_GATE_PG_OS_USER``, else
+``postgres`` when it exists, else ``nobody``; none is ever created), from a directory that
+user can enter; an ordinary user runs it directly.
 """
 
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 import pwd
 import shutil
@@ -26,6 +27,7 @@ from pytest_postgresql.executors import PostgreSQLExecutor
 
 from migration_gate.core import dsn
 from migration_gate.core.errors import UsageError
+from migration_gate.core.installations import Installation, find_installation, runnable_installation
 
 SUPERUSER = "postgres"
 SERVER_SETTINGS = (
@@ -34,62 +36,58 @@ SERVER_SETTINGS = (
     "-c max_connections=100 -c shared_buffers=256MB -c maintenance_work_mem=256MB -c work_mem=32MB "
     "-c max_wal_size=4GB -c checkpoint_timeout=30min"
 )
-# Where distributions put the server binaries when they are not on PATH.
-SEARCH_GLOBS = ("/usr/lib/postgresql/*/bin/pg_ctl",)
-INSTALL_HINT = (
-    "PostgreSQL server binaries (pg_ctl, initdb, postgres) not found on PATH or under "
-    "/usr/lib/postgresql/*/bin: install them (Debian/Ubuntu: apt-get install postgresql; "
-    "macOS: brew install postgresql) or set MIGRATION_GATE_PG_CTL to pg_ctl's path"
-)
+OS_USER_ENV = "MIGRATION_GATE_PG_OS_USER"
+# Tried in this order when OS_USER_ENV is unset: the distributions' server user, then the
+# user every Unix has for processes that must own nothing else.
+OS_USER_FALLBACKS = ("postgres", "nobody")
 
 
-def find_pg_ctl(explicit: str | None = None) -> Path:
-    """``pg_ctl`` from an explicit path, MIGRATION_GATE_PG_CTL, PATH, or the newest Debian install."""
-    debian = sorted(
-        (path for pattern in SEARCH_GLOBS for path in glob.glob(pattern)),
-        key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0,
-        reverse=True,
-    )
-    candidates = [explicit, os.environ.get("MIGRATION_GATE_PG_CTL"), shutil.which("pg_ctl"), *debian]
-    for candidate in candidates:
-        if candidate is None:
-            continue
-        bindir = Path(candidate).parent
-        if os.access(candidate, os.X_OK) and (bindir / "initdb").exists() and (bindir / "postgres").exists():
-            return Path(candidate)
-    raise UsageError(INSTALL_HINT)
-
-
-def _server_os_user() -> pwd.struct_passwd | None:
+def server_os_user() -> pwd.struct_passwd | None:
     """The unprivileged user the server runs as when we are root; None when we are not root."""
     if os.geteuid() != 0:
         return None
-    name = os.environ.get("MIGRATION_GATE_PG_OS_USER", "postgres")
-    for candidate in (name, "nobody"):
+    chosen = os.environ.get(OS_USER_ENV) or None
+    for name in (chosen,) if chosen else OS_USER_FALLBACKS:
         try:
-            return pwd.getpwnam(candidate)
+            user = pwd.getpwnam(name)
         except KeyError:
             continue
+        if user.pw_uid == 0:
+            raise UsageError(
+                f"{OS_USER_ENV}={name}: PostgreSQL refuses to run as root; name an unprivileged user"
+            )
+        return user
+    if chosen:
+        raise UsageError(f"{OS_USER_ENV}={chosen}: no such OS user to run PostgreSQL as")
     raise UsageError(
-        f"running as root, and no unprivileged OS user {name!r} to run PostgreSQL as: create one"
+        "running as root, and neither a 'postgres' nor a 'nobody' OS user exists to run PostgreSQL as: "
+        f"set {OS_USER_ENV} to an unprivileged user"
     )
 
 
-def _drop_privileges_wrapper(base: Path, pg_ctl: Path, user: pwd.struct_passwd) -> Path:
-    """A pg_ctl that runs as ``user``: pytest-postgresql's executor calls it like the real one."""
+def as_server_user(command: list[str], user: pwd.struct_passwd | None) -> list[str]:
+    """``command`` run as ``user`` (through runuser, or setpriv); unchanged when ``user`` is None."""
+    if user is None:
+        return command
     runner = shutil.which("runuser") or shutil.which("setpriv")
     if runner is None:
         raise UsageError(
             "running as root needs runuser or setpriv (util-linux) to start PostgreSQL as another user"
         )
     if runner.endswith("runuser"):
-        command = f'exec "{runner}" -u "{user.pw_name}" -- "{pg_ctl}" "$@"'
-    else:
-        command = (
-            f'exec "{runner}" --reuid={user.pw_uid} --regid={user.pw_gid} --init-groups -- "{pg_ctl}" "$@"'
-        )
-    wrapper = base / "pg_ctl"
-    wrapper.write_text(f"#!/bin/sh\n{command}\n")
+        return [runner, "-u", user.pw_name, "--", *command]
+    return [runner, f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups", "--", *command]
+
+
+def _drop_privileges_wrapper(directory: Path, pg_ctl: Path, user: pwd.struct_passwd, cwd: Path) -> Path:
+    """A pg_ctl that runs as ``user`` from ``cwd``: pytest-postgresql's executor calls it like the real one.
+
+    From a directory the user cannot enter (root's home, a mode-700 checkout), PostgreSQL 15's
+    tools say 'could not change directory' on stderr at every start.
+    """
+    command = " ".join(f'"{part}"' for part in as_server_user([str(pg_ctl)], user))
+    wrapper = directory / "pg_ctl"
+    wrapper.write_text(f'#!/bin/sh\ncd "{cwd}" || exit 1\nexec {command} "$@"\n')
     wrapper.chmod(stat.S_IRWXU)
     return wrapper
 
@@ -97,18 +95,27 @@ def _drop_privileges_wrapper(base: Path, pg_ctl: Path, user: pwd.struct_passwd) 
 class DisposableServer:
     """A PostgreSQL cluster in a temporary directory, gone when stopped."""
 
-    def __init__(self, pg_ctl: str | None = None, port: int | None = None) -> None:
-        self.pg_ctl = find_pg_ctl(pg_ctl)
+    def __init__(
+        self,
+        pg_ctl: str | None = None,
+        port: int | None = None,
+        *,
+        pg_version: object = None,
+        installation: Installation | None = None,
+    ) -> None:
+        self.installation = installation or find_installation(pg_ctl, pg_version)
+        user = server_os_user()
+        # The binaries the server's OS user runs: a staged copy when it cannot reach the install.
+        runnable = runnable_installation(self.installation, user)
+        self.pg_ctl = runnable.pg_ctl
         self.port = port or port_for.select_random()
         self.base = Path(tempfile.mkdtemp(prefix="migration-gate-"))
-        self.bindir = self.pg_ctl.parent
-        user = _server_os_user()
         executable = self.pg_ctl
         if user is not None:
             os.chown(self.base, user.pw_uid, user.pw_gid)
-            # The wrapper lives beside the data, readable by root only.
+            # The wrapper lives apart from the data, readable by root only.
             wrapper_dir = Path(tempfile.mkdtemp(prefix="migration-gate-bin-"))
-            executable = _drop_privileges_wrapper(wrapper_dir, self.pg_ctl, user)
+            executable = _drop_privileges_wrapper(wrapper_dir, self.pg_ctl, user, self.base)
             self._wrapper_dir: Path | None = wrapper_dir
         else:
             self._wrapper_dir = None
@@ -200,14 +207,20 @@ class DisposableServer:
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{dbname}"
 
+    @property
+    def version(self) -> str:
+        return self.installation.version
+
+    @property
+    def major(self) -> int:
+        return self.installation.major
+
     def binary(self, name: str) -> str:
-        """A client binary of the same version as the server (pg_dump, pg_restore, psql)."""
-        # pg_ctl may be a symlink (/usr/local/bin/pg_ctl → /usr/lib/postgresql/15/bin/pg_ctl)
-        # in a directory that holds no client tools: look beside its target too.
-        for bindir in (self.bindir, self.pg_ctl.resolve().parent):
-            if (bindir / name).exists():
-                return str(bindir / name)
-        return str(self.bindir / name)
+        """A program of the server's own installation: pg_dump, pg_restore and psql of its version."""
+        return str(self.installation.binary(name))
+
+    def __repr__(self) -> str:
+        return f"<disposable PostgreSQL {self.version} on 127.0.0.1:{self.port}>"
 
     def admin(self) -> psycopg.Connection:
         return dsn.connect(self.url())

@@ -45,7 +45,14 @@ SETTINGS = (
         "5s",
     ),
     Setting(
-        "pg_ctl", "path to pg_ctl for the disposable server (default: PATH, then /usr/lib/postgresql/*/bin)"
+        "pg_ctl",
+        "path to pg_ctl for the disposable server (default: PATH, /usr/lib/postgresql/*/bin, then PyPI's)",
+        env="MIGRATION_GATE_PG_CTL",
+    ),
+    Setting(
+        "pg_version",
+        "the disposable server's PostgreSQL major version, among the installations found (e.g. 15 or 18)",
+        env="MIGRATION_GATE_PG_VERSION",
     ),
     Setting(
         "api_url",

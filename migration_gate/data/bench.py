@@ -37,14 +37,15 @@ import psycopg
 
 from migration_gate.core import dsn, ledger, runner
 from migration_gate.core.errors import UsageError
+from migration_gate.core.installations import Installation, find_installation, runnable_installation
 from migration_gate.core.locks import LockProbe
 from migration_gate.core.plan import Migration
 from migration_gate.core.server import (
     SERVER_SETTINGS,
     SUPERUSER,
     DisposableServer,
-    _server_os_user,
-    find_pg_ctl,
+    as_server_user,
+    server_os_user,
 )
 from migration_gate.data import volume
 from migration_gate.data.window import TARGET_WINDOW_RATIO, WindowScale, run_window
@@ -178,43 +179,37 @@ def median_run(runs: list[ScaleRun]) -> ScaleRun:
     )
 
 
-def _as_server_user(command: list[str]) -> list[str]:
-    user = _server_os_user()
-    if user is None:
-        return command
-    runuser = shutil.which("runuser")
-    if runuser is None:
-        raise UsageError("running as root needs runuser (util-linux) to start PostgreSQL as another user")
-    return [runuser, "-u", user.pw_name, "--", *command]
-
-
-def floor_once(pg_ctl: Path, plan: list[Migration]) -> float:
+def floor_once(installation: Installation, plan: list[Migration]) -> float:
     """Seconds to start a server with pg_ctl and apply every file with psql."""
     base = Path(tempfile.mkdtemp(prefix="migration-gate-floor-"))
-    user = _server_os_user()
+    user = server_os_user()
     if user is not None:
         shutil.chown(base, user.pw_uid, user.pw_gid)
+    pg_ctl = runnable_installation(installation, user).pg_ctl
     port = port_for.select_random()
     data = base / "data"
-    psql = shutil.which("psql", path=str(pg_ctl.parent)) or shutil.which("psql")
-    if psql is None:
-        raise UsageError("psql not found beside pg_ctl or on PATH: the floor needs it")
+    psql = str(installation.binary("psql"))
     started = time.perf_counter()
     try:
+        # From a directory the server's OS user can enter, like the disposable server's wrapper.
         subprocess.run(
-            _as_server_user(
-                [str(pg_ctl), "initdb", "-s", "-D", str(data), "-o", f"--username={SUPERUSER} --auth=trust"]
+            as_server_user(
+                [str(pg_ctl), "initdb", "-s", "-D", str(data), "-o", f"--username={SUPERUSER} --auth=trust"],
+                user,
             ),
             check=True,
             capture_output=True,
+            cwd=base,
         )
         options = f"-F -p {port} -c unix_socket_directories='{base}' {SERVER_SETTINGS}"
         subprocess.run(
-            _as_server_user(
-                [str(pg_ctl), "start", "-w", "-s", "-D", str(data), "-o", options, "-l", str(base / "log")]
+            as_server_user(
+                [str(pg_ctl), "start", "-w", "-s", "-D", str(data), "-o", options, "-l", str(base / "log")],
+                user,
             ),
             check=True,
             capture_output=True,
+            cwd=base,
         )
         files = [arg for migration in plan for arg in ("-f", str(migration.path))]
         subprocess.run(
@@ -243,17 +238,18 @@ def floor_once(pg_ctl: Path, plan: list[Migration]) -> float:
         raise UsageError(f"the floor run failed: {detail[-1] if detail else exc}") from None
     finally:
         subprocess.run(
-            _as_server_user([str(pg_ctl), "stop", "-s", "-m", "immediate", "-D", str(data)]),
+            as_server_user([str(pg_ctl), "stop", "-s", "-m", "immediate", "-D", str(data)], user),
             check=False,
             capture_output=True,
+            cwd=base,
         )
         shutil.rmtree(base, ignore_errors=True)
 
 
-def gate_once(pg_ctl: Path, plan: list[Migration]) -> float:
+def gate_once(installation: Installation, plan: list[Migration]) -> float:
     """Seconds to start the DisposableServer and apply every file with the runner."""
     started = time.perf_counter()
-    server = DisposableServer(pg_ctl=str(pg_ctl)).start()
+    server = DisposableServer(installation=installation).start()
     try:
         runner.migrate(server.url(), plan)
         return time.perf_counter() - started
@@ -261,12 +257,12 @@ def gate_once(pg_ctl: Path, plan: list[Migration]) -> float:
         server.stop()
 
 
-def run_gate(pg_ctl: Path, plan: list[Migration], runs: int, progress: Progress) -> GateRun:
+def run_gate(installation: Installation, plan: list[Migration], runs: int, progress: Progress) -> GateRun:
     floors, gates = [], []
     for attempt in range(1, runs + 1):
         # Interleaved, so that a burst of load elsewhere on the machine hits both alike.
-        floors.append(floor_once(pg_ctl, plan))
-        gates.append(gate_once(pg_ctl, plan))
+        floors.append(floor_once(installation, plan))
+        gates.append(gate_once(installation, plan))
         progress(f"gate run {attempt}/{runs}: floor {floors[-1]:.3f} s, gate {gates[-1]:.3f} s")
     return GateRun(statistics.median(floors), statistics.median(gates))
 
@@ -357,6 +353,7 @@ def bench(
     repeats: int = 1,
     window_scales: list[int] | None = None,
     migrations_dir: Path | None = None,
+    pg_version: object = None,
 ) -> BenchResult:
     """Measure every scale (``repeats`` times, medians kept) on one disposable server, then the gate.
 
@@ -365,10 +362,11 @@ def bench(
     """
     if not any(m.version == 4 for m in plan) or plan[-1].version <= 4:
         raise UsageError("the benchmark needs migrations 001-004 and at least one after them")
-    executable = find_pg_ctl(pg_ctl)
+    installation = find_installation(pg_ctl, pg_version)
+    progress(f"on {installation.describe()}")
     results = []
     windows = []
-    with DisposableServer(pg_ctl=str(executable)) as server:
+    with DisposableServer(installation=installation) as server:
         for activities in scales:
             runs = [run_scale(server, plan, activities, seed, progress) for _ in range(max(1, repeats))]
             results.append(median_run(runs))
@@ -377,7 +375,7 @@ def bench(
             windows.append(
                 run_window(server, plan, migrations_dir, activities, seed, max(1, repeats), progress)
             )
-    gate = run_gate(executable, plan, gate_runs, progress) if gate_runs else None
+    gate = run_gate(installation, plan, gate_runs, progress) if gate_runs else None
     return BenchResult(results, gate, windows)
 
 

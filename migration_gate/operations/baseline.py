@@ -4,7 +4,9 @@ Staging reached 004 through the team's old ``run-migrations.js``, which kept no 
 ours. Before the gate will record 001→N as applied, it proves the database really is at
 N: it builds 001→N on a disposable server and compares the two catalogs (schemas,
 relations, columns with their types and NOT NULLs, constraints, indexes). Any difference
-refuses the baseline, and nothing is written.
+refuses the baseline, and nothing is written. The disposable server is of the database's
+own major when one is installed; otherwise the nearest, and the progress says so (the
+catalog rows are written to read the same on every supported major).
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ import psycopg
 
 from migration_gate.core import dsn, ledger, runner
 from migration_gate.core.errors import PlanError, UsageError
+from migration_gate.core.installations import installation_for
 from migration_gate.core.plan import Migration, find
 from migration_gate.core.server import DisposableServer
 
 Progress = Callable[[str], None]
 
 # What a migration creates, as comparable rows. Objects that belong to an extension, and
-# the ledger's own schema, are not the migrations' doing.
+# the ledger's own schema, are not the migrations' doing. PostgreSQL 18 records each NOT NULL
+# as a pg_constraint row (contype 'n'): attnotnull already says it on every major, so only
+# what 18 adds to it (NOT VALID, NO INHERIT) is compared from there; names differ by major.
 _CATALOG = """
 WITH ours AS (
     SELECT n.oid, n.nspname FROM pg_namespace n
@@ -45,6 +50,11 @@ WHERE r.relkind IN ('r', 'p', 'v', 'm', 'f')
 UNION ALL
 SELECT format('constraint %s.%s %s', r.nspname, con.conname, pg_get_constraintdef(con.oid))
 FROM pg_constraint con JOIN rels r ON r.oid = con.conrelid
+WHERE con.contype <> 'n'
+UNION ALL
+SELECT format('not null %s.%s %s', r.nspname, r.relname, pg_get_constraintdef(con.oid))
+FROM pg_constraint con JOIN rels r ON r.oid = con.conrelid
+WHERE con.contype = 'n' AND (NOT con.convalidated OR con.connoinherit)
 """
 
 
@@ -64,11 +74,19 @@ def differences(expected: set[str], actual: set[str], limit: int = 5) -> list[st
 
 
 def reference_catalog(
-    plan: list[Migration], upto: Migration, pg_ctl: str | None, progress: Progress
+    plan: list[Migration],
+    upto: Migration,
+    server_major: int,
+    pg_ctl: str | None,
+    pg_version: object,
+    progress: Progress,
 ) -> set[str]:
-    """The catalog 001→``upto`` leaves, built on a disposable server."""
-    progress(f"building 001→{upto.label} on a disposable PostgreSQL to compare against")
-    with DisposableServer(pg_ctl=pg_ctl) as server:
+    """The catalog 001→``upto`` leaves, built on a disposable server of ``server_major`` when there is one."""
+    installation, note = installation_for(server_major, pg_ctl, pg_version)
+    if note:
+        progress(note)
+    progress(f"building 001→{upto.label} on a disposable {installation.describe()} to compare against")
+    with DisposableServer(installation=installation) as server:
         url = server.create_database("baseline_reference")
         runner.migrate(url, plan, stop=upto.file_name)
         with dsn.connect(url) as conn:
@@ -81,6 +99,7 @@ def baseline(
     version: str,
     *,
     pg_ctl: str | None = None,
+    pg_version: object = None,
     progress: Progress = lambda line: None,
 ) -> list[Migration]:
     """Record 001→``version`` as applied once the database is shown to be exactly at ``version``."""
@@ -91,7 +110,8 @@ def baseline(
             raise PlanError(
                 "this database already has a ledger: migrate it; a baseline is only for adopting one"
             )
-    expected = reference_catalog(plan, upto, pg_ctl, progress)
+        server_major = conn.info.server_version // 10000
+    expected = reference_catalog(plan, upto, server_major, pg_ctl, pg_version, progress)
     with dsn.connect(url) as conn, runner.advisory_lock(conn, progress):
         if ledger.read(conn):
             raise PlanError("another runner created the ledger meanwhile: nothing recorded")

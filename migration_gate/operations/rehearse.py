@@ -6,8 +6,10 @@ ever read: every session on it (ours, pg_dump's, pg_dumpall's) runs with
 --no-role-passwords``: names, attributes and memberships, never a password) and its
 database (``pg_dump --format=custom``, with the database's own ACL and settings) are
 copied into a disposable PostgreSQL, where the playbook runs as its superuser with
-``--yes`` implied (restoring there harms nothing). The change record is the playbook's,
-with a ``rehearsal`` section saying what was copied from where and how long it took.
+``--yes`` implied (restoring there harms nothing). That server is of the source's major
+when one is installed here, else the nearest newer one, and the record says which. The
+change record is the playbook's, with a ``rehearsal`` section saying what was copied from
+where and how long it took.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from migration_gate.checks import catalog
 from migration_gate.checks.grantees import AllowedGrantee
 from migration_gate.core import dsn, settings
 from migration_gate.core.errors import UsageError
+from migration_gate.core.installations import installation_for
 from migration_gate.core.plan import load_plan
 from migration_gate.core.server import SUPERUSER, DisposableServer
 from migration_gate.operations import backup, baseline, playbook, preflight
@@ -48,6 +51,7 @@ class RehearsalOptions:
     checks_dir: Path = Path(settings.default("checks_dir"))
     smoke_dir: Path | None = Path("smoke")
     pg_ctl: str | None = None
+    pg_version: int | None = None  # default: the source's major, when installed here
     # The source was migrated up to this version by another runner (no ledger): adopt the copy first.
     baseline: str | None = None
     allowed_grantees: tuple[AllowedGrantee, ...] = ()  # --allowed-grantee, for the privilege review
@@ -159,18 +163,20 @@ def rehearse(options: RehearsalOptions, progress: Progress = lambda line: None) 
         raise UsageError(f"--smoke-dir {options.smoke_dir} does not exist (or pass --no-smoke)")
     identity, owner = _source_identity(options.source_url)
     progress(f"source: {identity.describe()} (read-only)")
+    # The copy runs on the source's major when one is installed: a dump restores into the
+    # same major or a newer one, never an older.
+    installation, note = installation_for(
+        identity.server_major, options.pg_ctl, options.pg_version, newer_only=True
+    )
+    if note:
+        progress(note)
     with (
-        DisposableServer(pg_ctl=options.pg_ctl) as server,
+        DisposableServer(installation=installation) as server,
         tempfile.TemporaryDirectory(prefix="migration-gate-rehearsal-") as tmp,
     ):
-        bindir = Path(server.binary("pg_dump")).parent
-        tools = backup.find_tools(identity.server_major, [bindir], allow_newer=True)
-        local = backup.tool_version(server.binary("postgres"))
-        if local is None or local[0] < identity.server_major:
-            raise UsageError(
-                f"the source runs PostgreSQL {identity.server_version}, the local server binaries are "
-                f"{local[1] if local else 'unknown'}: a rehearsal needs local binaries at least as new"
-            )
+        # The tools of the copy's installation: at least as new as the source, the copy's own.
+        bindir = installation.bindir
+        tools = backup.find_tools(installation.major, [bindir])
         source_dump = Path(tmp) / "source.backup"
         started = time.perf_counter()
         progress("dumping the source (read-only) …")
@@ -187,14 +193,22 @@ def rehearse(options: RehearsalOptions, progress: Progress = lambda line: None) 
         url = restore_copy(source_dump, name, owner, tools, server, progress)
         adopted = []
         if options.baseline is not None:
-            adopted = baseline.baseline(url, plan, options.baseline, pg_ctl=options.pg_ctl, progress=progress)
+            adopted = baseline.baseline(
+                url,
+                plan,
+                options.baseline,
+                pg_ctl=str(installation.pg_ctl),
+                pg_version=installation.major,
+                progress=progress,
+            )
         rehearsal = {
             "source": identity.describe(),
             "source_dump_bytes": size,
             "source_dump_seconds": round(dump_seconds, 3),
             "roles_copied": f"{roles} statement(s) from pg_dumpall --roles-only --no-role-passwords",
             "copy_restore_seconds": round(time.perf_counter() - started, 3),
-            "disposable_server": f"PostgreSQL {local[1]} on 127.0.0.1:{server.port}, database {name}, as {SUPERUSER}",
+            "disposable_server": f"{installation.describe()} on 127.0.0.1:{server.port}, database {name}, as {SUPERUSER}",
+            "disposable_server_major": note or f"the source's own, PostgreSQL {installation.major}",
             "note": "the backup below was taken from the disposable copy and is gone with it",
             "baseline": [m.file_name for m in adopted],
         }

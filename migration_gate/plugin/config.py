@@ -16,6 +16,7 @@ import pytest
 from migration_gate.checks.catalog import Check
 from migration_gate.checks.grantees import AllowedGrantee, parse_allowed_grantees
 from migration_gate.core.errors import UsageError
+from migration_gate.core.installations import parse_major
 from migration_gate.core.plan import Checkpoint
 from migration_gate.core.settings import SETTINGS, default
 
@@ -54,6 +55,7 @@ class GateConfig:
     statement_timeout: str
     lock_timeout: str
     pg_ctl: str | None
+    pg_version: int | None
     api_url: str | None
     webhook_receiver_url: str | None
     api_token: str | None
@@ -117,6 +119,7 @@ def resolve(config: pytest.Config) -> GateConfig:
         statement_timeout=str(values["statement_timeout"] or default("statement_timeout")),
         lock_timeout=str(values["lock_timeout"] or default("lock_timeout")),
         pg_ctl=values["pg_ctl"],  # type: ignore[arg-type]
+        pg_version=parse_major(values["pg_version"]),
         api_url=values["api_url"],  # type: ignore[arg-type]
         webhook_receiver_url=values["webhook_receiver_url"],  # type: ignore[arg-type]
         api_token=os.environ.get("FLUXOLAB_API_TOKEN") or None,

@@ -7,7 +7,6 @@ their fixtures are in ``migration_gate.plugin.gate``.
 from __future__ import annotations
 
 import importlib
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,10 +14,11 @@ import pytest
 
 from migration_gate.checks import catalog
 from migration_gate.core.errors import EXIT_USAGE, GateError
+from migration_gate.core.installations import find_installation
 from migration_gate.core.locks import LockProbe
 from migration_gate.core.plan import Checkpoint, checkpoints, load_plan
 from migration_gate.core.runner import migrate
-from migration_gate.core.server import DisposableServer, find_pg_ctl
+from migration_gate.core.server import DisposableServer
 from migration_gate.core.signals import interrupt_on_signals
 from migration_gate.plugin import config as gate_config_module
 from migration_gate.plugin import summary
@@ -89,15 +89,10 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         except GateError as exc:
             pytest.exit(f"migration-gate: {exc}", returncode=EXIT_USAGE)
     try:
-        pg_ctl = find_pg_ctl(gate_config.pg_ctl)
-        version = subprocess.run(
-            [pg_ctl, "--version"], capture_output=True, text=True, check=False
-        ).stdout.strip()
-    except GateError:
-        return ["migration-gate: disposable PostgreSQL: server binaries not found"]
-    return [
-        f"migration-gate: disposable PostgreSQL ({version}, {pg_ctl.parent}); migrations {gate_config.migrations_dir}"
-    ]
+        installation = find_installation(gate_config.pg_ctl, gate_config.pg_version)
+    except GateError as exc:
+        return [f"migration-gate: disposable PostgreSQL: {exc}"]
+    return [f"migration-gate: disposable {installation.describe()}; migrations {gate_config.migrations_dir}"]
 
 
 @pytest.fixture(scope="session")
@@ -109,7 +104,7 @@ def gate_config(pytestconfig: pytest.Config) -> GateConfig:
 def disposable_server(gate_config: GateConfig) -> Iterator[DisposableServer]:
     """A throwaway PostgreSQL for this session (each xdist worker has its own)."""
     try:
-        server = DisposableServer(pg_ctl=gate_config.pg_ctl).start()
+        server = DisposableServer(gate_config.pg_ctl, pg_version=gate_config.pg_version).start()
     except GateError as exc:
         pytest.exit(f"migration-gate: {exc}", returncode=EXIT_USAGE)
     try:
