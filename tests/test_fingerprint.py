@@ -36,3 +36,20 @@ def test_a_record_from_before_the_digest_was_named_is_read_as_md5() -> None:
     assert data["digest"] == fingerprint.DIGEST
     del data["digest"]
     assert fingerprint.Fingerprint.from_json(data).digest == "md5-64"
+
+
+def test_a_table_whose_rows_cannot_be_hashed_as_they_are_falls_back_to_their_text(
+    gate: CheckpointDatabases, clone: Callable[[str], str]
+) -> None:
+    url = clone(gate.last)
+    with dsn.connect(url) as conn:
+        conn.execute("CREATE TABLE public.places (id int, at point, doc json)")
+        conn.execute("INSERT INTO public.places VALUES (1, '(1,2)', '{\"a\": 1}'), (2, '(3,4)', '[]')")
+        tools = backup.find_tools(backup.identify(conn).server_major, [gate.server.pg_ctl.parent])
+    before = fingerprint.take(url, tools)
+    assert before.digest == "hash_record"
+    with dsn.connect(url) as conn:
+        conn.execute("UPDATE public.places SET at = '(5,6)' WHERE id = 2")
+    assert fingerprint.differences(before, fingerprint.take(url, tools)) == [
+        "table public.places: same 2 rows, different contents"
+    ]

