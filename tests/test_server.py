@@ -7,6 +7,7 @@ import pwd
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -345,3 +346,48 @@ def test_an_ordinary_user_runs_the_server_directly(shared: Path) -> None:
     assert euid == server_uid != "0"
     assert without_wrapper == "True"
     assert answer == "1"
+
+
+def _listening_socket() -> socket.socket:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    return listener
+
+
+def test_a_port_taken_before_the_server_binds_it_is_traded_for_another(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Between the choice of a random port and the bind, another process can take it.
+
+    Something else answering on that port must not pass for our server: pg_ctl's exit status
+    and our postmaster.pid decide, and a new port is chosen.
+    """
+    with _listening_socket() as taken:
+        taken_port = taken.getsockname()[1]
+        ports = iter([taken_port])
+        real_select = server.port_for.select_random
+        monkeypatch.setattr(server.port_for, "select_random", lambda: next(ports, None) or real_select())
+        # The race itself: the port looked free when it was checked, the once before the start.
+        real_check = server.PostgreSQLExecutor.pre_start_check
+        checks: list[int] = []
+
+        def raced_check(executor: server.PostgreSQLExecutor) -> bool:
+            checks.append(executor.port)
+            return False if len(checks) == 1 else real_check(executor)
+
+        monkeypatch.setattr(server.PostgreSQLExecutor, "pre_start_check", raced_check)
+        with DisposableServer() as disposable:
+            assert checks[0] == taken_port
+            assert disposable.port != taken_port
+            with dsn.connect(disposable.url()) as conn:
+                row = conn.execute("SELECT current_setting('data_directory')").fetchone()
+            assert row is not None
+            assert Path(row[0]).resolve() == (disposable.base / "data").resolve()
+
+
+def test_a_port_asked_for_and_taken_is_one_clear_error() -> None:
+    with _listening_socket() as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(UsageError, match=f"port {port} is taken"):
+            DisposableServer(port=port).start()

@@ -19,9 +19,11 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import port_for
 import psycopg
+from mirakuru.exceptions import AlreadyRunning, ProcessExitedWithError
 from psycopg import sql
 from pytest_postgresql.executors import PostgreSQLExecutor
 
@@ -37,6 +39,9 @@ SERVER_SETTINGS = (
     "-c max_wal_size=4GB -c checkpoint_timeout=30min"
 )
 OS_USER_ENV = "MIGRATION_GATE_PG_OS_USER"
+# A random port can be taken between its choice and the server's bind (another gate on the
+# same machine, another xdist worker): a new one is chosen this many times.
+PORT_ATTEMPTS = 5
 # Tried in this order when OS_USER_ENV is unset: the distributions' server user, then the
 # user every Unix has for processes that must own nothing else.
 OS_USER_FALLBACKS = ("postgres", "nobody")
@@ -92,6 +97,10 @@ def _drop_privileges_wrapper(directory: Path, pg_ctl: Path, user: pwd.struct_pas
     return wrapper
 
 
+class _PortTaken(Exception):
+    """The port chosen was in use by the time the server tried to bind it."""
+
+
 class DisposableServer:
     """A PostgreSQL cluster in a temporary directory, gone when stopped."""
 
@@ -119,8 +128,14 @@ class DisposableServer:
             self._wrapper_dir: Path | None = wrapper_dir
         else:
             self._wrapper_dir = None
-        self.executor = PostgreSQLExecutor(
-            executable=str(executable),
+        self._executable = executable
+        self._port_chosen = port is not None
+        self.executor = self._executor()
+        self.started = False
+
+    def _executor(self) -> PostgreSQLExecutor:
+        executor = PostgreSQLExecutor(
+            executable=str(self._executable),
             host="127.0.0.1",
             port=self.port,
             datadir=str(self.base / "data"),
@@ -131,20 +146,79 @@ class DisposableServer:
             user=SUPERUSER,
             postgres_options=SERVER_SETTINGS,
         )
-        self.started = False
+        # pg_ctl's own complaints ("could not start server") belong in our error, not on stderr.
+        executor._stderr = subprocess.PIPE
+        return executor
 
     def start(self) -> DisposableServer:
-        try:
-            self.executor.start()
-        except (subprocess.CalledProcessError, OSError, Exception) as exc:
-            log = self._log_tail()
-            self.stop()
-            raise UsageError(
-                f"could not start the disposable PostgreSQL ({type(exc).__name__}): {log}"
-            ) from None
+        """Start it, on another random port when the one chosen was taken before the server bound it."""
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            try:
+                self._start_once()
+                break
+            except _PortTaken:
+                if self._port_chosen or attempt == PORT_ATTEMPTS:
+                    self.stop()
+                    raise UsageError(
+                        f"could not start the disposable PostgreSQL: port {self.port} is taken"
+                    ) from None
+                # The stale executor removes its data directory when collected: remove it now, and
+                # let the new one initialise its own, rather than have it vanish under a running server.
+                stale = self.executor
+                self.port = port_for.select_random()
+                self.executor = self._executor()
+                stale.clean_directory()
+                del stale
+            except UsageError:
+                self.stop()
+                raise
+            except Exception as exc:
+                log = self._log_tail()
+                self.stop()
+                raise UsageError(
+                    f"could not start the disposable PostgreSQL ({type(exc).__name__}): {log}"
+                ) from None
         self.started = True
         self._wait_until_accepting()
         return self
+
+    def _start_once(self) -> None:
+        """pg_ctl start -w, waited for: the port answering proves nothing, another server may hold it.
+
+        mirakuru returns as soon as something accepts on the port; only pg_ctl's exit status and
+        our own postmaster.pid say that the server there is this one.
+        """
+        try:
+            self.executor.start()
+        except AlreadyRunning:
+            raise _PortTaken from None
+        except ProcessExitedWithError as exc:
+            self._failed(exc.exit_code, "")
+        process = self.executor.process
+        assert process is not None
+        try:
+            _, stderr = process.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            raise UsageError(
+                "could not start the disposable PostgreSQL: pg_ctl did not return in 90 s"
+            ) from None
+        if process.returncode != 0:
+            self._failed(process.returncode, stderr or "")
+        if self._postmaster_pid() is None or self._postmaster_port() != self.port:
+            raise UsageError(
+                f"could not start the disposable PostgreSQL: pg_ctl returned but no server of ours "
+                f"listens on port {self.port}: {self._log_tail()}"
+            )
+
+    def _failed(self, exit_code: int | None, stderr: str) -> NoReturn:
+        log = self._log_text()
+        if "Address already in use" in log or "could not bind" in log:
+            raise _PortTaken
+        complaint = stderr.strip().splitlines()
+        raise UsageError(
+            "could not start the disposable PostgreSQL: "
+            f"{self._log_tail()} ({complaint[0] if complaint else f'pg_ctl exit {exit_code}'})"
+        )
 
     def _wait_until_accepting(self, timeout: float = 60.0) -> None:
         """The port opens before recovery ends ("the database system is starting up"): wait for a session."""
@@ -159,12 +233,25 @@ class DisposableServer:
                     raise UsageError(f"the disposable PostgreSQL did not accept connections: {exc}") from None
                 time.sleep(0.05)
 
-    def _log_tail(self) -> str:
+    def _log_text(self) -> str:
         try:
-            lines = (self.base / "postgresql.log").read_text(errors="replace").strip().splitlines()
+            return (self.base / "postgresql.log").read_text(errors="replace")
         except OSError:
+            return ""
+
+    def _log_tail(self) -> str:
+        if not (self.base / "postgresql.log").exists():
             return "no server log"
+        lines = self._log_text().strip().splitlines()
         return lines[-1] if lines else "empty server log"
+
+    def _postmaster_port(self) -> int | None:
+        """The port in our postmaster.pid (its fourth line)."""
+        try:
+            lines = (self.base / "data" / "postmaster.pid").read_text().split("\n")
+            return int(lines[3])
+        except (OSError, ValueError, IndexError):
+            return None
 
     def stop(self) -> None:
         """Stop the server, whatever state start() left it in, then delete its files."""
