@@ -8,9 +8,11 @@ workspaces, 404 for what does not exist in the workspace of the request.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 import pytest
 
 from migration_gate.plugin.smoke import NO_SUCH_ID, Deployment, WebhookReceiver, expect, fingerprint
@@ -157,16 +159,25 @@ def existing_objects(request: pytest.FixtureRequest, deployment: Deployment) -> 
     return create_objects(deployment, receiver)
 
 
+@pytest.fixture(scope="module")
+def watching(deployment: Deployment) -> Iterator[psycopg.Connection | None]:
+    """One connection that looks at the workspaces before and after every case (None: no database)."""
+    if deployment.database is None:
+        yield None
+        return
+    with deployment.database.connect() as conn:
+        yield conn
+
+
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_bad_input_is_turned_away_and_writes_nothing(
-    deployment: Deployment, existing_objects: dict[str, int], case: Case
+    deployment: Deployment,
+    existing_objects: dict[str, int],
+    watching: psycopg.Connection | None,
+    case: Case,
 ) -> None:
     workspaces = (deployment.actors.workspace_id, deployment.actors.other_workspace_id)
-    database = deployment.database
-    before = None
-    if database is not None:
-        with database.connect() as conn:
-            before = fingerprint(conn, workspaces)
+    before = fingerprint(watching, workspaces) if watching is not None else None
 
     user = {"user": deployment.actors.user_id, "other_user": deployment.actors.other_user_id}.get(
         case.user or "", case.user
@@ -181,9 +192,9 @@ def test_bad_input_is_turned_away_and_writes_nothing(
         f'a refusal must be {{"error": "..."}}, got {json.dumps(reply)[:300]}'
     )
 
-    database = deployment.db()  # skips from here when there is no database to look in
-    with database.connect() as conn:
-        after = fingerprint(conn, workspaces)
+    deployment.db()  # skips from here when there is no database to look in
+    assert watching is not None
+    after = fingerprint(watching, workspaces)
     changed = {
         table: f"{before[table][0]} rows → {after[table][0]} rows"
         + ("" if before[table][0] != after[table][0] else " (changed)")

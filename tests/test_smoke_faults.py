@@ -240,7 +240,9 @@ def bad_input_check(deployment: Deployment, receiver: WebhookReceiver) -> Callab
 
     def check(case_id: str) -> None:
         case = next(case for case in module.CASES if case.id == case_id)
-        module.test_bad_input_is_turned_away_and_writes_nothing(deployment, objects, case)
+        assert deployment.database is not None, "the faults are proven where rows can be looked at"
+        with deployment.database.connect() as watching:
+            module.test_bad_input_is_turned_away_and_writes_nothing(deployment, objects, watching, case)
 
     return check
 

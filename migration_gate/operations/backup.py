@@ -282,6 +282,7 @@ class Dump:
         """The backup's size in bytes; a failed dump leaves no file."""
         code = self.process.wait()
         self.reader.join()
+        self._close()
         if code != 0:
             self.path.unlink(missing_ok=True)
             raise BackupFailed(f"pg_dump failed: {_error_line(self.lines, self.url, f'exit code {code}')}")
@@ -292,7 +293,12 @@ class Dump:
         self.process.kill()
         self.process.wait()
         self.reader.join()
+        self._close()
         self.path.unlink(missing_ok=True)
+
+    def _close(self) -> None:
+        if self.process.stderr is not None:
+            self.process.stderr.close()
 
 
 def dump(

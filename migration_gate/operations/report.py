@@ -67,6 +67,7 @@ class CheckRecord:
     summary: str = ""
     details: str = ""
     checkpoint: str = ""  # where it ran: after_006, after_007, after_NNN, current
+    seconds: float = 0.0  # what it cost the window
 
 
 @dataclass

@@ -26,18 +26,22 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
-import pytest
 
 from migration_gate.core import dsn
+from migration_gate.core.contract import APP_ROLE
 from migration_gate.core.errors import GateError
 from migration_gate.core.signals import deferred_interrupts, named_interrupts
 from migration_gate.operations.report import CheckRecord
-from migration_gate.reference.api import APP_ROLE, ApiSettings, ReferenceApi
 from migration_gate.reference.smoke_tenant import Actors, Census, create_actors, remove_tenant, tenant_rows
-from migration_gate.reference.webhook_delivery import FAST_RETRIES
+
+if TYPE_CHECKING:
+    import pytest
+
+# pytest and the reference API are imported when the step runs (or by prewarm(), in the
+# background while the migrations run): not at the playbook's start, where the window waits.
 
 Progress = Callable[[str], None]
 DETAILS_LIMIT = 4000
@@ -137,6 +141,7 @@ class SmokeStep:
         def warm() -> None:
             with contextlib.suppress(Exception):  # a courtesy: the step imports all this itself anyway
                 importlib.import_module("migration_gate.plugin.hooks")
+                importlib.import_module("migration_gate.reference.api")
                 importlib.import_module("migration_gate.plugin.contract").api_contract(
                     (self.smoke_dir / "openapi.yaml").resolve()
                 )
@@ -169,6 +174,9 @@ class SmokeStep:
 def _serve_and_test(
     smoke_dir: Path, url: str, actors: Actors, receiver_url: str, progress: Progress
 ) -> list[CheckRecord]:
+    from migration_gate.reference.api import ApiSettings, ReferenceApi
+    from migration_gate.reference.webhook_delivery import FAST_RETRIES
+
     try:
         api = ReferenceApi(ApiSettings(url, delivery=FAST_RETRIES)).start()
     except GateError as exc:
@@ -186,6 +194,8 @@ def _pytest(
     smoke_dir: Path, url: str, api_url: str, actors: Actors, receiver_url: str, progress: Progress
 ) -> list[CheckRecord]:
     """pytest on ``smoke_dir``, in this process: no interpreter to start, no imports to repeat."""
+    import pytest
+
     results = _Results()
     args = [
         # Plugins the smoke tests do not use, that would import whole libraries (seconds each).

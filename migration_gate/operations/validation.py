@@ -12,6 +12,7 @@ has committed, on a connection of their own.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import psycopg
@@ -166,9 +167,18 @@ class Validation:
 
     def run(self, check: Check, context: CheckContext, counts: dict[str, int] | None = None) -> bool:
         """One check in a savepoint (an SQL error fails that check, not the transaction); recorded by name."""
-        conn = context.conn
         if self.cancellation is not None:
             self.cancellation.check()
+        started = time.perf_counter()
+        checks_before = len(self.record.checks)
+        try:
+            return self._run(check, context, counts)
+        finally:
+            for record in self.record.checks[checks_before:]:
+                record.seconds = round(time.perf_counter() - started, 3)
+
+    def _run(self, check: Check, context: CheckContext, counts: dict[str, int] | None) -> bool:
+        conn = context.conn
         try:
             with conn.transaction():
                 result = check.verify(context)

@@ -35,7 +35,7 @@ from migration_gate.core import dsn, settings
 from migration_gate.plugin.config import GateConfig
 from migration_gate.plugin.contract import ApiContract, api_contract
 from migration_gate.plugin.databases import CheckpointDatabases, GateDatabases
-from migration_gate.reference.api import ApiSettings, ReferenceApi
+from migration_gate.reference.api import SHUTDOWN_POLL_SECONDS, ApiSettings, ReferenceApi
 from migration_gate.reference.smoke_tenant import Actors, create_actors, remove_tenant, tenant_rows
 from migration_gate.reference.webhook_delivery import FAST_RETRIES, DeliveryPolicy
 
@@ -77,18 +77,20 @@ FINGERPRINTS = {
 }
 
 
+_FINGERPRINT = " UNION ALL ".join(
+    f"(SELECT '{table}', count(*), coalesce(md5(string_agg(({columns})::text, ',' "
+    f"ORDER BY ({columns})::text)), '') FROM public.{table} WHERE workspace_id = ANY(%(workspaces)s))"
+    for table, columns in FINGERPRINTS.items()
+)
+
+
 def fingerprint(conn: psycopg.Connection, workspace_ids: tuple[int, ...]) -> dict[str, tuple[int, str]]:
-    """Per table: the rows of these workspaces, counted and hashed (inserts, updates, deletes all show)."""
-    prints: dict[str, tuple[int, str]] = {}
-    for table, columns in FINGERPRINTS.items():
-        row = conn.execute(
-            f"SELECT count(*), coalesce(md5(string_agg(({columns})::text, ',' ORDER BY ({columns})::text)), '')"
-            f" FROM public.{table} WHERE workspace_id = ANY(%s)",
-            (list(workspace_ids),),
-        ).fetchone()
-        assert row is not None
-        prints[table] = (row[0], row[1])
-    return prints
+    """Per table: the rows of these workspaces, counted and hashed (inserts, updates, deletes all show).
+
+    One statement, one snapshot: every table is seen at the same moment.
+    """
+    rows = conn.execute(_FINGERPRINT, {"workspaces": list(workspace_ids)}).fetchall()
+    return {str(table): (int(count), str(digest)) for table, count, digest in rows}
 
 
 # -- Talking to the API ---------------------------------------------------------------
@@ -200,7 +202,10 @@ class WebhookReceiver:
         self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="webhook-receiver", daemon=True
+            target=self._server.serve_forever,
+            args=(SHUTDOWN_POLL_SECONDS,),  # the default half second is added to every window
+            name="webhook-receiver",
+            daemon=True,
         )
         self.base_url = (public_url or f"http://127.0.0.1:{self._server.server_port}").rstrip("/")
         self.prefix = urlsplit(self.base_url).path
