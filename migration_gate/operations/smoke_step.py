@@ -159,8 +159,8 @@ class SmokeStep:
             return
         run_id = uuid.uuid4().hex[:10]
         receiver_url = f"http://127.0.0.1:{_free_port()}/"
+        census = Census.in_background(url)  # its moment is now, before the tenant exists
         with dsn.connect(url) as conn:
-            census = Census.take(conn)
             actors = create_actors(conn, run_id)
         progress(f"smoke tenant {run_id}: users {actors.user_id}, {actors.other_user_id}")
         try:
@@ -231,7 +231,12 @@ def _pytest(
 
 
 def clean_up(
-    url: str, run_id: str, actors: Actors, census: Census, receiver_url: str, progress: Progress
+    url: str,
+    run_id: str,
+    actors: Actors,
+    census: Callable[[], Census],
+    receiver_url: str,
+    progress: Progress,
 ) -> dict[str, Any]:
     """Remove the run's tenant in one transaction, then prove every business table is as it was."""
     report: dict[str, Any] = {"run_id": run_id, "users": actors.users, "workspaces": actors.workspaces}
@@ -239,7 +244,7 @@ def clean_up(
         with dsn.connect(url) as conn:
             report["created"] = tenant_rows(conn, actors)
             report["removed"] = remove_tenant(conn, actors)
-            problems = census.differences(conn)
+            problems = census().differences(conn)
             pointing = conn.execute(
                 "SELECT count(*) FROM public.webhook_registrations WHERE target_url LIKE %s",
                 (receiver_url.rstrip("/") + "%",),
