@@ -137,6 +137,9 @@ class Run:
         try:
             record.backup = {"path": str(options.backup_path.absolute()), "state": "being written"}
             with self.step("backup and fingerprint (one snapshot)"):
+                if options.smoke is not None:
+                    # While pg_dump and the fingerprint keep PostgreSQL busy and this thread waits.
+                    options.smoke.prewarm()
                 started = time.perf_counter()
                 size, self.before = backup_and_fingerprint(
                     url, options.backup_path, self.pre.tools, self.progress
@@ -207,8 +210,6 @@ class Run:
         ):
             sequences = fingerprint.sequence_states(conn)
             runner.session_timeouts(conn, self.options.lock_timeout, "0")
-            if self.options.smoke is not None:
-                self.options.smoke.prewarm()
             self.validation = Validation(
                 conn,
                 self.pre.plan,
