@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import re
@@ -668,11 +669,9 @@ def run() -> NoReturn:
     closed (records are written atomically), so only the standard streams are flushed.
     """
     code = main()
-    try:
+    with contextlib.suppress(BrokenPipeError):  # the reader went away: the code stands
         sys.stdout.flush()
         sys.stderr.flush()
-    except BrokenPipeError:
-        code = code or EXIT_OK
     logging.shutdown()
     os._exit(code)
 

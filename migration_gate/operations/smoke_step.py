@@ -144,13 +144,15 @@ class SmokeStep:
             # back within half a millisecond rather than the default five while this runs.
             interval = sys.getswitchinterval()
             sys.setswitchinterval(min(interval, 0.0005))
-            with contextlib.suppress(Exception):  # a courtesy: the step imports all this itself anyway
-                importlib.import_module("migration_gate.plugin.hooks")
-                importlib.import_module("migration_gate.reference.api")
-                importlib.import_module("migration_gate.plugin.contract").api_contract(
-                    (self.smoke_dir / "openapi.yaml").resolve()
-                )
-            sys.setswitchinterval(interval)
+            try:
+                with contextlib.suppress(Exception):  # a courtesy: the step imports all this itself anyway
+                    importlib.import_module("migration_gate.plugin.hooks")
+                    importlib.import_module("migration_gate.reference.api")
+                    importlib.import_module("migration_gate.plugin.contract").api_contract(
+                        (self.smoke_dir / "openapi.yaml").resolve()
+                    )
+            finally:
+                sys.setswitchinterval(interval)
 
         thread = threading.Thread(target=warm, name="smoke-prewarm", daemon=True)
         thread.start()

@@ -121,12 +121,6 @@ class Census:
     xid: str  # a 32-bit xid, comparable with xmin through age()
 
     @classmethod
-    def take(cls, conn: psycopg.Connection) -> Census:
-        row = conn.execute("SELECT mod(pg_current_xact_id()::text::bigint, 4294967296)::text").fetchone()
-        assert row is not None
-        return cls({table: _count(conn, table) for table in _existing(conn)}, str(row[0]))
-
-    @classmethod
     def in_background(cls, url: str) -> Callable[[], Census]:
         """The census as of now, counted while the caller goes on; call the result for it.
 
