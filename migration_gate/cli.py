@@ -477,11 +477,12 @@ def _add_restore(commands: argparse._SubParsersAction) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from migration_gate.data import bench
-    from migration_gate.data.window import DEFAULT_WINDOW_SCALES
+    from migration_gate.bench import run as bench
+    from migration_gate.bench.scales import DEFAULT_SCALES
+    from migration_gate.bench.window import DEFAULT_WINDOW_SCALES
 
     plan = load_plan(args.migrations_dir)
-    scales = args.scales or list(bench.DEFAULT_SCALES)
+    scales = args.scales or list(DEFAULT_SCALES)
     _say(f"benchmark of {args.migrations_dir} at {', '.join(f'{s:,}' for s in scales)} activities")
     window_scales = [] if args.no_window else (args.window_scales or list(DEFAULT_WINDOW_SCALES))
     result = bench.bench(
