@@ -165,7 +165,8 @@ def _add_lock_timeout(parser: argparse.ArgumentParser) -> None:
 def cmd_serve_api(args: argparse.Namespace) -> int:
     import logging
 
-    from migration_gate.reference.api import APP_ROLE, ApiSettings, ReferenceApi
+    from migration_gate.core.contract import APP_ROLE
+    from migration_gate.reference.api import ApiSettings, ReferenceApi
     from migration_gate.reference.webhook_delivery import DeliveryPolicy
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
