@@ -27,12 +27,12 @@ import requests
 
 from migration_gate.plugin.databases import CheckpointDatabases, GateDatabases
 from migration_gate.plugin.smoke import (
-    REFERENCE_DELIVERY,
     Actors,
     Deployment,
     WebhookReceiver,
     reference_deployment,
 )
+from migration_gate.plugin.smoke.deployment import REFERENCE_DELIVERY
 from migration_gate.reference.handlers import Call
 from migration_gate.reference.validation import ApiError, Reply
 from migration_gate.reference.webhook_delivery import DeliveryPolicy, DeliveryWorker

@@ -31,7 +31,6 @@ from migration_gate.data import volume
 
 Progress = Callable[[str], None]
 
-DEFAULT_SCALES = (10_000, 100_000, 1_000_000)
 # Users per activity in every generated volume: the scale is a number of activities.
 ACTIVITIES_PER_USER = 20
 SLOWEST_STATEMENTS = 10

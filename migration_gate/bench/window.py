@@ -38,7 +38,6 @@ from migration_gate.core.server import DisposableServer
 from migration_gate.data import volume
 
 TARGET_WINDOW_RATIO = 1.25  # issue 14: the playbook within 1.25 times the runbook by hand
-DEFAULT_WINDOW_SCALES = (100_000, 500_000, 1_000_000)
 
 # The runbook's section 3, as it is written (docs/contract.md §6 says what two of them are).
 RUNBOOK_QUERIES = """

@@ -21,6 +21,7 @@ from pathlib import Path
 import psycopg
 
 from migration_gate.checks import explain, grantees, invariants, ledger_check, privileges, structure
+from migration_gate.core.allowed_grantees import AllowedGrantee
 from migration_gate.core.contract import LEGACY_TABLES, PUBLIC_TABLES
 from migration_gate.core.plan import Migration
 
@@ -72,7 +73,7 @@ class CheckContext:
     # The generated volume is sized for plans to mean something; any other data may be too small.
     realistic_volume: bool = False
     # Roles the operator declares may hold privileges (--allowed-grantee), for the privilege review.
-    allowed_grantees: tuple[grantees.AllowedGrantee, ...] = ()
+    allowed_grantees: tuple[AllowedGrantee, ...] = ()
 
     def snapshot(self) -> LegacySnapshot:
         if self.legacy is None:

@@ -25,13 +25,13 @@ from typing import IO
 
 from psycopg.conninfo import make_conninfo
 
-from migration_gate.core import dsn, installations
+from migration_gate.core import dsn, installations, settings
 from migration_gate.core.errors import GateError, UsageError
 
 Progress = Callable[[str], None]
 
 CLIENT_TOOLS = ("pg_dump", "pg_restore", "psql")
-BINDIR_ENV = "MIGRATION_GATE_PG_BINDIR"
+BINDIR_ENV = settings.env("pg_bindir")
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(?P<major>\d+)(?:\.(?P<minor>\d+))?")
 
 

@@ -20,8 +20,8 @@ import psycopg
 
 from migration_gate.checks import catalog
 from migration_gate.checks.catalog import Check
-from migration_gate.checks.grantees import AllowedGrantee
 from migration_gate.core import dsn, ledger, runner, settings
+from migration_gate.core.allowed_grantees import AllowedGrantee
 from migration_gate.core.contract import APP_ROLE
 from migration_gate.core.errors import UsageError
 from migration_gate.core.identity import DatabaseIdentity, identify

@@ -25,8 +25,8 @@ import psycopg
 from psycopg import sql
 
 from migration_gate.checks import catalog
-from migration_gate.checks.grantees import AllowedGrantee
 from migration_gate.core import dsn, settings
+from migration_gate.core.allowed_grantees import AllowedGrantee
 from migration_gate.core.errors import UsageError
 from migration_gate.core.identity import DatabaseIdentity, identify
 from migration_gate.core.installations import installation_for
