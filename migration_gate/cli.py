@@ -96,6 +96,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from migration_gate.core import runner
 
     plan = load_plan(args.migrations_dir)
+    found = _corrections(args.corrections_dir, plan)
     target = dsn.describe(args.database)
     _say(f"migrating {target} from {args.migrations_dir}")
     applied = runner.migrate(
@@ -106,6 +107,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         progress=_say,
         lock_timeout=args.lock_timeout,
         statement_timeout=args.statement_timeout,
+        corrections=found,
     )
     if args.statement_timings:
         for result in applied:
@@ -133,6 +135,7 @@ def _add_migrate(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--statement-timings", action="store_true", help="also print each statement's duration"
     )
+    _add_corrections_dir(parser)
     _add_lock_timeout(parser)
     parser.add_argument(
         "--statement-timeout",
@@ -142,6 +145,17 @@ def _add_migrate(commands: argparse._SubParsersAction) -> None:
         help="stop any statement that runs longer (default 0: no limit)",
     )
     parser.set_defaults(handler=cmd_migrate)
+
+
+def _add_corrections_dir(parser: argparse.ArgumentParser) -> None:
+    declared = settings.setting("corrections_dir")
+    parser.add_argument("--corrections-dir", type=Path, metavar=declared.metavar, help=declared.help)
+
+
+def _corrections(directory: Path | None, plan: list[Any]) -> list[Any]:
+    from migration_gate.core import corrections
+
+    return corrections.load(directory, plan) if directory is not None else []
 
 
 def _duration(text: str) -> str:
@@ -286,14 +300,18 @@ def _conclude(record: Any, secret_url: str) -> int:
     _say(f"outcome: {record.outcome}: {OUTCOMES.get(record.outcome, '')}")
     if record.next_action:
         _say(f"to restore: {record.next_action}")
-    if record.exit_code:
-        sys.stderr.write(
-            dsn.scrub(
-                f"migration-gate: stopped at {record.stopped_at}: {record.reason} ({record.outcome})",
-                secret_url,
-            )
-            + "\n"
+    said = []
+    if record.stopped_at:
+        said.append(f"stopped at {record.stopped_at}: {record.reason} ({record.outcome})")
+    after = record.failed_callback("after_window")
+    if after is not None:
+        # Last, and on the one line: the application may still be in maintenance mode.
+        said.append(
+            f"the --after-window command {after.describe()}: the application may still be in maintenance mode "
+            f"(the database: {record.outcome}; see the record)"
         )
+    if record.exit_code and said:
+        sys.stderr.write(dsn.scrub("migration-gate: " + "; and ".join(said), secret_url) + "\n")
     return int(record.exit_code if record.exit_code is not None else EXIT_USAGE)
 
 
@@ -322,6 +340,11 @@ def cmd_playbook(args: argparse.Namespace) -> int:
         smoke_skipped_because="--no-smoke",
         lock_timeout=args.lock_timeout,
         allowed_grantees=tuple(args.allowed_grantees),
+        corrections_dir=args.corrections_dir,
+        accept_drift=args.accept_drift,
+        before_window=args.before_window,
+        after_window=args.after_window,
+        callback_timeout=args.callback_timeout,
     )
     record = playbook.run(options, _scrubbed_say(args.database), _confirmer(args.yes))
     return _conclude(record, args.database)
@@ -340,6 +363,8 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
         pg_version=args.pg_version,
         baseline=args.baseline,
         allowed_grantees=tuple(args.allowed_grantees),
+        corrections_dir=args.corrections_dir,
+        accept_drift=args.accept_drift,
     )
     record = rehearse.rehearse(options, _scrubbed_say(args.source))
     return _conclude(record, args.source)
@@ -405,6 +430,13 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         metavar=allowed.metavar,
         help=allowed.help,
     )
+    _add_corrections_dir(parser)
+    parser.add_argument(
+        "--accept-drift",
+        metavar="NOTE",
+        help="run although schema_drift finds the database differs from what its ledger builds; "
+        "NOTE (why) goes into the change record",
+    )
 
 
 def _add_playbook(commands: argparse._SubParsersAction) -> None:
@@ -435,6 +467,25 @@ def _add_playbook(commands: argparse._SubParsersAction) -> None:
         help="run although fluxolab_devmode sessions are connected",
     )
     _add_lock_timeout(parser)
+    parser.add_argument(
+        "--before-window",
+        metavar="CMD",
+        help="shell command run after the preflight, before the backup (e.g. maintenance mode on); "
+        "if it fails, the run stops with nothing changed",
+    )
+    parser.add_argument(
+        "--after-window",
+        metavar="CMD",
+        help="shell command run at the end whatever happened (e.g. maintenance mode off); if it fails "
+        "after a success, exit 3",
+    )
+    parser.add_argument(
+        "--callback-timeout",
+        type=_seconds,
+        default=300.0,
+        metavar="SECONDS",
+        help="stop a window command that runs longer (default 300)",
+    )
     _add_run_options(parser)
     parser.set_defaults(handler=cmd_playbook)
 
@@ -585,6 +636,37 @@ def _add_baseline(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=cmd_baseline)
 
 
+def cmd_correct(args: argparse.Namespace) -> int:
+    from migration_gate.core import corrections, runner
+
+    plan = load_plan(args.migrations_dir)
+    correction = corrections.read_file(args.file, plan)
+    done = runner.correct(args.database, correction, lock_timeout=args.lock_timeout, progress=_say)
+    if done is None:
+        _say(f"{correction.name} is already applied on {dsn.describe(args.database)}: nothing to do")
+    else:
+        _say(
+            f"applied {correction.name} in {done.seconds:.3f} s, recorded after {done.after:03d} "
+            f"(sha256 {correction.checksum[:12]}…; reason: {correction.reason})"
+        )
+    return EXIT_OK
+
+
+def _add_correct(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "correct",
+        help="apply one correction now, in one transaction under the runner's lock, and keep it in the ledger",
+        description="Apply FILE (a correction: '-- reason:' and optionally '-- after: NNN', docs/window.md) to "
+        "--database now and record it in migration_gate.corrections, so that schema_drift expects it and "
+        "--corrections-dir replays it elsewhere at its place. Already applied: nothing to do; edited since: exit 2.",
+    )
+    parser.add_argument("file", type=Path, metavar="FILE", help="the correction's SQL file")
+    _add_database(parser)
+    parser.add_argument("--migrations-dir", type=Path, default=Path(DEFAULT_MIGRATIONS_DIR), metavar="DIR")
+    _add_lock_timeout(parser)
+    parser.set_defaults(handler=cmd_correct)
+
+
 def cmd_checks(args: argparse.Namespace) -> int:
     import json
 
@@ -626,6 +708,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_checks,
     _add_servers,
     _add_migrate,
+    _add_correct,
     _add_baseline,
     _add_serve_api,
     _add_generate,

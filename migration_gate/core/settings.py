@@ -78,6 +78,12 @@ SETTINGS = (
         env="FLUXOLAB_SMOKE_DELIVERY_TIMEOUT",
     ),
     Setting(
+        "corrections_dir",
+        "directory of corrections: SQL files each with a '-- reason:' line and optionally '-- after: NNN', "
+        "applied at their place in the plan and kept in the ledger (docs/window.md)",
+        metavar="DIR",
+    ),
+    Setting(
         "allowed_grantee",
         "a role that may hold privileges in public and legacy_archive besides their owner and fluxolab_devmode: "
         "ROLE (any privilege) or ROLE:PRIVILEGE,PRIVILEGE (only those); repeatable",

@@ -64,6 +64,7 @@ class GateConfig:
     summary: Path | None = None  # where the pull request's Markdown summary goes
     summary_append: bool = False  # $GITHUB_STEP_SUMMARY is shared by a job's steps: append to it
     allowed_grantees: tuple[AllowedGrantee, ...] = ()
+    corrections_dir: Path | None = None  # applied at their places (disposable, or with --migrate)
 
     @property
     def disposable(self) -> bool:
@@ -129,6 +130,8 @@ def resolve(config: pytest.Config) -> GateConfig:
         ),
         allowed_grantees=parse_allowed_grantees(values["allowed_grantee"] or []),  # type: ignore[arg-type]
     )
+    if values["corrections_dir"] is not None:
+        gate_config = replace(gate_config, corrections_dir=path(values["corrections_dir"]))
     if values["summary"] is not None:
         gate_config = replace(gate_config, summary=path(values["summary"]))
     elif os.environ.get("GITHUB_STEP_SUMMARY"):
