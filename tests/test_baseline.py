@@ -93,7 +93,8 @@ def test_a_database_further_than_the_baseline_is_refused(
     run = run_cli("baseline", "--database", fresh_database, "--to", "004")
     assert run.returncode == 2, run.output
     assert (
-        "column public.activities.workspace_id bigint: on the database, not built by the migrations" in run.stderr
+        "column public.activities.workspace_id bigint: on the database, not built by the migrations"
+        in run.stderr
     )
     assert not has_ledger(fresh_database)
 

@@ -25,8 +25,8 @@ from migration_gate.checks.catalog import CheckContext, CheckSkipped
 from migration_gate.checks.failures import CheckFailed
 from migration_gate.checks.profile_audit import profile_audit
 from migration_gate.core import dsn, installations, runner
-from migration_gate.core.drift import Reference
 from migration_gate.core.contract import PUBLIC_TABLES
+from migration_gate.core.drift import Reference
 from migration_gate.core.plan import load_plan
 from migration_gate.core.server import DisposableServer
 from migration_gate.plugin.databases import CheckpointDatabases, GateDatabases
