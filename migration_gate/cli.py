@@ -447,7 +447,8 @@ def _add_playbook(commands: argparse._SubParsersAction) -> None:
             "Back up --database, apply the pending migrations and check the invariants after 006, after 007 "
             "and at the end, all in one transaction (any failure rolls back, verified), smoke-test, and write "
             "the change record. Exit 0 migrated and validated; 1 stopped (database as before, or restored); "
-            "2 usage, connection or preflight problem, nothing touched."
+            "2 usage, connection or preflight problem (schema drift included), nothing touched; 3 migrated and "
+            "validated, but the --after-window command failed."
         ),
     )
     _add_database(parser)

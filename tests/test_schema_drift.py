@@ -14,7 +14,7 @@ import pytest
 
 from migration_gate.checks import drift as drift_check
 from migration_gate.checks.failures import CheckFailed
-from migration_gate.core import dsn, runner
+from migration_gate.core import drift, dsn, runner, schema
 from migration_gate.core.drift import Reference
 from migration_gate.core.plan import load_plan
 from migration_gate.plugin.databases import CheckpointDatabases
@@ -161,3 +161,20 @@ def test_on_the_gate_database_a_migration_whose_schema_depends_on_the_data_fails
     else:
         assert failure is not None and expected in failure, failure
         assert "on the database, not built by the migrations" in failure
+
+
+def test_a_long_definition_that_differs_is_named_in_a_line_and_shown_as_a_diff() -> None:
+    body = "CREATE OR REPLACE FUNCTION public.touch()\n RETURNS trigger\n LANGUAGE plpgsql\nAS $function$BEGIN {} END$function$\n"
+    built = schema.SchemaObject("function", "public.touch()", "", body.format("RETURN NEW;"))
+    found = schema.SchemaObject("function", "public.touch()", "", body.format("NEW.name := 'x'; RETURN NEW;"))
+    [change] = schema.diff({built.key: built}, {found.key: found})
+    assert drift.phrase(change) == (
+        "function public.touch(): defined otherwise on the database than by the migrations (see how below)"
+    )
+    diff = drift.how_they_differ([change]).splitlines()
+    assert diff[:2] == [
+        "--- public.touch() (built by the migrations)",
+        "+++ public.touch() (on the database)",
+    ]
+    assert "-AS $function$BEGIN RETURN NEW; END$function$" in diff
+    assert "+AS $function$BEGIN NEW.name := 'x'; RETURN NEW; END$function$" in diff

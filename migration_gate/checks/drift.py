@@ -22,6 +22,7 @@ import psycopg
 
 from migration_gate.checks.failures import CheckFailed
 from migration_gate.core import corrections, drift, ledger, schema
+from migration_gate.core.errors import MigrationFailed
 from migration_gate.core.plan import Migration
 
 NAME = "schema_drift"
@@ -41,12 +42,17 @@ def check_schema_drift(
     """Fail with every difference between the database and what its ledger's migrations and corrections build."""
     __tracebackhide__ = True
     applied = ledger.read(conn)
-    ran = list(corrections.read(conn).values())
+    replayed = [applied_correction.correction() for applied_correction in corrections.read(conn).values()]
     actual = schema.snapshot(conn)
     migrations = [migration for migration in plan if migration.version in applied]
-    expected = reference.expected(
-        migrations, [c.correction() for c in ran], conn.info.server_version // 10000
-    )
+    try:
+        expected = reference.expected(migrations, replayed, conn.info.server_version // 10000)
+    except MigrationFailed as failed:
+        raise CheckFailed(
+            NAME,
+            f"what the ledger records cannot be built on an empty database: {failed}",
+            [("built from", drift.describe_build(migrations, replayed))],
+        ) from None
     changes = schema.diff(expected.schema, actual)
     built = (
         f"{expected.built_from}, as this database's ledger records them, on an empty database of "

@@ -36,6 +36,7 @@ from migration_gate.core.plan import Migration, load_plan, touched_tables
 from migration_gate.operations import backup
 from migration_gate.operations.report import CheckRecord
 from migration_gate.operations.smoke_step import SmokeStep
+from migration_gate.operations.validation import first_line
 
 Progress = Callable[[str], None]
 
@@ -222,6 +223,9 @@ def run_preflight_checks(
                 record, failure = CheckRecord(check.name, "skipped", skipped.reason), None
             except CheckFailed as failed:
                 record, failure = CheckRecord(check.name, "failed", failed.summary, failed.render()), failed
+            except psycopg.Error as exc:  # the check could not say: no verdict, so no run either
+                failure = CheckFailed(check.name, f"the check's SQL failed: {first_line(exc)}")
+                record = CheckRecord(check.name, "failed", failure.summary)
         record.checkpoint, record.seconds = PREFLIGHT, round(time.perf_counter() - started, 3)
         results.append((record, failure))
     return results
