@@ -9,6 +9,7 @@ user can enter; an ordinary user runs it directly.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import pwd
@@ -23,6 +24,7 @@ from typing import NoReturn
 
 import port_for
 import psycopg
+from mirakuru import base as mirakuru_base
 from mirakuru.exceptions import AlreadyRunning, ProcessExitedWithError
 from psycopg import sql
 from pytest_postgresql.executors import PostgreSQLExecutor
@@ -30,6 +32,12 @@ from pytest_postgresql.executors import PostgreSQLExecutor
 from migration_gate.core import dsn
 from migration_gate.core.errors import UsageError
 from migration_gate.core.installations import Installation, find_installation, runnable_installation
+
+# mirakuru's exit hook kills every process whose mirakuru_uuid *contains* the exiting
+# process's pid (a substring test, not a prefix): any Python on the machine that exits with
+# pid 462 kills a server whose marker reads "32715:…426462…", someone else's. Our servers
+# are stopped by whoever started them (stop(), the fixtures' finally, __exit__).
+atexit.unregister(mirakuru_base.cleanup_subprocesses)
 
 SUPERUSER = "postgres"
 SERVER_SETTINGS = (
