@@ -125,6 +125,24 @@ def test_corrections_run_once_at_their_place_are_listed_in_the_record_and_replay
         assert conn.execute("SELECT count(*) FROM public.users WHERE name <> btrim(name)").fetchone() == (0,)
 
 
+def assert_refused_everywhere(
+    gate: CheckpointDatabases, url: str, corrections_dir: Path, file: Path, tmp_path: Path, expect: str
+) -> None:
+    """migrate, playbook and correct each refuse with exit 2 and one line; nothing changes or is written."""
+    before = full_dump(gate.server, url)
+    for args in (
+        ("migrate", "--database", url, "--corrections-dir", str(corrections_dir)),
+        ("playbook", "--database", url, "--backup", str(tmp_path / "b.backup"), "--report-dir",
+         str(tmp_path / "record"), "--no-smoke", "--corrections-dir", str(corrections_dir)),
+        ("correct", str(file), "--database", url),
+    ):  # fmt: skip
+        run = migration_gate(*args)
+        assert run.returncode == 2, run.output
+        assert expect in one_error_line(run)
+    assert full_dump(gate.server, url) == before
+    assert not (tmp_path / "record").exists() and not (tmp_path / "b.backup").exists()
+
+
 def test_an_edited_correction_is_refused_naming_it_and_nothing_changes(
     gate: CheckpointDatabases, staging: str, corrections_dir: Path, tmp_path: Path
 ) -> None:
@@ -134,21 +152,14 @@ def test_an_edited_correction_is_refused_naming_it_and_nothing_changes(
     assert first.returncode == 0, first.output
     edited = corrections_dir / "credentials_provider_idx.sql"
     edited.write_text(INDEX_BY_HAND.replace("(provider)", "(provider, name)"))
-    before = full_dump(gate.server, staging)
-
-    for args in (
-        ("migrate", "--database", staging, "--corrections-dir", str(corrections_dir)),
-        ("playbook", "--database", staging, "--backup", str(tmp_path / "b.backup"), "--report-dir",
-         str(tmp_path / "record"), "--no-smoke", "--corrections-dir", str(corrections_dir)),
-        ("correct", str(edited), "--database", staging),
-    ):  # fmt: skip
-        run = migration_gate(*args)
-        assert run.returncode == 2, run.output
-        assert "correction credentials_provider_idx.sql was edited after it was applied" in one_error_line(
-            run
-        )
-    assert full_dump(gate.server, staging) == before
-    assert not (tmp_path / "record").exists() and not (tmp_path / "b.backup").exists()
+    assert_refused_everywhere(
+        gate,
+        staging,
+        corrections_dir,
+        edited,
+        tmp_path,
+        "correction credentials_provider_idx.sql was edited after it was applied",
+    )
     assert ledger_versions(staging) == [1, 2, 3, 4, 5]
 
 
@@ -157,18 +168,10 @@ def test_a_correction_without_a_reason_is_refused_and_nothing_changes(
 ) -> None:
     unexplained = corrections_dir / "zz_unexplained.sql"
     unexplained.write_text("-- a fix\nUPDATE public.users SET name = upper(name);\n")
-    before = full_dump(gate.server, staging)
-    for args in (
-        ("migrate", "--database", staging, "--corrections-dir", str(corrections_dir)),
-        ("playbook", "--database", staging, "--backup", str(tmp_path / "b.backup"), "--report-dir",
-         str(tmp_path / "record"), "--no-smoke", "--corrections-dir", str(corrections_dir)),
-        ("correct", str(unexplained), "--database", staging),
-    ):  # fmt: skip
-        run = migration_gate(*args)
-        assert run.returncode == 2, run.output
-        assert "zz_unexplained.sql: no '-- reason:' line" in one_error_line(run)
-    assert full_dump(gate.server, staging) == before
-    assert not (tmp_path / "record").exists()
+    assert_refused_everywhere(
+        gate, staging, corrections_dir, unexplained, tmp_path, "zz_unexplained.sql: no '-- reason:' line"
+    )
+    assert ledger_versions(staging) == [1, 2, 3, 4]
 
 
 def test_correct_applies_one_now_under_the_lock_once_and_refuses_what_is_not_its_place(
@@ -240,3 +243,21 @@ def test_the_gate_applies_corrections_at_their_place_around_the_legacy_seed(
     finally:
         for checkpoint in built.checkpoints:
             gate.server.drop_database(built.database(checkpoint))
+
+
+def test_a_rehearsal_replays_the_corrections_on_its_copy_and_never_on_the_source(
+    gate: CheckpointDatabases, staging: str, corrections_dir: Path, tmp_path: Path
+) -> None:
+    before = full_dump(gate.server, staging)
+    report = tmp_path / "rehearsal"
+    run = migration_gate(
+        "rehearse", "--source", staging, "--report-dir", str(report), "--no-smoke",
+        "--corrections-dir", str(corrections_dir),
+    )  # fmt: skip
+    assert run.returncode == 0, run.output[-4000:]
+    record = change_record(report)
+    assert [(c["name"], c["applied_after"]) for c in record["corrections"]] == [
+        ("credentials_provider_idx.sql", 4),
+        ("users_trim_names.sql", 5),
+    ]
+    assert full_dump(gate.server, staging) == before
