@@ -206,7 +206,7 @@ def test_a_failing_before_command_stops_the_run_with_nothing_changed_and_runs_th
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert lines == [
         "migration-gate: stopped at before-window command: the --before-window command failed (exit status 3): "
-        "no backup taken, nothing changed (not_started)"
+        "no backup taken; nothing changed (not_started)"
     ]
     record = record_of(tmp_path)
     assert record["outcome"] == "not_started" and record["exit_code"] == 1

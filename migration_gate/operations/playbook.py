@@ -162,49 +162,36 @@ class Run:
 
     def before_window(self) -> bool:
         """The --before-window command, then the application's sessions gone; False when the run stops here."""
-        options, record = self.options, self.record
+        options = self.options
         if options.before_window is None:
             return True
-        record.database = UNCHANGED  # until the backup, whatever the command does
         if not self.window_command(callbacks.BEFORE_WINDOW, options.before_window):
-            ran = record.callbacks[callbacks.BEFORE_WINDOW]
-            record.stop(
-                "before-window command",
-                f"the --before-window command {ran.describe()}: no backup taken, nothing changed",
-                "not_started",
-                EXIT_FAILED,
-            )
-            return False
+            ran = self.record.callbacks[callbacks.BEFORE_WINDOW]
+            return self.not_started(f"the --before-window command {ran.describe()}: no backup taken")
         if options.allow_active_sessions:
             return True
         deadline = time.monotonic() + APP_SESSIONS_GRACE_SECONDS
-        unknown: str | None = None
         try:
             with dsn.connect(options.database_url) as conn:
                 while (sessions := app_sessions(conn)) and time.monotonic() < deadline:
                     time.sleep(0.1)
         except (GateError, psycopg.Error) as exc:
-            sessions, unknown = [], first_line(exc)
-        if unknown is not None:
-            record.stop(
-                "before-window command",
-                f"could not count the sessions of {APP_ROLE} after the --before-window command: {unknown}; "
-                "nothing changed",
-                "not_started",
-                EXIT_FAILED,
+            return self.not_started(
+                f"could not count the sessions of {APP_ROLE} after the --before-window command: {first_line(exc)}"
             )
-            return False
         if sessions:
-            record.stop(
-                "before-window command",
-                f"{len(sessions)} session(s) of {APP_ROLE} still connected {APP_SESSIONS_GRACE_SECONDS:g} s after the "
-                f"--before-window command ({'; '.join(sessions[:5])}): it is to stop the application "
-                "(or pass --allow-active-sessions); nothing changed",
-                "not_started",
-                EXIT_FAILED,
+            return self.not_started(
+                f"{len(sessions)} session(s) of {APP_ROLE} still connected {APP_SESSIONS_GRACE_SECONDS:g} s after "
+                f"the --before-window command ({'; '.join(sessions[:5])}): it is to stop the application "
+                "(or pass --allow-active-sessions)"
             )
-            return False
         return True
+
+    def not_started(self, reason: str) -> bool:
+        """Stop before the backup: nothing in the database was touched. False, for the caller to return."""
+        self.record.database = UNCHANGED
+        self.record.stop("before-window command", f"{reason}; nothing changed", "not_started", EXIT_FAILED)
+        return False
 
     def after_window(self, report: Path) -> None:
         """The --after-window command, whatever happened; a failure is a warning, and exit 3 after a success."""
