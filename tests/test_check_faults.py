@@ -24,7 +24,7 @@ from migration_gate.checks import catalog, explain, grantees, invariants, ledger
 from migration_gate.checks.catalog import CheckContext, CheckSkipped
 from migration_gate.checks.failures import CheckFailed
 from migration_gate.checks.profile_audit import profile_audit
-from migration_gate.core import dsn, installations, runner
+from migration_gate.core import corrections, dsn, installations, runner
 from migration_gate.core.contract import PUBLIC_TABLES
 from migration_gate.core.drift import Reference
 from migration_gate.core.plan import load_plan
@@ -684,10 +684,8 @@ FAULTS = [
     Fault(
         "schema_drift",
         "a correction in the ledger that is not on the database",
-        "CREATE TABLE migration_gate.corrections (name text PRIMARY KEY, checksum text NOT NULL, reason text NOT NULL,"
-        " after_version integer NOT NULL, sql text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(),"
-        " duration_ms numeric(12, 3) NOT NULL);"
-        " INSERT INTO migration_gate.corrections VALUES ('users_name_idx.sql', 'x', 'reports filter by name', 8,"
+        corrections.CREATE_CORRECTIONS.decode()
+        + "; INSERT INTO migration_gate.corrections VALUES ('users_name_idx.sql', 'x', 'reports filter by name', 8,"
         " 'CREATE INDEX users_name_idx ON public.users (name)', now(), 1)",
         "index public.users_name_idx on public.users (name): built by the migrations, not on the database",
     ),
