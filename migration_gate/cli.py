@@ -75,6 +75,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from migration_gate.core import runner
 
     plan = load_plan(args.migrations_dir)
+    found = _corrections(args.corrections_dir, plan)
     target = dsn.describe(args.database)
     _say(f"migrating {target} from {args.migrations_dir}")
     applied = runner.migrate(
@@ -85,6 +86,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         progress=_say,
         lock_timeout=args.lock_timeout,
         statement_timeout=args.statement_timeout,
+        corrections=found,
     )
     if args.statement_timings:
         for result in applied:
@@ -105,6 +107,28 @@ def cmd_baseline(args: argparse.Namespace) -> int:
         args.database, plan, args.to_version, pg_ctl=args.pg_ctl, pg_version=args.pg_version, progress=_say
     )
     _say(f"recorded {len(adopted)} migration(s) as applied; run 'migration-gate migrate' for the rest")
+    return EXIT_OK
+
+
+def _corrections(directory: Path | None, plan: list[Any]) -> list[Any]:
+    from migration_gate.core import corrections
+
+    return corrections.load(directory, plan) if directory is not None else []
+
+
+def cmd_correct(args: argparse.Namespace) -> int:
+    from migration_gate.core import corrections, runner
+
+    plan = load_plan(args.migrations_dir)
+    correction = corrections.read_file(args.correction_file, plan)
+    done = runner.correct(args.database, correction, lock_timeout=args.lock_timeout, progress=_say)
+    if done is None:
+        _say(f"{correction.name} is already applied on {dsn.describe(args.database)}: nothing to do")
+    else:
+        _say(
+            f"applied {correction.name} in {done.seconds:.3f} s, recorded after {done.after:03d} "
+            f"(sha256 {correction.checksum[:12]}…; reason: {correction.reason})"
+        )
     return EXIT_OK
 
 
@@ -169,14 +193,18 @@ def _conclude(record: Any, secret_url: str) -> int:
     _say(f"outcome: {record.outcome}: {OUTCOMES.get(record.outcome, '')}")
     if record.next_action:
         _say(f"to restore: {record.next_action}")
-    if record.exit_code:
-        sys.stderr.write(
-            dsn.scrub(
-                f"migration-gate: stopped at {record.stopped_at}: {record.reason} ({record.outcome})",
-                secret_url,
-            )
-            + "\n"
+    said = []
+    if record.stopped_at:
+        said.append(f"stopped at {record.stopped_at}: {record.reason} ({record.outcome})")
+    after = record.failed_callback("after_window")
+    if after is not None:
+        # Last, and on the one line: the application may still be in maintenance mode.
+        said.append(
+            f"the --after-window command {after.describe()}: the application may still be in maintenance mode "
+            f"(the database: {record.outcome}; see the record)"
         )
+    if record.exit_code and said:
+        sys.stderr.write(dsn.scrub("migration-gate: " + "; and ".join(said), secret_url) + "\n")
     return int(record.exit_code if record.exit_code is not None else EXIT_USAGE)
 
 
@@ -205,6 +233,11 @@ def cmd_playbook(args: argparse.Namespace) -> int:
         smoke_skipped_because="--no-smoke",
         lock_timeout=args.lock_timeout,
         allowed_grantees=tuple(args.allowed_grantee),
+        corrections_dir=args.corrections_dir,
+        accept_drift=args.accept_drift,
+        before_window=args.before_window,
+        after_window=args.after_window,
+        callback_timeout=args.callback_timeout,
     )
     record = playbook.run(options, _scrubbed_say(args.database), _confirmer(args.yes))
     return _conclude(record, args.database)
@@ -223,6 +256,8 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
         pg_version=args.pg_version,
         baseline=args.baseline,
         allowed_grantees=tuple(args.allowed_grantee),
+        corrections_dir=args.corrections_dir,
+        accept_drift=args.accept_drift,
     )
     record = rehearse.rehearse(options, _scrubbed_say(args.source))
     return _conclude(record, args.source)
@@ -285,11 +320,23 @@ class Command:
     handler: Callable[[argparse.Namespace], int]
     options: tuple[str, ...] = ()
     required: tuple[str, ...] = ()
-    secret: str | None = None  # the setting holding a URL whose password must never be printed
+    secret: str | None = None
+    positional: tuple[
+        str, ...
+    ] = ()  # settings given without a flag, in this order  # the setting holding a URL whose password must never be printed
 
 
 SERVER_CHOICE = ("pg_ctl", "pg_version")
-RUN_OPTIONS = ("report_dir", "migrations_dir", "checks_dir", "smoke_dir", "no_smoke", "allowed_grantee")
+RUN_OPTIONS = (
+    "report_dir",
+    "migrations_dir",
+    "checks_dir",
+    "smoke_dir",
+    "no_smoke",
+    "allowed_grantee",
+    "corrections_dir",
+    "accept_drift",
+)
 
 COMMANDS = (
     Command(
@@ -318,12 +365,25 @@ COMMANDS = (
             "from_version",
             "to_version",
             "migrations_dir",
+            "corrections_dir",
             "statement_timings",
             "lock_timeout",
             "statement_timeout",
         ),
         ("database",),
         "database",
+    ),
+    Command(
+        "correct",
+        "apply one correction now, in one transaction under the runner's lock, and keep it in the ledger",
+        "Apply FILE (a correction: '-- reason:' and optionally '-- after: NNN', docs/window.md) to "
+        "--database now and record it in migration_gate.corrections, so that schema_drift expects it and "
+        "--corrections-dir replays it elsewhere at its place. Already applied: nothing to do; edited since: exit 2.",
+        cmd_correct,
+        ("database", "migrations_dir", "lock_timeout"),
+        ("database",),
+        "database",
+        ("correction_file",),
     ),
     Command(
         "baseline",
@@ -361,9 +421,20 @@ COMMANDS = (
         "Back up --database, apply the pending migrations and check the invariants after 006, after 007 "
         "and at the end, all in one transaction (any failure rolls back, verified), smoke-test, and write "
         "the change record. Exit 0 migrated and validated; 1 stopped (database as before, or restored); "
-        "2 usage, connection or preflight problem, nothing touched.",
+        "2 usage, connection or preflight problem (schema drift included), nothing touched; 3 migrated and "
+        "validated, but the --after-window command failed.",
         cmd_playbook,
-        ("database", "backup", "yes", "allow_active_sessions", "lock_timeout", *RUN_OPTIONS),
+        (
+            "database",
+            "backup",
+            "yes",
+            "allow_active_sessions",
+            "lock_timeout",
+            "before_window",
+            "after_window",
+            "callback_timeout",
+            *RUN_OPTIONS,
+        ),
         ("database", "backup", "report_dir"),
         "database",
     ),
@@ -414,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     for command in COMMANDS:
         sub = commands.add_parser(command.name, help=command.help, description=command.description)
-        settings.add_arguments(sub, command.name, command.options, command.required)
+        settings.add_arguments(sub, command.name, command.options, command.required, command.positional)
         sub.set_defaults(handler=command.handler, spec=command)
     return parser
 
@@ -422,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
 def resolve(args: argparse.Namespace, command: Command) -> argparse.Namespace:
     """Each of the command's settings: the flag, else its environment variable, else the project's, else the default."""
     ini, _ = settings.project_options(Path.cwd())
-    for name in command.options:
+    for name in (*command.positional, *command.options):
         value = settings.resolve(
             settings.setting(name), getattr(args, name, None), os.environ, ini, command.name
         )

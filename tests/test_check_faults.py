@@ -24,9 +24,10 @@ from migration_gate.checks import catalog, explain, invariants, ledger_check, pr
 from migration_gate.checks.catalog import CheckContext, CheckSkipped
 from migration_gate.checks.failures import CheckFailed
 from migration_gate.checks.profile_audit import profile_audit
-from migration_gate.core import dsn, installations, runner
+from migration_gate.core import corrections, dsn, installations, runner
 from migration_gate.core.allowed_grantees import parse_allowed_grantees
 from migration_gate.core.contract import PUBLIC_TABLES
+from migration_gate.core.drift import Reference
 from migration_gate.core.plan import load_plan
 from migration_gate.core.server import DisposableServer
 from migration_gate.plugin.databases import CheckpointDatabases, GateDatabases
@@ -648,6 +649,47 @@ FAULTS = [
         "UPDATE migration_gate.ledger SET checksum = repeat('0', 64) WHERE version = 3",
         "edited after it was applied",
     ),
+    # Drift: the schema against what its ledger's migrations and corrections build on an empty database.
+    Fault(
+        "schema_drift",
+        "an index added by hand",
+        "CREATE INDEX tmp_fix_idx ON activities (action)",
+        "index public.tmp_fix_idx on public.activities (action): on the database, not built by the migrations",
+    ),
+    Fault(
+        "schema_drift",
+        "a column added by hand",
+        "ALTER TABLE credentials ADD COLUMN note text",
+        "column public.credentials.note text: on the database, not built by the migrations",
+    ),
+    Fault(
+        "schema_drift",
+        "an index dropped by hand",
+        "DROP INDEX idx_activities_user",
+        "index public.idx_activities_user on public.activities (user_id): built by the migrations, not on the database",
+    ),
+    Fault(
+        "schema_drift",
+        "a default changed by hand",
+        "ALTER TABLE webhook_events ALTER COLUMN attempts SET DEFAULT 1",
+        "column public.webhook_events.attempts: built by the migrations as integer NOT NULL DEFAULT 0, "
+        "on the database as integer NOT NULL DEFAULT 1",
+    ),
+    Fault(
+        "schema_drift",
+        "a trigger and its function added by hand",
+        "CREATE FUNCTION public.touch() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END';"
+        " CREATE TRIGGER touch BEFORE UPDATE ON users FOR EACH ROW EXECUTE FUNCTION public.touch()",
+        "trigger public.users.touch: on the database, not built by the migrations",
+    ),
+    Fault(
+        "schema_drift",
+        "a correction in the ledger that is not on the database",
+        corrections.CREATE_CORRECTIONS.decode()
+        + "; INSERT INTO migration_gate.corrections VALUES ('users_name_idx.sql', 'x', 'reports filter by name', 8,"
+        " 'CREATE INDEX users_name_idx ON public.users (name)', now(), 1)",
+        "index public.users_name_idx on public.users (name): built by the migrations, not on the database",
+    ),
 ]
 
 
@@ -725,6 +767,7 @@ def _context(gate: GateDatabases, url: str, checkpoint: str) -> Iterator[CheckCo
             checkpoint,
             legacy=databases.legacy_snapshot(),
             realistic_volume=checkpoint == VOLUME,
+            reference=Reference(databases.server),  # schema_drift builds beside the clone
         )
 
 

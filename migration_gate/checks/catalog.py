@@ -20,9 +20,10 @@ from pathlib import Path
 
 import psycopg
 
-from migration_gate.checks import explain, grantees, invariants, ledger_check, privileges, structure
+from migration_gate.checks import drift, explain, grantees, invariants, ledger_check, privileges, structure
 from migration_gate.core.allowed_grantees import AllowedGrantee
 from migration_gate.core.contract import LEGACY_TABLES, PUBLIC_TABLES
+from migration_gate.core.drift import Reference, ReferenceUnavailable
 from migration_gate.core.plan import Migration
 
 # Where an entry runs, among the checkpoints whose last migration is at least its ``from``:
@@ -30,7 +31,7 @@ EVERY = "every"  # at each of them (after_006, after_007, after_NNN)
 LAST = "last"  # only where the application meets the database: the last one
 VOLUME = "volume"  # where the planner's choice means something: a realistic volume, after ANALYZE
 
-KINDS = ("invariant", "structure", "integrity", "conservation", "index", "privilege", "ledger")
+KINDS = ("invariant", "structure", "integrity", "conservation", "index", "privilege", "ledger", "drift")
 
 
 class CheckSkipped(Exception):
@@ -74,6 +75,8 @@ class CheckContext:
     realistic_volume: bool = False
     # Roles the operator declares may hold privileges (--allowed-grantee), for the privilege review.
     allowed_grantees: tuple[AllowedGrantee, ...] = ()
+    # Where schema_drift builds the expected schema: the gate's own server, or one started for it.
+    reference: Reference = field(default_factory=Reference)
 
     def snapshot(self) -> LegacySnapshot:
         if self.legacy is None:
@@ -98,6 +101,8 @@ class Check:
     # an index built in the same transaction after updates to its table (indcheckxmin).
     after_commit: bool = False
     invariant: invariants.Invariant | None = field(default=None, repr=False, compare=False)
+    # The playbook runs it in its preflight, on the database as found, before the backup (not in the window).
+    preflight: bool = False
 
     def __repr__(self) -> str:
         return self.name
@@ -239,6 +244,14 @@ def _grantees(level: grantees.Level) -> Check:
     )
 
 
+def _schema_drift(ctx: CheckContext) -> object:
+    __tracebackhide__ = True
+    try:
+        return drift.check_schema_drift(ctx.conn, ctx.plan, ctx.reference)
+    except ReferenceUnavailable as exc:
+        raise CheckSkipped(f"no disposable server could start to build the expected schema: {exc}") from None
+
+
 def builtin_checks() -> list[Check]:
     """Every entry that is not a SQL file: structure, conservation, indexes, privileges, the ledger."""
     role = privileges.APP_ROLE
@@ -349,6 +362,15 @@ def builtin_checks() -> list[Check]:
             "a migration file pending, edited since it was applied, renamed, unknown or applied out of order",
             lambda ctx: ledger_check.check_ledger(ctx.conn, ctx.plan, ctx.migrations_dir),
             at=LAST,
+        ),
+        Check(
+            drift.NAME,
+            1,
+            "drift",
+            "the schema differs from what the ledger's migrations and corrections build on an empty database",
+            _schema_drift,
+            at=LAST,
+            preflight=True,
         ),
     ]
 

@@ -212,6 +212,14 @@ SETTINGS = (
         pytest=True,
     ),
     Setting(
+        "corrections_dir",
+        "directory of corrections: SQL files each with a '-- reason:' line and optionally '-- after: NNN', "
+        "applied at their place in the plan and kept in the ledger (docs/window.md)",
+        kind="path",
+        metavar="DIR",
+        pytest=True,
+    ),
+    Setting(
         "smoke_dir",
         "the smoke tests (smoke/*.py and their openapi.yaml)",
         "smoke",
@@ -354,6 +362,25 @@ SETTINGS = (
     Setting("yes", "restore the backup without asking if a failure needs it", kind="flag"),
     Setting("allow_active_sessions", "run although sessions of fluxolab_devmode are connected", kind="flag"),
     Setting(
+        "before_window",
+        "shell command run after the preflight, before the backup (e.g. maintenance mode on); if it fails, "
+        "the run stops with nothing changed",
+        metavar="CMD",
+    ),
+    Setting(
+        "after_window",
+        "shell command run at the end whatever happened (e.g. maintenance mode off); if it fails after a "
+        "success, exit 3",
+        metavar="CMD",
+    ),
+    Setting("callback_timeout", "stop a window command that runs longer", "300", kind="seconds"),
+    Setting(
+        "accept_drift",
+        "run although schema_drift finds the database differs from what its ledger builds; NOTE (why) goes "
+        "into the change record",
+        metavar="NOTE",
+    ),
+    Setting(
         "baseline",
         "the source was migrated to this version by another runner (no ledger): adopt the copy first",
         metavar="Y",
@@ -361,6 +388,7 @@ SETTINGS = (
     # -- migrate and baseline -----------------------------------------------------------------
     Setting("from_version", "first migration: 006 or 006_workspace_defaults.sql", flag="--from", metavar="X"),
     Setting("to_version", "last migration (inclusive)", flag="--to", metavar="Y"),
+    Setting("correction_file", "the correction's SQL file", kind="path", metavar="FILE"),
     Setting("statement_timings", "also print each statement's duration", kind="flag"),
     # -- serve-api --------------------------------------------------------------------------
     Setting("host", "address to bind", "127.0.0.1", metavar="HOST"),
@@ -498,8 +526,15 @@ def add_arguments(
     command: str,
     names: Iterable[str],
     required: Iterable[str] = (),
+    positional: Iterable[str] = (),
 ) -> None:
-    """The flags of ``command``, each from its declaration; values stay text until ``resolve``."""
+    """The flags of ``command`` (and its positional arguments), each from its declaration; values stay
+    text until ``resolve``."""
+    for name in positional:
+        declared = setting(name)
+        parser.add_argument(
+            name, type=_argparse_type(declared), metavar=declared.value_name, help=declared.help
+        )
     must = set(required)
     for name in names:
         declared = setting(name)

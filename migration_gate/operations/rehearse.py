@@ -25,8 +25,9 @@ import psycopg
 from psycopg import sql
 
 from migration_gate.checks import catalog
-from migration_gate.core import dsn, settings
+from migration_gate.core import corrections, dsn, settings
 from migration_gate.core.allowed_grantees import AllowedGrantee
+from migration_gate.core.drift import Reference
 from migration_gate.core.errors import UsageError
 from migration_gate.core.identity import DatabaseIdentity, identify
 from migration_gate.core.installations import installation_for
@@ -56,6 +57,8 @@ class RehearsalOptions:
     # The source was migrated up to this version by another runner (no ledger): adopt the copy first.
     baseline: str | None = None
     allowed_grantees: tuple[AllowedGrantee, ...] = ()  # --allowed-grantee, for the privilege review
+    corrections_dir: Path | None = None  # replayed on the copy at their places, as on production
+    accept_drift: str | None = None
 
 
 def _source_identity(url: str) -> tuple[DatabaseIdentity, str]:
@@ -159,8 +162,12 @@ def rehearse(options: RehearsalOptions, progress: Progress = lambda line: None) 
     Anything that stops before the playbook starts raises UsageError (exit 2): the source
     was only read, and no change record is written.
     """
-    plan = load_plan(options.migrations_dir)  # refuse bad migrations or checks before starting a server
+    plan = load_plan(
+        options.migrations_dir
+    )  # refuse bad migrations, corrections or checks before starting a server
     catalog.load(options.checks_dir)
+    if options.corrections_dir is not None:
+        corrections.load(options.corrections_dir, plan)
     preflight.check_report_dir(options.report_dir)
     if options.smoke_dir is not None and not options.smoke_dir.is_dir():
         raise UsageError(f"--smoke-dir {options.smoke_dir} does not exist (or pass --no-smoke)")
@@ -232,5 +239,8 @@ def rehearse(options: RehearsalOptions, progress: Progress = lambda line: None) 
             prefer_bindirs=(bindir,),
             command="rehearse",
             allowed_grantees=options.allowed_grantees,
+            corrections_dir=options.corrections_dir,
+            accept_drift=options.accept_drift,
+            reference=Reference(server=server),  # schema_drift's build beside the copy: no second server
         )
         return playbook.run(run_options, progress, confirm=lambda question: True, rehearsal=rehearsal)

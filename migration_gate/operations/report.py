@@ -71,6 +71,29 @@ class CheckRecord:
 
 
 @dataclass
+class CallbackRecord:
+    """A window command (``--before-window``, ``--after-window``): what ran, how it ended, its output's tail."""
+
+    command: str
+    status: str = "running"  # ok, failed, timed out, interrupted, could not start
+    exit_status: int | None = None  # the shell's; negative: killed by that signal
+    seconds: float = 0.0
+    output_tail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def describe(self) -> str:
+        """``failed (exit status 3)``, ``timed out after 300 s``."""
+        if self.status == "failed":
+            return f"failed (exit status {self.exit_status})"
+        if self.status == "timed out":
+            return f"timed out after {self.seconds:.0f} s"
+        return self.status
+
+
+@dataclass
 class MigrationRecord:
     file_name: str
     seconds: float
@@ -81,6 +104,7 @@ class MigrationRecord:
 class ChangeRecord:
     command: str
     target: str
+    run_id: str | None = None  # MIGRATION_GATE_RUN_ID for the window commands; migration_gate.runs
     started_at: str = field(default_factory=now)
     finished_at: str | None = None
     outcome: str = "not_finished"
@@ -95,6 +119,12 @@ class ChangeRecord:
     steps: list[StepRecord] = field(default_factory=list)
     backup: dict[str, Any] | None = None
     migrations: list[MigrationRecord] = field(default_factory=list)
+    # Each correction this run applied: name, reason, checksum, declared and actual place, seconds.
+    corrections: list[dict[str, Any]] = field(default_factory=list)
+    # --accept-drift: the operator's note and the differences accepted (None: no drift, or not accepted).
+    accepted_drift: dict[str, Any] | None = None
+    # The window commands by name (before_window, after_window), as they ran.
+    callbacks: dict[str, CallbackRecord] = field(default_factory=dict)
     checkpoints: dict[str, dict[str, int]] = field(default_factory=dict)
     profile_audit: dict[str, dict[str, int]] = field(default_factory=dict)
     # The cluster's roles at the last checkpoint, by figure (login, superuser, ...): reported, not asserted.
@@ -135,6 +165,11 @@ class ChangeRecord:
         """The migration now running (None: none), saved at once: a kill -9 leaves it in the record."""
         self.in_progress["migration"] = file_name
         self.save()
+
+    def failed_callback(self, name: str) -> CallbackRecord | None:
+        """The window command ``name`` when it ran and did not end well."""
+        ran = self.callbacks.get(name)
+        return ran if ran is not None and not ran.ok else None
 
     def stop(self, where: str, reason: str, outcome: str, exit_code: int) -> None:
         self.stopped_at, self.reason, self.outcome, self.exit_code = where, reason, outcome, exit_code
@@ -236,6 +271,22 @@ def markdown(data: dict[str, Any]) -> str:
         out += ["## What to do now", "", "```", data["next_action"], "```", ""]
     if data.get("warnings"):
         out += ["## Warnings", ""] + [f"- {w}" for w in data["warnings"]] + [""]
+    if data.get("accepted_drift"):
+        accepted = data["accepted_drift"]
+        out += ["## Schema drift accepted (--accept-drift)", "", f"Note: {accepted['note']}", ""]
+        out += ["```", *accepted["differences"], "```", ""]
+    if data.get("callbacks"):
+        out += ["## Window commands", ""]
+        out += _table(
+            ["when", "command", "status", "exit status", "seconds"],
+            [
+                [name, f"`{c['command']}`", c["status"], c["exit_status"], f"{c['seconds']:.3f}"]
+                for name, c in data["callbacks"].items()
+            ],
+        )
+        for name, ran in data["callbacks"].items():
+            if ran["output_tail"]:
+                out += [f"### {name}: the end of its output", "", "```", ran["output_tail"], "```", ""]
     if data.get("rehearsal"):
         out += ["## Rehearsal", ""] + [f"- **{k}:** {v}" for k, v in data["rehearsal"].items()] + [""]
     out += ["## Steps", ""]
@@ -249,6 +300,21 @@ def markdown(data: dict[str, Any]) -> str:
         out += ["## Migrations", ""]
         out += _table(
             ["file", "seconds"], [[m["file_name"], f"{m['seconds']:.3f}"] for m in data["migrations"]]
+        )
+    if data.get("corrections"):
+        out += ["## Corrections", ""]
+        out += _table(
+            ["correction", "after", "reason", "sha256", "seconds"],
+            [
+                [
+                    c["name"],
+                    f"{c['applied_after']:03d}",
+                    c["reason"],
+                    c["checksum"][:16] + "…",
+                    f"{c['seconds']:.3f}",
+                ]
+                for c in data["corrections"]
+            ],
         )
     if data["checkpoints"]:
         names = sorted({name for counts in data["checkpoints"].values() for name in counts})

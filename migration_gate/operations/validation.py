@@ -7,13 +7,16 @@ run, each in a savepoint of its own so that an SQL error fails that check and no
 transaction; each result is recorded under the check's catalog name, with the
 checkpoint. Any failure raises ``Stop``: the caller rolls back. The checks the catalog
 marks ``after_commit`` (the plans of the application's queries) run once the transaction
-has committed, on a connection of their own.
+has committed, on a connection of their own; those it marks ``preflight``
+(``schema_drift``) ran before the backup, on the database as found. Corrections run in
+the same transaction, each at its place (``core.corrections``), and are recorded with
+their reason and checksum.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import psycopg
 from psycopg import sql
@@ -21,8 +24,9 @@ from psycopg import sql
 from migration_gate.checks import catalog, explain, profile_audit, role_report
 from migration_gate.checks.catalog import Check, CheckContext, CheckSkipped, LegacySnapshot
 from migration_gate.checks.failures import CheckFailed
-from migration_gate.core import ledger, runner
+from migration_gate.core import corrections, ledger, runner
 from migration_gate.core.allowed_grantees import AllowedGrantee
+from migration_gate.core.corrections import Correction
 from migration_gate.core.errors import MigrationFailed
 from migration_gate.core.locks import LOCK_RETRY, LockWatch
 from migration_gate.core.plan import Checkpoint, Migration, checkpoint_name, checkpoints
@@ -63,8 +67,10 @@ class Validation:
         progress: Progress,
         migrations_dir: str = "",
         allowed_grantees: tuple[AllowedGrantee, ...] = (),
+        corrections: Sequence[Correction] = (),
     ) -> None:
         self.conn, self.plan, self.checks = conn, plan, checks
+        self.corrections = corrections
         self.record, self.progress, self.migrations_dir = record, progress, migrations_dir
         self.allowed_grantees = allowed_grantees
         self.legacy: LegacySnapshot | None = None
@@ -83,10 +89,13 @@ class Validation:
         """Apply what is pending, pausing at each checkpoint; raise Stop at the first failure."""
         conn = self.conn
         ledger.ensure(conn)  # a savepoint inside the run's transaction: rolled back with it
-        todo = runner.plan_run(self.plan, ledger.read(conn))  # again, now that we hold the lock
+        recorded = ledger.read(conn)
+        todo = runner.plan_run(self.plan, recorded)  # again, now that we hold the lock
+        placed = corrections.schedule(self.corrections, corrections.read(conn), recorded, todo)
         if not todo:
             self.progress("nothing to apply: every migration is already applied")
         pauses = {point.version: point for point in checkpoints(self.plan)[:-1] if not point.legacy}
+        self.correct(placed.first, placed.start)
         for migration in todo:
             if migration.version == SCOPING_VERSION:
                 self.legacy = LegacySnapshot.take(conn)
@@ -114,12 +123,29 @@ class Validation:
                 )
             )
             self.progress(f"{migration.file_name:<45} {applied.seconds:8.3f} s")
+            self.correct(placed.following(migration.version), migration.version)
             if migration.version in pauses:
                 self.checkpoint(pauses[migration.version], last=False)
         self.record.migrating(None)
         last_version = self.plan[-1].version
         self.last = checkpoint_name(last_version) if todo else CURRENT
         self.checkpoint(Checkpoint(self.last, last_version), last=True)
+
+    def correct(self, due: list[Correction], after: int) -> None:
+        """The corrections placed right after migration ``after``, each in a savepoint, recorded."""
+        for correction in due:
+            if self.cancellation is not None:
+                self.cancellation.check()
+            self.record.migrating(correction.name)
+            self.progress(f"applying correction {correction.name} …")
+            try:
+                seconds = runner.apply_correction(self.conn, correction, after)
+            except MigrationFailed as failed:
+                raise Stop(f"correction {correction.name}", str(failed)) from None
+            self.record.corrections.append(
+                {**correction.to_json(), "applied_after": after, "seconds": round(seconds, 3)}
+            )
+            self.progress(f"{correction.name:<45} {seconds:8.3f} s  (correction: {correction.reason})")
 
     def context(self, conn: psycopg.Connection, checkpoint: str) -> CheckContext:
         return CheckContext(
@@ -138,7 +164,7 @@ class Validation:
         due = [
             check
             for check in catalog.at_checkpoint(self.checks, point.version, last=last)
-            if not check.after_commit
+            if not check.after_commit and not check.preflight
         ]
         counts: dict[str, int] = {}
         context = self.context(self.conn, point.name)

@@ -71,6 +71,7 @@ class GateConfig:
     summary: Path | None = None  # where the pull request's Markdown summary goes
     summary_append: bool = False  # $GITHUB_STEP_SUMMARY is shared by a job's steps: append to it
     allowed_grantees: tuple[AllowedGrantee, ...] = ()
+    corrections_dir: Path | None = None  # applied at their places (disposable, or with --migrate)
 
     @property
     def disposable(self) -> bool:
@@ -118,6 +119,8 @@ def resolve(config: pytest.Config) -> GateConfig:
         smoke_delivery_timeout=values["smoke_delivery_timeout"],
         allowed_grantees=tuple(values["allowed_grantee"]),
     )
+    if values["corrections_dir"] is not None:
+        gate_config = replace(gate_config, corrections_dir=path(values["corrections_dir"]))
     if values["summary"] is not None:
         gate_config = replace(gate_config, summary=path(values["summary"]))
     elif os.environ.get(GITHUB_STEP_SUMMARY):

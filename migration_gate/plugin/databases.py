@@ -21,6 +21,8 @@ import psycopg
 
 from migration_gate.checks.catalog import LegacySnapshot
 from migration_gate.core import dsn, runner
+from migration_gate.core.contract import LEGACY_VERSION
+from migration_gate.core.corrections import Correction
 from migration_gate.core.locks import LockProbe
 from migration_gate.core.plan import LEGACY_CHECKPOINT, Checkpoint, Migration, checkpoints
 from migration_gate.core.server import DisposableServer
@@ -104,14 +106,30 @@ class CheckpointDatabases:
         name = name or f"{self.prefix}_{checkpoint}_copy{self._clones}"
         return self.server.create_database(name, template=self.database(checkpoint))
 
-    def build(self, legacy_seed: Path, progress: runner.Progress = lambda line: None) -> CheckpointDatabases:
+    def build(
+        self,
+        legacy_seed: Path,
+        progress: runner.Progress = lambda line: None,
+        corrections: list[Correction] | None = None,
+    ) -> CheckpointDatabases:
+        """Each checkpoint's database; corrections at their places, as on production.
+
+        The legacy seed is staging's data at 004: a correction placed at 004 or later, or
+        at none (before the first pending migration), runs after it, where production
+        will meet it; one placed earlier runs before it.
+        """
         probe = LockProbe()  # as the bench measures them, on the gate's own database
         previous = None
         for point in self.points:
             name = self.database(point.name)
             url = self.server.create_database(name, template=previous)
+            due = [
+                correction
+                for correction in corrections or []
+                if not point.legacy or (correction.after is not None and correction.after < LEGACY_VERSION)
+            ]
             self.applied += runner.migrate(
-                url, self.plan, stop=str(point.version), progress=progress, hooks=[probe]
+                url, self.plan, stop=str(point.version), progress=progress, hooks=[probe], corrections=due
             )
             if point.name == LEGACY_CHECKPOINT:
                 started = time.perf_counter()

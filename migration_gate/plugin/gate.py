@@ -25,6 +25,7 @@ from migration_gate.checks import catalog
 from migration_gate.checks.catalog import Check, CheckContext, CheckSkipped
 from migration_gate.checks.failures import CheckFailed
 from migration_gate.core import dsn
+from migration_gate.core.drift import Reference
 from migration_gate.core.plan import load_plan
 from migration_gate.data import volume_checkpoint
 from migration_gate.plugin.config import CATALOG, GATE_CONFIG, POINTS, GateConfig
@@ -131,6 +132,12 @@ def check_context(
     invariant's count is left on the test's report, for the pull request's summary.
     """
     plan = gate.plan if isinstance(gate, CheckpointDatabases) else load_plan(gate_config.migrations_dir)
+    # schema_drift builds on the gate's own server; for an existing database, on one of its major.
+    reference = Reference(
+        gate.server if isinstance(gate, CheckpointDatabases) else None,
+        gate_config.pg_ctl,
+        gate_config.pg_version,
+    )
 
     @contextmanager
     def context(check: Check, checkpoint: str) -> Iterator[CheckContext]:
@@ -153,6 +160,7 @@ def check_context(
                     migrations_dir=str(gate_config.migrations_dir),
                     realistic_volume=checkpoint == "volume",
                     allowed_grantees=gate_config.allowed_grantees,
+                    reference=reference,
                 )
             except CheckSkipped as skipped:
                 # Reported at the test's own location and under the check's name (pytest -rs).

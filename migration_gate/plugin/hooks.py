@@ -13,10 +13,12 @@ from typing import Any
 import pytest
 
 from migration_gate.checks import catalog
+from migration_gate.core import corrections
+from migration_gate.core.corrections import Correction
 from migration_gate.core.errors import EXIT_USAGE, GateError
 from migration_gate.core.installations import find_installation
 from migration_gate.core.locks import LockProbe
-from migration_gate.core.plan import Checkpoint, checkpoints, load_plan
+from migration_gate.core.plan import Checkpoint, Migration, checkpoints, load_plan
 from migration_gate.core.runner import migrate
 from migration_gate.core.server import DisposableServer
 from migration_gate.core.signals import interrupt_on_signals
@@ -131,10 +133,11 @@ def gate(request: pytest.FixtureRequest, gate_config: GateConfig) -> GateDatabas
             applied = (
                 migrate(
                     gate_config.database_url,
-                    load_plan(gate_config.migrations_dir),
+                    plan := load_plan(gate_config.migrations_dir),
                     progress=progress,
                     hooks=[probe],
                     lock_timeout=gate_config.lock_timeout,
+                    corrections=load_corrections(gate_config, plan),
                 )
                 if gate_config.migrate
                 else []
@@ -142,10 +145,17 @@ def gate(request: pytest.FixtureRequest, gate_config: GateConfig) -> GateDatabas
             request.config.stash[GATE_APPLIED] = AppliedRecord.of(
                 "migrations applied by --migrate (existing database)", applied, probe.by_migration
             )
-            return ExistingDatabase(gate_config.database_url, gate_config.statement_timeout)
+            existing = ExistingDatabase(gate_config.database_url, gate_config.statement_timeout)
+            if not gate_config.migrate and gate_config.corrections_dir is not None:
+                # Read-only: nothing is applied, but a correction edited since it ran here is refused.
+                with existing.connect() as conn:
+                    found = load_corrections(gate_config, load_plan(gate_config.migrations_dir))
+                    corrections.verify(found, corrections.read(conn))
+            return existing
         server = request.getfixturevalue("disposable_server")
-        databases = CheckpointDatabases(server, load_plan(gate_config.migrations_dir)).build(
-            gate_config.legacy_seed
+        plan = load_plan(gate_config.migrations_dir)
+        databases = CheckpointDatabases(server, plan).build(
+            gate_config.legacy_seed, corrections=load_corrections(gate_config, plan)
         )
     except GateError as exc:
         pytest.fail(f"building the gate database failed: {exc}", pytrace=False)
@@ -157,6 +167,13 @@ def gate(request: pytest.FixtureRequest, gate_config: GateConfig) -> GateDatabas
         [seed_line],
     )
     return databases
+
+
+def load_corrections(gate_config: GateConfig, plan: list[Migration]) -> list[Correction]:
+    """--corrections-dir's corrections (none without it); a malformed one stops the session."""
+    if gate_config.corrections_dir is None:
+        return []
+    return corrections.load(gate_config.corrections_dir, plan)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
