@@ -79,10 +79,19 @@ SETTINGS = (
     ),
     Setting(
         "allowed_grantee",
-        "a role that may hold privileges in public and legacy_archive besides their owner and fluxolab_devmode: "
+        "a role that may hold privileges in the database's schemas besides their owner and fluxolab_devmode "
+        "(and may EXECUTE a SECURITY DEFINER function, with ROLE:EXECUTE): "
         "ROLE (any privilege) or ROLE:PRIVILEGE,PRIVILEGE (only those); repeatable",
         repeatable=True,
         metavar="ROLE[:PRIVILEGES]",
+    ),
+    Setting(
+        "exempt",
+        "exempt one tenant table from one rule, saying why: 'RULE[TABLE]: REASON', e.g. "
+        "'tenant_workspace_index[audit_log]: append-only, read by id'; the pair is skipped with the reason "
+        "and listed in the summary and the change record; repeatable",
+        repeatable=True,
+        metavar="'RULE[TABLE]: REASON'",
     ),
 )
 

@@ -15,6 +15,7 @@ import pytest
 
 from migration_gate.checks.catalog import Check
 from migration_gate.checks.grantees import AllowedGrantee, parse_allowed_grantees
+from migration_gate.checks.rules import Exemption, parse_exemptions
 from migration_gate.core.errors import UsageError
 from migration_gate.core.installations import parse_major
 from migration_gate.core.plan import Checkpoint
@@ -64,6 +65,7 @@ class GateConfig:
     summary: Path | None = None  # where the pull request's Markdown summary goes
     summary_append: bool = False  # $GITHUB_STEP_SUMMARY is shared by a job's steps: append to it
     allowed_grantees: tuple[AllowedGrantee, ...] = ()
+    exemptions: tuple[Exemption, ...] = ()  # tables the operator exempts from a rule, with the reason
 
     @property
     def disposable(self) -> bool:
@@ -128,6 +130,7 @@ def resolve(config: pytest.Config) -> GateConfig:
             "smoke_delivery_timeout", values["smoke_delivery_timeout"] or default("smoke_delivery_timeout")
         ),
         allowed_grantees=parse_allowed_grantees(values["allowed_grantee"] or []),  # type: ignore[arg-type]
+        exemptions=parse_exemptions(values["exempt"] or []),  # type: ignore[arg-type]
     )
     if values["summary"] is not None:
         gate_config = replace(gate_config, summary=path(values["summary"]))
