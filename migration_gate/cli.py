@@ -322,6 +322,7 @@ def cmd_playbook(args: argparse.Namespace) -> int:
         smoke_skipped_because="--no-smoke",
         lock_timeout=args.lock_timeout,
         allowed_grantees=tuple(args.allowed_grantees),
+        exemptions=_exemptions(args.exemptions),
     )
     record = playbook.run(options, _scrubbed_say(args.database), _confirmer(args.yes))
     return _conclude(record, args.database)
@@ -340,6 +341,7 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
         pg_version=args.pg_version,
         baseline=args.baseline,
         allowed_grantees=tuple(args.allowed_grantees),
+        exemptions=_exemptions(args.exemptions),
     )
     record = rehearse.rehearse(options, _scrubbed_say(args.source))
     return _conclude(record, args.source)
@@ -369,6 +371,22 @@ def _allowed_grantee(text: str) -> Any:
         return parse_allowed_grantee(text)
     except UsageError as exc:  # argparse says which option, then this one line
         raise argparse.ArgumentTypeError(str(exc).removeprefix("--allowed-grantee ")) from None
+
+
+def _exemption(text: str) -> Any:
+    from migration_gate.checks.rules import parse_exemption
+
+    try:
+        return parse_exemption(text)
+    except UsageError as exc:  # argparse says which option, then this one line
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--exempt ")) from None
+
+
+def _exemptions(exemptions: list[Any]) -> tuple[Any, ...]:
+    """The --exempt declarations, once each (one pair declared twice is refused, as in the ini option)."""
+    from migration_gate.checks.rules import parse_exemptions
+
+    return parse_exemptions(str(exemption) for exemption in exemptions)
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -404,6 +422,16 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar=allowed.metavar,
         help=allowed.help,
+    )
+    exempt = settings.setting("exempt")
+    parser.add_argument(
+        "--exempt",
+        dest="exemptions",
+        action="append",
+        type=_exemption,
+        default=[],
+        metavar=exempt.metavar,
+        help=exempt.help,
     )
 
 

@@ -218,6 +218,7 @@ class Run:
                 self.progress,
                 str(self.options.migrations_dir),
                 allowed_grantees=self.options.allowed_grantees,
+                exemptions=self.options.exemptions,
             )
             watching = self.options.lock_timeout != "0"
             with cancelling(conn) as cancellation:
@@ -487,6 +488,7 @@ def run(
     record.identity = pre.identity.to_json()
     record.warnings += pre.warnings
     record.rehearsal = rehearsal
+    record.exemptions = [exemption.to_json() for exemption in options.exemptions]
     pending = ", ".join(m.label for m in pre.pending) or "none"
     record.steps.append(
         StepRecord(

@@ -21,6 +21,7 @@ import psycopg
 from migration_gate.checks import catalog
 from migration_gate.checks.catalog import Check
 from migration_gate.checks.grantees import AllowedGrantee
+from migration_gate.checks.rules import Exemption
 from migration_gate.core import dsn, ledger, runner, settings
 from migration_gate.core.contract import APP_ROLE
 from migration_gate.core.errors import UsageError
@@ -83,6 +84,7 @@ class PlaybookOptions:
     # A migration waiting this long for a lock gives up and is retried, instead of queueing the application behind it.
     lock_timeout: str = settings.default("lock_timeout")
     allowed_grantees: tuple[AllowedGrantee, ...] = ()  # --allowed-grantee, for the privilege review
+    exemptions: tuple[Exemption, ...] = ()  # --exempt: a tenant table exempted from a rule, and why
 
 
 @dataclass
@@ -173,6 +175,7 @@ def preflight(options: PlaybookOptions, progress: Progress) -> Preflight:
     """Everything that can be known before touching anything; any problem raises UsageError (exit 2)."""
     plan = load_plan(options.migrations_dir)
     checks = catalog.load(options.checks_dir)
+    catalog.check_exemptions(checks, options.exemptions)
     check_backup_path(options.backup_path)
     check_report_dir(options.report_dir)
     with dsn.connect(options.database_url) as conn:

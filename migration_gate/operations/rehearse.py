@@ -26,6 +26,7 @@ from psycopg import sql
 
 from migration_gate.checks import catalog
 from migration_gate.checks.grantees import AllowedGrantee
+from migration_gate.checks.rules import Exemption
 from migration_gate.core import dsn, settings
 from migration_gate.core.errors import UsageError
 from migration_gate.core.installations import installation_for
@@ -55,6 +56,7 @@ class RehearsalOptions:
     # The source was migrated up to this version by another runner (no ledger): adopt the copy first.
     baseline: str | None = None
     allowed_grantees: tuple[AllowedGrantee, ...] = ()  # --allowed-grantee, for the privilege review
+    exemptions: tuple[Exemption, ...] = ()  # --exempt: a tenant table exempted from a rule, and why
 
 
 def _source_identity(url: str) -> tuple[backup.DatabaseIdentity, str]:
@@ -157,7 +159,7 @@ def rehearse(options: RehearsalOptions, progress: Progress = lambda line: None) 
     was only read, and no change record is written.
     """
     plan = load_plan(options.migrations_dir)  # refuse bad migrations or checks before starting a server
-    catalog.load(options.checks_dir)
+    catalog.check_exemptions(catalog.load(options.checks_dir), options.exemptions)
     preflight.check_report_dir(options.report_dir)
     if options.smoke_dir is not None and not options.smoke_dir.is_dir():
         raise UsageError(f"--smoke-dir {options.smoke_dir} does not exist (or pass --no-smoke)")
@@ -229,5 +231,6 @@ def rehearse(options: RehearsalOptions, progress: Progress = lambda line: None) 
             prefer_bindirs=(bindir,),
             command="rehearse",
             allowed_grantees=options.allowed_grantees,
+            exemptions=options.exemptions,
         )
         return playbook.run(run_options, progress, confirm=lambda question: True, rehearsal=rehearsal)
