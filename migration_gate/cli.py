@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from migration_gate.checks.grantees import parse_allowed_grantee
+from migration_gate.checks.rules import parse_exemption, parse_exemptions
 from migration_gate.core import dsn, installations, settings
 from migration_gate.core.errors import EXIT_OK, EXIT_USAGE, GateError, UsageError
 from migration_gate.core.installations import parse_major
@@ -322,7 +324,7 @@ def cmd_playbook(args: argparse.Namespace) -> int:
         smoke_skipped_because="--no-smoke",
         lock_timeout=args.lock_timeout,
         allowed_grantees=tuple(args.allowed_grantees),
-        exemptions=_exemptions(args.exemptions),
+        exemptions=_exemptions(args),
     )
     record = playbook.run(options, _scrubbed_say(args.database), _confirmer(args.yes))
     return _conclude(record, args.database)
@@ -341,7 +343,7 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
         pg_version=args.pg_version,
         baseline=args.baseline,
         allowed_grantees=tuple(args.allowed_grantees),
-        exemptions=_exemptions(args.exemptions),
+        exemptions=_exemptions(args),
     )
     record = rehearse.rehearse(options, _scrubbed_say(args.source))
     return _conclude(record, args.source)
@@ -364,29 +366,33 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _allowed_grantee(text: str) -> Any:
-    from migration_gate.checks.grantees import parse_allowed_grantee
-
-    try:
-        return parse_allowed_grantee(text)
-    except UsageError as exc:  # argparse says which option, then this one line
-        raise argparse.ArgumentTypeError(str(exc).removeprefix("--allowed-grantee ")) from None
+def _exemptions(args: argparse.Namespace) -> tuple[Any, ...]:
+    """The --exempt declarations, read together: a pair declared twice is refused, as in the ini option."""
+    return parse_exemptions(str(exemption) for exemption in args.exemptions)
 
 
-def _exemption(text: str) -> Any:
-    from migration_gate.checks.rules import parse_exemption
+def _add_declarations(
+    parser: argparse.ArgumentParser, name: str, dest: str, parse: Callable[[str], Any]
+) -> None:
+    """A repeatable setting of ``core.settings`` as a flag, each value parsed by ``parse`` (one line when refused)."""
+    declared = settings.setting(name)
+    flag = "--" + name.replace("_", "-")
 
-    try:
-        return parse_exemption(text)
-    except UsageError as exc:  # argparse says which option, then this one line
-        raise argparse.ArgumentTypeError(str(exc).removeprefix("--exempt ")) from None
+    def parsed(text: str) -> Any:
+        try:
+            return parse(text)
+        except UsageError as exc:  # argparse says which option, then this one line
+            raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{flag} ")) from None
 
-
-def _exemptions(exemptions: list[Any]) -> tuple[Any, ...]:
-    """The --exempt declarations, once each (one pair declared twice is refused, as in the ini option)."""
-    from migration_gate.checks.rules import parse_exemptions
-
-    return parse_exemptions(str(exemption) for exemption in exemptions)
+    parser.add_argument(
+        flag,
+        dest=dest,
+        action="append",
+        type=parsed,
+        default=[],
+        metavar=declared.metavar,
+        help=declared.help,
+    )
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -413,26 +419,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         help="the smoke tests (default smoke/)",
     )
     parser.add_argument("--no-smoke", action="store_true", help="skip the smoke tests (the record says so)")
-    allowed = settings.setting("allowed_grantee")
-    parser.add_argument(
-        "--allowed-grantee",
-        dest="allowed_grantees",
-        action="append",
-        type=_allowed_grantee,
-        default=[],
-        metavar=allowed.metavar,
-        help=allowed.help,
-    )
-    exempt = settings.setting("exempt")
-    parser.add_argument(
-        "--exempt",
-        dest="exemptions",
-        action="append",
-        type=_exemption,
-        default=[],
-        metavar=exempt.metavar,
-        help=exempt.help,
-    )
+    _add_declarations(parser, "allowed_grantee", "allowed_grantees", parse_allowed_grantee)
+    _add_declarations(parser, "exempt", "exemptions", parse_exemption)
 
 
 def _add_playbook(commands: argparse._SubParsersAction) -> None:

@@ -28,6 +28,7 @@ import pytest
 
 from tests.conftest import REPO, Run
 from tests.test_existing_database import run_gate
+from tests.test_playbook import migration_gate, one_error_line
 
 WITHOUT = "not volume and not agree_with_the_model"
 
@@ -348,3 +349,31 @@ def test_a_plan_error_is_still_reported_clearly_at_collection(tmp_path: Path) ->
         r"ERROR checks/test_gate\.py::test_check\[tenant_foreign_key\[\*\]-after_009\]", run.stdout
     )
     assert "building the gate database failed: 009_broken.sql:1:" in run.stdout, run.stdout[-4000:]
+
+
+@pytest.mark.parametrize("command", ["playbook", "rehearse"])
+@pytest.mark.parametrize(
+    ("exemption", "message"),
+    [
+        (
+            "tenant_indexes[audit_log]: old",
+            "argument --exempt: 'tenant_indexes[audit_log]: old': unknown rule",
+        ),
+        (
+            "tenant_workspace_index[credentials]: too big",
+            "--exempt tenant_workspace_index[credentials]: index_definition[idx_credentials_workspace] judges",
+        ),
+    ],
+    ids=["unknown rule", "a pair a named check judges"],
+)
+def test_a_refused_exemption_is_exit_2_for_the_command_line_and_nothing_is_written(
+    command: str, exemption: str, message: str, tmp_path: Path
+) -> None:
+    target = ["--database", "postgresql://nobody@127.0.0.1:1/staging", "--backup", str(tmp_path / "b")]
+    if command == "rehearse":
+        target = ["--source", "postgresql://nobody@127.0.0.1:1/staging"]
+    report = tmp_path / "record"
+    run = migration_gate(command, *target, "--report-dir", str(report), "--exempt", exemption)
+    assert run.returncode == 2, run.output
+    assert message in one_error_line(run)
+    assert not report.exists() and not (tmp_path / "b").exists()

@@ -185,16 +185,40 @@ class TableRule:
         )
 
 
-def rows_at_fault(conn: psycopg.Connection, query: sql.Composable) -> tuple[int, list[tuple[str, str]], str]:
-    """Count and sample the rows ``query`` selects: (count, the sample's section if any, the SQL as text)."""
+@dataclass(frozen=True)
+class RowsAtFault:
+    """The rows of a table a rule finds at fault: how many, a sample's section, and the SQL that finds them."""
+
+    count: int
+    sample: list[tuple[str, str]]  # the section of the failure, when there are rows
+    sql: str
+
+
+def rows_at_fault(conn: psycopg.Connection, query: sql.Composable) -> RowsAtFault:
+    """Count and sample the rows ``query`` selects."""
     text = query.as_string(conn)
-    count, columns, sample = count_and_sample(conn, text)
-    return count, [sample_section(count, columns, sample)] if count else [], text
+    count, names, sample = count_and_sample(conn, text)
+    return RowsAtFault(count, [sample_section(count, names, sample)] if count else [], text)
 
 
-def columns(table: TenantTable, *names: str, alias: str = "x") -> sql.Composable:
-    return sql.SQL(", ").join(sql.Identifier(alias, name) for name in table.keys_and(*names))
+def columns(table: TenantTable, *names: str) -> sql.Composable:
+    """``x.<key>, ..., x.<name>, ...``: what a sample row of ``table`` (as ``x``) shows."""
+    return sql.SQL(", ").join(sql.Identifier("x", name) for name in table.keys_and(*names))
 
 
-def ordered(table: TenantTable, alias: str = "x") -> sql.Composable:
-    return sql.SQL(", ").join(sql.Identifier(alias, name) for name in table.key_columns or NO_KEY)
+def ordered(table: TenantTable) -> sql.Composable:
+    """``x.<key>, ...``: the sample's order, by key."""
+    return sql.SQL(", ").join(sql.Identifier("x", name) for name in table.key_columns or NO_KEY)
+
+
+def rows_where(conn: psycopg.Connection, table: TenantTable, condition: str, *shown: str) -> RowsAtFault:
+    """The rows of ``table`` (as ``x``) where ``condition`` holds, shown by key and ``shown`` columns."""
+    return rows_at_fault(
+        conn,
+        sql.SQL("SELECT {} FROM {} AS x WHERE {} ORDER BY {}").format(
+            columns(table, *shown),
+            table.identifier,
+            sql.SQL(condition),
+            ordered(table),
+        ),
+    )

@@ -12,16 +12,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import psycopg
-from psycopg import sql
 
-from migration_gate.checks.rules.tenancy import (
-    Finding,
-    TableRule,
-    TenantTable,
-    columns,
-    ordered,
-    rows_at_fault,
-)
+from migration_gate.checks.rules.tenancy import Finding, TableRule, TenantTable, rows_where
 
 WORKSPACE_KEYS_SQL = """
 SELECT c.relname::text AS table_name, f.conname::text, f.convalidated,
@@ -88,26 +80,31 @@ def findings(conn: psycopg.Connection, tables: list[TenantTable]) -> list[Findin
         if fault is None:
             continue
         problem, fix = fault
-        query = sql.SQL(
-            "SELECT {} FROM {} AS x WHERE x.workspace_id IS NOT NULL"
-            " AND NOT EXISTS (SELECT FROM public.workspaces AS w WHERE w.id = x.workspace_id) ORDER BY {}"
-        ).format(columns(table, "workspace_id"), table.identifier, ordered(table))
-        count, sample, text = rows_at_fault(conn, query)
-        rows = f"{count} row(s) name a workspace that does not exist" if count else "no row is an orphan yet"
+        rows = rows_where(
+            conn,
+            table,
+            "x.workspace_id IS NOT NULL AND NOT EXISTS (SELECT FROM public.workspaces AS w WHERE w.id = x.workspace_id)",
+            "workspace_id",
+        )
+        orphans = (
+            f"{rows.count} row(s) name a workspace that does not exist"
+            if rows.count
+            else "no row is an orphan yet"
+        )
         found.append(
             Finding(
                 table.name,
-                f"{table.label}.workspace_id {problem}: {rows}",
+                f"{table.label}.workspace_id {problem}: {orphans}",
                 [
-                    *sample,
+                    *rows.sample,
                     (
                         "keys on workspace_id",
                         "\n".join(key.describe() for key in keys[table.name]) or "(none)",
                     ),
-                    ("what to do", ("remove or re-home the orphans, then:\n" if count else "") + fix),
-                    ("SQL to run again by hand", text + ";"),
+                    ("what to do", ("remove or re-home the orphans, then:\n" if rows.count else "") + fix),
+                    ("SQL to run again by hand", rows.sql + ";"),
                 ],
-                count,
+                rows.count,
             )
         )
     return found

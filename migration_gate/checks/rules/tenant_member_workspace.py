@@ -9,43 +9,37 @@ is a cross-tenant leak: another tenant's members see it, and its user does not.
 from __future__ import annotations
 
 import psycopg
-from psycopg import sql
 
-from migration_gate.checks.rules.tenancy import (
-    Finding,
-    TableRule,
-    TenantTable,
-    columns,
-    ordered,
-    rows_at_fault,
-)
+from migration_gate.checks.rules.tenancy import Finding, TableRule, TenantTable, rows_where
 
 
 def findings(conn: psycopg.Connection, tables: list[TenantTable]) -> list[Finding]:
     found = []
     for table in tables:
-        query = sql.SQL(
-            "SELECT {} FROM {} AS x WHERE x.user_id IS NOT NULL AND NOT EXISTS ("
-            "SELECT FROM public.workspace_members AS m WHERE m.workspace_id = x.workspace_id AND m.user_id = x.user_id)"
-            " ORDER BY {}"
-        ).format(columns(table, "user_id", "workspace_id"), table.identifier, ordered(table))
-        count, sample, text = rows_at_fault(conn, query)
-        if count:
+        rows = rows_where(
+            conn,
+            table,
+            "x.user_id IS NOT NULL AND NOT EXISTS (SELECT FROM public.workspace_members AS m"
+            " WHERE m.workspace_id = x.workspace_id AND m.user_id = x.user_id)",
+            "user_id",
+            "workspace_id",
+        )
+        if rows.count:
             found.append(
                 Finding(
                     table.name,
-                    f"{count} row(s) of {table.label} sit in a workspace their user is not a member of "
+                    f"{rows.count} row(s) of {table.label} sit in a workspace their user is not a member of "
                     "(a cross-tenant leak)",
                     [
-                        *sample,
+                        *rows.sample,
                         (
                             "what to do",
                             "place each row in a workspace its user is a member of (the user's "
                             "default_workspace_id, as 007 does for credentials), or give the user that membership",
                         ),
-                        ("SQL to run again by hand", text + ";"),
+                        ("SQL to run again by hand", rows.sql + ";"),
                     ],
-                    count,
+                    rows.count,
                 )
             )
     return found

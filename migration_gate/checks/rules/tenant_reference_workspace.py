@@ -52,12 +52,14 @@ def findings(conn: psycopg.Connection, tables: list[TenantTable]) -> list[Findin
         queries: list[str] = []
         total = 0
         for reference in judged(table):
-            count, sample, text = rows_at_fault(conn, _query(table, reference))
-            queries.append(text + ";")
-            if count:
-                total += count
-                counts.append(f"{count} through {reference.describe()}")
-                sections += [(f"{title}, through {reference.constraint}", body) for title, body in sample]
+            rows = rows_at_fault(conn, _query(table, reference))
+            queries.append(rows.sql + ";")
+            if rows.count:
+                total += rows.count
+                counts.append(f"{rows.count} through {reference.describe()}")
+                sections += [
+                    (f"{title}, through {reference.constraint}", body) for title, body in rows.sample
+                ]
         if total:
             found.append(
                 Finding(

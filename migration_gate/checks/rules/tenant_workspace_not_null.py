@@ -8,16 +8,8 @@ workspace: what the migration's backfill left behind, which PostgreSQL would ref
 from __future__ import annotations
 
 import psycopg
-from psycopg import sql
 
-from migration_gate.checks.rules.tenancy import (
-    Finding,
-    TableRule,
-    TenantTable,
-    columns,
-    ordered,
-    rows_at_fault,
-)
+from migration_gate.checks.rules.tenancy import Finding, TableRule, TenantTable, rows_where
 
 NULLABLE_SQL = """
 SELECT c.relname::text
@@ -38,25 +30,26 @@ def findings(conn: psycopg.Connection, tables: list[TenantTable]) -> list[Findin
     found = []
     for name in nullable:
         table = by_name[name]
-        query = sql.SQL("SELECT {} FROM {} AS x WHERE x.workspace_id IS NULL ORDER BY {}").format(
-            columns(table, "workspace_id"), table.identifier, ordered(table)
+        rows = rows_where(conn, table, "x.workspace_id IS NULL", "workspace_id")
+        found_rows = (
+            f"{rows.count} row(s) have no workspace"
+            if rows.count
+            else "no row is NULL yet, but nothing stops one"
         )
-        count, sample, text = rows_at_fault(conn, query)
-        rows = f"{count} row(s) have no workspace" if count else "no row is NULL yet, but nothing stops one"
         found.append(
             Finding(
                 name,
-                f"{table.label}.workspace_id is nullable: {rows}",
+                f"{table.label}.workspace_id is nullable: {found_rows}",
                 [
-                    *sample,
+                    *rows.sample,
                     (
                         "what to do",
                         f"give every row its workspace, then:\n"
                         f"ALTER TABLE {table.label} ALTER COLUMN workspace_id SET NOT NULL;",
                     ),
-                    ("SQL to run again by hand", text + ";"),
+                    ("SQL to run again by hand", rows.sql + ";"),
                 ],
-                count,
+                rows.count,
             )
         )
     return found
