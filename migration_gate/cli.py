@@ -1,4 +1,11 @@
-"""``migration-gate``: thin commands over the library. One line per error, exit 2 for usage."""
+"""``migration-gate``: thin commands over the library. One line per error, exit 2 for usage.
+
+Every option of every command is declared once, in ``migration_gate.core.settings``; a
+command here only names the settings it takes (``Command.options``) and which of them it
+requires. A value comes from the flag, else the setting's environment variable, else the
+project's configuration (``[tool.pytest.ini_options]`` of the nearest pyproject.toml, as
+pytest reads it), else the default.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +13,17 @@ import argparse
 import contextlib
 import logging
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from migration_gate.checks.grantees import parse_allowed_grantee
-from migration_gate.checks.rules import parse_exemption, parse_exemptions
 from migration_gate.core import dsn, installations, settings
 from migration_gate.core.errors import EXIT_OK, EXIT_USAGE, GateError, UsageError
-from migration_gate.core.installations import parse_major
 from migration_gate.core.plan import load_plan
 from migration_gate.core.signals import interrupt_on_signals
-
-DEFAULT_MIGRATIONS_DIR = settings.default("migrations_dir")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,39 +34,27 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(EXIT_USAGE)
 
 
-def _add_database(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--database", required=True, metavar="URL", help="postgresql://user:password@host:port/dbname"
-    )
-
-
 def _say(line: str) -> None:
     print(line, flush=True)
 
 
-def _major(text: str) -> int:
-    try:
-        major = parse_major(text)
-    except UsageError as exc:
-        raise argparse.ArgumentTypeError(str(exc).removeprefix("--pg-version ")) from None
-    assert major is not None
-    return major
+def cmd_checks(args: argparse.Namespace) -> int:
+    import json
 
+    from migration_gate.checks import catalog
 
-def _add_server_choice(parser: argparse.ArgumentParser, default: str) -> None:
-    """--pg-ctl and --pg-version: which installation the disposable server runs on."""
-    parser.add_argument(
-        "--pg-ctl",
-        metavar="PATH",
-        help=f"pg_ctl of the disposable server (default ${installations.PG_CTL_ENV}, then by --pg-version)",
-    )
-    parser.add_argument(
-        "--pg-version",
-        type=_major,
-        metavar="N",
-        help=f"the disposable server's PostgreSQL major, among those found "
-        f"(default ${installations.PG_VERSION_ENV}, else {default}; see 'migration-gate servers')",
-    )
+    if args.json and args.markdown:
+        raise UsageError("--json and --markdown: choose one")
+    entries = catalog.load(args.checks_dir)
+    if args.json:
+        print(json.dumps([entry.as_json() for entry in entries], indent=2))
+    elif args.markdown:
+        print(catalog.markdown(entries), end="")
+    else:
+        width = max(len(entry.name) for entry in entries)
+        for entry in entries:
+            _say(f"{entry.name:<{width}}  {entry.from_version:03d}  {entry.kind:<12}  {entry.fails_when}")
+    return EXIT_OK
 
 
 def cmd_servers(args: argparse.Namespace) -> int:
@@ -81,19 +71,6 @@ def cmd_servers(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _add_servers(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "servers",
-        help="the PostgreSQL installations found for the disposable server, the default first",
-        description="Each PostgreSQL installation found (--pg-ctl's environment variable, PATH, "
-        "/usr/lib/postgresql/*/bin, PyPI's), the one used by default first; --pg-version N picks the first of N.",
-    )
-    parser.add_argument(
-        "--majors", action="store_true", help="only the major versions, one per line, the default first"
-    )
-    parser.set_defaults(handler=cmd_servers)
-
-
 def cmd_migrate(args: argparse.Namespace) -> int:
     from migration_gate.core import runner
 
@@ -103,8 +80,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     applied = runner.migrate(
         args.database,
         plan,
-        args.from_,
-        args.to,
+        args.from_version,
+        args.to_version,
         progress=_say,
         lock_timeout=args.lock_timeout,
         statement_timeout=args.statement_timeout,
@@ -120,54 +97,20 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _add_migrate(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "migrate",
-        help="apply pending migrations, one transaction per file, recorded in the ledger",
-        description="Apply the pending migrations between --from and --to (inclusive) to --database.",
-    )
-    _add_database(parser)
-    parser.add_argument(
-        "--from", dest="from_", metavar="X", help="first migration: 006 or 006_workspace_defaults.sql"
-    )
-    parser.add_argument("--to", metavar="Y", help="last migration (inclusive)")
-    parser.add_argument("--migrations-dir", type=Path, default=Path(DEFAULT_MIGRATIONS_DIR), metavar="DIR")
-    parser.add_argument(
-        "--statement-timings", action="store_true", help="also print each statement's duration"
-    )
-    _add_lock_timeout(parser)
-    parser.add_argument(
-        "--statement-timeout",
-        type=_duration,
-        default="0",
-        metavar="DURATION",
-        help="stop any statement that runs longer (default 0: no limit)",
-    )
-    parser.set_defaults(handler=cmd_migrate)
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from migration_gate.operations import baseline
 
-
-def _duration(text: str) -> str:
-    """A PostgreSQL duration setting: 0, 500ms, 5s, 2min (a bare number is milliseconds)."""
-    if not re.fullmatch(r"\d+(\.\d+)?\s*(us|ms|s|min|h|d)?", text.strip()):
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 5s, 500ms, 2min; 0 waits forever)")
-    return text.strip()
-
-
-def _add_lock_timeout(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--lock-timeout",
-        type=_duration,
-        default=settings.default("lock_timeout"),
-        metavar="DURATION",
-        help="give up on a lock the application holds after this long, then retry the migration with "
-        "back-off, a few times within a budget (default 5s; 0 waits forever)",
+    plan = load_plan(args.migrations_dir)
+    adopted = baseline.baseline(
+        args.database, plan, args.to_version, pg_ctl=args.pg_ctl, pg_version=args.pg_version, progress=_say
     )
+    _say(f"recorded {len(adopted)} migration(s) as applied; run 'migration-gate migrate' for the rest")
+    return EXIT_OK
 
 
 def cmd_serve_api(args: argparse.Namespace) -> int:
-    import logging
-
-    from migration_gate.reference.api import APP_ROLE, ApiSettings, ReferenceApi
+    from migration_gate.core.contract import APP_ROLE
+    from migration_gate.reference.api import ApiSettings, ReferenceApi
     from migration_gate.reference.webhook_delivery import DeliveryPolicy
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -180,52 +123,6 @@ def cmd_serve_api(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         _say("stopped")
     return EXIT_OK
-
-
-def _port(text: str) -> int:
-    if not text.isdigit() or int(text) > 65535:
-        raise argparse.ArgumentTypeError(f"not a port: {text!r}")
-    return int(text)
-
-
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
-    return int(text)
-
-
-def _non_negative_int(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"not a non-negative integer: {text!r}")
-    return int(text)
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < 3600:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
-    return value
-
-
-def _add_serve_api(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "serve-api",
-        help="serve the reference API of smoke/openapi.yaml against a migrated database",
-        description="Serve the API the smoke tests speak, acting on --database as fluxolab_devmode.",
-    )
-    _add_database(parser)
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=_port, default=8080, help="port to bind; 0 picks a free one")
-    parser.add_argument(
-        "--delivery-attempts", type=_positive_int, default=5, metavar="N", help="attempts, then failed"
-    )
-    parser.add_argument(
-        "--retry-backoff", type=_seconds, default=1.0, metavar="SECONDS", help="first retry delay (doubles)"
-    )
-    parser.set_defaults(handler=cmd_serve_api)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -241,22 +138,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
     rows = sum(counts.values())
     _say(f"loaded {rows} rows in {seconds:.3f} s ({rows / seconds:,.0f} rows/s)")
     return EXIT_OK
-
-
-def _add_generate(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "generate",
-        help="fill an empty database at 004 with a realistic, deterministic legacy volume (COPY)",
-        description="Load legacy rows with every dirty case of docs/contract.md §1 into --database, migrated to 004 "
-        "and empty; other tables grow in proportion to --users and --activities.",
-    )
-    _add_database(parser)
-    parser.add_argument("--users", type=_positive_int, required=True, metavar="N")
-    parser.add_argument("--activities", type=_positive_int, required=True, metavar="M")
-    parser.add_argument(
-        "--seed", type=_non_negative_int, default=0, metavar="S", help="same seed, same rows (default 0)"
-    )
-    parser.set_defaults(handler=cmd_generate)
 
 
 def _scrubbed_say(secret_url: str) -> Callable[[str], None]:
@@ -323,8 +204,8 @@ def cmd_playbook(args: argparse.Namespace) -> int:
         smoke=_smoke(args),
         smoke_skipped_because="--no-smoke",
         lock_timeout=args.lock_timeout,
-        allowed_grantees=tuple(args.allowed_grantees),
-        exemptions=_exemptions(args),
+        allowed_grantees=tuple(args.allowed_grantee),
+        exemptions=tuple(args.exempt),
     )
     record = playbook.run(options, _scrubbed_say(args.database), _confirmer(args.yes))
     return _conclude(record, args.database)
@@ -342,8 +223,8 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
         pg_ctl=args.pg_ctl,
         pg_version=args.pg_version,
         baseline=args.baseline,
-        allowed_grantees=tuple(args.allowed_grantees),
-        exemptions=_exemptions(args),
+        allowed_grantees=tuple(args.allowed_grantee),
+        exemptions=tuple(args.exempt),
     )
     record = rehearse.rehearse(options, _scrubbed_say(args.source))
     return _conclude(record, args.source)
@@ -366,140 +247,13 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _exemptions(args: argparse.Namespace) -> tuple[Any, ...]:
-    """The --exempt declarations, read together: a pair declared twice is refused, as in the ini option."""
-    return parse_exemptions(str(exemption) for exemption in args.exemptions)
-
-
-def _add_declarations(
-    parser: argparse.ArgumentParser, name: str, dest: str, parse: Callable[[str], Any]
-) -> None:
-    """A repeatable setting of ``core.settings`` as a flag, each value parsed by ``parse`` (one line when refused)."""
-    declared = settings.setting(name)
-    flag = "--" + name.replace("_", "-")
-
-    def parsed(text: str) -> Any:
-        try:
-            return parse(text)
-        except UsageError as exc:  # argparse says which option, then this one line
-            raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{flag} ")) from None
-
-    parser.add_argument(
-        flag,
-        dest=dest,
-        action="append",
-        type=parsed,
-        default=[],
-        metavar=declared.metavar,
-        help=declared.help,
-    )
-
-
-def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--report-dir",
-        required=True,
-        type=Path,
-        metavar="DIR",
-        help="where report.json and report.md go (a new directory)",
-    )
-    parser.add_argument("--migrations-dir", type=Path, default=Path(DEFAULT_MIGRATIONS_DIR), metavar="DIR")
-    parser.add_argument(
-        "--checks-dir",
-        type=Path,
-        default=Path(settings.default("checks_dir")),
-        metavar="DIR",
-        help="the invariants (default checks/)",
-    )
-    parser.add_argument(
-        "--smoke-dir",
-        type=Path,
-        default=Path("smoke"),
-        metavar="DIR",
-        help="the smoke tests (default smoke/)",
-    )
-    parser.add_argument("--no-smoke", action="store_true", help="skip the smoke tests (the record says so)")
-    _add_declarations(parser, "allowed_grantee", "allowed_grantees", parse_allowed_grantee)
-    _add_declarations(parser, "exempt", "exemptions", parse_exemption)
-
-
-def _add_playbook(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "playbook",
-        help="the staging runbook: preflight, backup, migrate and validate in one transaction, smoke, record",
-        description=(
-            "Back up --database, apply the pending migrations and check the invariants after 006, after 007 "
-            "and at the end, all in one transaction (any failure rolls back, verified), smoke-test, and write "
-            "the change record. Exit 0 migrated and validated; 1 stopped (database as before, or restored); "
-            "2 usage, connection or preflight problem, nothing touched."
-        ),
-    )
-    _add_database(parser)
-    parser.add_argument(
-        "--backup",
-        required=True,
-        type=Path,
-        metavar="FILE",
-        help="a new file for pg_dump --format=custom (never overwritten)",
-    )
-    parser.add_argument(
-        "--yes", action="store_true", help="restore the backup without asking if a failure needs it"
-    )
-    parser.add_argument(
-        "--allow-active-sessions",
-        action="store_true",
-        help="run although fluxolab_devmode sessions are connected",
-    )
-    _add_lock_timeout(parser)
-    _add_run_options(parser)
-    parser.set_defaults(handler=cmd_playbook)
-
-
-def _add_rehearse(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "rehearse",
-        help="the playbook on a disposable copy of --source (read only): how 005→008 would go there",
-        description="Dump --source read-only, restore it into a disposable PostgreSQL, run the playbook there.",
-    )
-    parser.add_argument(
-        "--source", required=True, metavar="URL", help="the database to copy (only ever read)"
-    )
-    _add_server_choice(parser, "the source's major when installed here")
-    parser.add_argument(
-        "--baseline",
-        metavar="Y",
-        help="the source was migrated to Y by another runner (no ledger): adopt the copy first (see baseline)",
-    )
-    _add_run_options(parser)
-    parser.set_defaults(handler=cmd_rehearse)
-
-
-def _add_restore(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "restore",
-        help="restore a playbook backup into the database it was taken from, and verify it",
-        description="Restore --backup (taken by 'migration-gate playbook') into --database, only if it is the database it came from.",
-    )
-    _add_database(parser)
-    parser.add_argument(
-        "--backup",
-        required=True,
-        type=Path,
-        metavar="FILE",
-        help="the backup file (its .meta.json beside it)",
-    )
-    parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    parser.set_defaults(handler=cmd_restore)
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
-    from migration_gate.data import bench
-    from migration_gate.data.window import DEFAULT_WINDOW_SCALES
+    from migration_gate.bench import run as bench
 
     plan = load_plan(args.migrations_dir)
-    scales = args.scales or list(bench.DEFAULT_SCALES)
+    scales = args.scales
     _say(f"benchmark of {args.migrations_dir} at {', '.join(f'{s:,}' for s in scales)} activities")
-    window_scales = [] if args.no_window else (args.window_scales or list(DEFAULT_WINDOW_SCALES))
+    window_scales = [] if args.no_window else args.window_scales
     result = bench.bench(
         plan,
         scales,
@@ -517,155 +271,182 @@ def cmd_bench(args: argparse.Namespace) -> int:
         _say(line)
     for verdict, met in result.verdicts():
         _say(f"{'met    ' if met else 'MISSED '} {verdict}")
-    if args.json:
-        bench.write_json(result, args.json)
-        _say(f"wrote {args.json}")
+    if args.json_file:
+        bench.write_json(result, args.json_file)
+        _say(f"wrote {args.json_file}")
     return EXIT_OK
 
 
-def _scales(text: str) -> list[int]:
-    parts = [part.strip().replace("_", "") for part in text.split(",")]
-    if not parts or not all(part.isdigit() and int(part) > 0 for part in parts):
-        raise argparse.ArgumentTypeError(f"not a comma-separated list of positive integers: {text!r}")
-    return [int(part) for part in parts]
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: what it does, the settings it takes (and requires), and its handler."""
+
+    name: str
+    help: str
+    description: str
+    handler: Callable[[argparse.Namespace], int]
+    options: tuple[str, ...] = ()
+    required: tuple[str, ...] = ()
+    secret: str | None = None  # the setting holding a URL whose password must never be printed
 
 
-def _add_bench(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "bench",
-        help="time 005→008 against bulk-loading the legacy volume, and the gate against its floor",
-        description="For each scale (activities; users and the rest in proportion) on a disposable server: "
-        "load_s (COPY of the generated legacy volume), migrate_s (005→008) and each migration's time and "
-        "longest ACCESS EXCLUSIVE lock on a pre-existing table; then the gate against pg_ctl + psql.",
-    )
-    parser.add_argument(
-        "--scales",
-        type=_scales,
-        metavar="N,N,...",
-        help="numbers of activities (default 10000,100000,1000000)",
-    )
-    parser.add_argument(
-        "--window-scales",
-        type=_scales,
-        metavar="N,N,...",
-        help="activities at which the whole playbook is timed against the runbook by hand "
-        "(default 100000,500000,1000000)",
-    )
-    parser.add_argument("--no-window", action="store_true", help="leave the window section out")
-    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
-    parser.add_argument("--seed", type=_non_negative_int, default=0, metavar="S")
-    parser.add_argument(
-        "--gate-runs",
-        type=_non_negative_int,
-        default=3,
-        metavar="N",
-        help="runs of the gate and its floor, median reported (0 skips them; default 3)",
-    )
-    parser.add_argument(
-        "--repeats",
-        type=_positive_int,
-        default=1,
-        metavar="N",
-        help="runs per scale on a fresh database each, medians reported (default 1)",
-    )
-    parser.add_argument("--migrations-dir", type=Path, default=Path(DEFAULT_MIGRATIONS_DIR), metavar="DIR")
-    _add_server_choice(parser, "the first found")
-    parser.set_defaults(handler=cmd_bench)
+SERVER_CHOICE = ("pg_ctl", "pg_version")
+RUN_OPTIONS = (
+    "report_dir",
+    "migrations_dir",
+    "checks_dir",
+    "smoke_dir",
+    "no_smoke",
+    "allowed_grantee",
+    "exempt",
+)
 
-
-def cmd_baseline(args: argparse.Namespace) -> int:
-    from migration_gate.operations import baseline
-
-    plan = load_plan(args.migrations_dir)
-    adopted = baseline.baseline(
-        args.database, plan, args.to, pg_ctl=args.pg_ctl, pg_version=args.pg_version, progress=_say
-    )
-    _say(f"recorded {len(adopted)} migration(s) as applied; run 'migration-gate migrate' for the rest")
-    return EXIT_OK
-
-
-def _add_baseline(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "baseline",
-        help="adopt a database migrated by another runner: record 001→Y in the ledger without running them",
-        description=(
-            "Record 001→Y as applied in --database's ledger, once a disposable build of 001→Y shows its catalog "
-            "(schemas, tables, columns, constraints, indexes) is exactly the database's. Nothing runs, and "
-            "any difference refuses the baseline with exit 2."
-        ),
-    )
-    _add_database(parser)
-    parser.add_argument("--to", required=True, metavar="Y", help="the last migration already applied: 004")
-    parser.add_argument("--migrations-dir", type=Path, default=Path(DEFAULT_MIGRATIONS_DIR), metavar="DIR")
-    _add_server_choice(parser, "the database's major when installed here")
-    parser.set_defaults(handler=cmd_baseline)
-
-
-def cmd_checks(args: argparse.Namespace) -> int:
-    import json
-
-    from migration_gate.checks import catalog
-
-    entries = catalog.load(args.checks_dir)
-    if args.json:
-        print(json.dumps([entry.as_json() for entry in entries], indent=2))
-    elif args.markdown:
-        print(catalog.markdown(entries), end="")
-    else:
-        width = max(len(entry.name) for entry in entries)
-        for entry in entries:
-            _say(f"{entry.name:<{width}}  {entry.from_version:03d}  {entry.kind:<12}  {entry.fails_when}")
-    return EXIT_OK
-
-
-def _add_checks(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
+COMMANDS = (
+    Command(
         "checks",
-        help="list the catalog of checks: name, the migration it holds from, kind, what fails it",
-        description="The one catalog the pytest gate, the playbook and the fault tests all run: "
+        "list the catalog of checks: name, the migration it holds from, kind, what fails it",
+        "The one catalog the pytest gate, the playbook and the fault tests all run: "
         "the SQL invariants of --checks-dir and the built-in checks.",
-    )
-    parser.add_argument(
-        "--checks-dir",
-        type=Path,
-        default=Path(settings.default("checks_dir")),
-        metavar="DIR",
-        help="the SQL invariants (default checks/)",
-    )
-    output = parser.add_mutually_exclusive_group()
-    output.add_argument("--json", action="store_true", help="a JSON list of {name, from, kind, fails_when}")
-    output.add_argument("--markdown", action="store_true", help="the table the README shows")
-    parser.set_defaults(handler=cmd_checks)
-
-
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_checks,
-    _add_servers,
-    _add_migrate,
-    _add_baseline,
-    _add_serve_api,
-    _add_generate,
-    _add_playbook,
-    _add_rehearse,
-    _add_restore,
-    _add_bench,
-]
+        cmd_checks,
+        ("checks_dir", "json", "markdown"),
+    ),
+    Command(
+        "servers",
+        "the PostgreSQL installations found for the disposable server, the default first",
+        "Each PostgreSQL installation found (--pg-ctl's environment variable, PATH, "
+        "/usr/lib/postgresql/*/bin, PyPI's), the one used by default first; --pg-version N picks the first of N.",
+        cmd_servers,
+        ("majors",),
+    ),
+    Command(
+        "migrate",
+        "apply pending migrations, one transaction per file, recorded in the ledger",
+        "Apply the pending migrations between --from and --to (inclusive) to --database.",
+        cmd_migrate,
+        (
+            "database",
+            "from_version",
+            "to_version",
+            "migrations_dir",
+            "statement_timings",
+            "lock_timeout",
+            "statement_timeout",
+        ),
+        ("database",),
+        "database",
+    ),
+    Command(
+        "baseline",
+        "adopt a database migrated by another runner: record 001→Y in the ledger without running them",
+        "Record 001→Y as applied in --database's ledger, once a disposable build of 001→Y shows its catalog "
+        "(schemas, tables, columns, constraints, indexes) is exactly the database's. Nothing runs, and "
+        "any difference refuses the baseline with exit 2.",
+        cmd_baseline,
+        ("database", "to_version", "migrations_dir", *SERVER_CHOICE),
+        ("database", "to_version"),
+        "database",
+    ),
+    Command(
+        "serve-api",
+        "serve the reference API of smoke/openapi.yaml against a migrated database",
+        "Serve the API the smoke tests speak, acting on --database as fluxolab_devmode.",
+        cmd_serve_api,
+        ("database", "host", "port", "delivery_attempts", "retry_backoff"),
+        ("database",),
+        "database",
+    ),
+    Command(
+        "generate",
+        "fill an empty database at 004 with a realistic, deterministic legacy volume (COPY)",
+        "Load legacy rows with every dirty case of docs/contract.md §1 into --database, migrated to 004 "
+        "and empty; other tables grow in proportion to --users and --activities.",
+        cmd_generate,
+        ("database", "users", "activities", "seed"),
+        ("database", "users", "activities"),
+        "database",
+    ),
+    Command(
+        "playbook",
+        "the staging runbook: preflight, backup, migrate and validate in one transaction, smoke, record",
+        "Back up --database, apply the pending migrations and check the invariants after 006, after 007 "
+        "and at the end, all in one transaction (any failure rolls back, verified), smoke-test, and write "
+        "the change record. Exit 0 migrated and validated; 1 stopped (database as before, or restored); "
+        "2 usage, connection or preflight problem, nothing touched.",
+        cmd_playbook,
+        ("database", "backup", "yes", "allow_active_sessions", "lock_timeout", *RUN_OPTIONS),
+        ("database", "backup", "report_dir"),
+        "database",
+    ),
+    Command(
+        "rehearse",
+        "the playbook on a disposable copy of --source (read only): how 005→008 would go there",
+        "Dump --source read-only, restore it into a disposable PostgreSQL, run the playbook there.",
+        cmd_rehearse,
+        ("source", *SERVER_CHOICE, "baseline", *RUN_OPTIONS),
+        ("source", "report_dir"),
+        "source",
+    ),
+    Command(
+        "restore",
+        "restore a playbook backup into the database it was taken from, and verify it",
+        "Restore --backup (taken by 'migration-gate playbook') into --database, only if it is the database "
+        "it came from.",
+        cmd_restore,
+        ("database", "backup", "yes"),
+        ("database", "backup"),
+        "database",
+    ),
+    Command(
+        "bench",
+        "time 005→008 against bulk-loading the legacy volume, and the gate against its floor",
+        "For each scale (activities; users and the rest in proportion) on a disposable server: "
+        "load_s (COPY of the generated legacy volume), migrate_s (005→008) and each migration's time and "
+        "longest ACCESS EXCLUSIVE lock on a pre-existing table; then the gate against pg_ctl + psql; "
+        "then the whole window against the runbook by hand.",
+        cmd_bench,
+        (
+            "scales",
+            "window_scales",
+            "no_window",
+            "json_file",
+            "seed",
+            "gate_runs",
+            "repeats",
+            "migrations_dir",
+            *SERVER_CHOICE,
+        ),
+    ),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="migration-gate", description="Gate FluxoLab's PostgreSQL migrations 001→008.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
-    for add in COMMANDS:
-        add(commands)
+    for command in COMMANDS:
+        sub = commands.add_parser(command.name, help=command.help, description=command.description)
+        settings.add_arguments(sub, command.name, command.options, command.required)
+        sub.set_defaults(handler=command.handler, spec=command)
     return parser
+
+
+def resolve(args: argparse.Namespace, command: Command) -> argparse.Namespace:
+    """Each of the command's settings: the flag, else its environment variable, else the project's, else the default."""
+    ini, _ = settings.project_options(Path.cwd())
+    for name in command.options:
+        value = settings.resolve(
+            settings.setting(name), getattr(args, name, None), os.environ, ini, command.name
+        )
+        setattr(args, name, value)
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     interrupt_on_signals()
-    secret_url = getattr(args, "database", None) or getattr(args, "source", None)
+    command: Command = args.spec
+    secret_url = getattr(args, command.secret, None) if command.secret else None
     try:
-        return int(args.handler(args))
+        return int(args.handler(resolve(args, command)))
     except GateError as exc:
         sys.stderr.write(f"migration-gate: {dsn.scrub(str(exc), secret_url)}\n")
         return exc.exit_code

@@ -20,11 +20,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from migration_gate.checks import catalog, explain, grantees, invariants, ledger_check, privileges, structure
+from migration_gate.checks import catalog, explain, invariants, ledger_check, privileges, structure
 from migration_gate.checks.catalog import CheckContext, CheckSkipped
 from migration_gate.checks.failures import CheckFailed
 from migration_gate.checks.profile_audit import profile_audit
 from migration_gate.core import dsn, installations, runner
+from migration_gate.core.allowed_grantees import parse_allowed_grantees
 from migration_gate.core.contract import PUBLIC_TABLES
 from migration_gate.core.plan import load_plan
 from migration_gate.core.server import DisposableServer
@@ -846,7 +847,7 @@ GRANTEE_FAULTS = [fault for fault in FAULTS if fault.allowed_by is not None]
 
 def _declaring(ctx: CheckContext, *declarations: str) -> CheckContext:
     """The same connection, with roles declared as --allowed-grantee declares them."""
-    return dataclasses.replace(ctx, allowed_grantees=grantees.parse_allowed_grantees(declarations))
+    return dataclasses.replace(ctx, allowed_grantees=parse_allowed_grantees(declarations))
 
 
 @pytest.mark.parametrize(

@@ -22,8 +22,9 @@ import pytest
 
 from migration_gate.checks import catalog
 from migration_gate.core import dsn
+from migration_gate.core.identity import identify
 from migration_gate.core.plan import split
-from migration_gate.operations import backup, fingerprint
+from migration_gate.operations import backup, backup_metadata, client_tools, fingerprint
 from migration_gate.plugin.databases import CheckpointDatabases
 from tests.conftest import REPO, Run
 from tests.databases import CONNECTION_PROBLEMS, PasswordRole, full_dump, password_role
@@ -525,12 +526,14 @@ def test_a_backup_is_only_ever_restored_into_the_database_it_was_taken_from(
 def _playbook_backup(gate: CheckpointDatabases, url: str, directory: Path) -> Path:
     """A backup with its record, as the playbook takes it (without running the playbook)."""
     with dsn.connect(url) as conn:
-        identity = backup.identify(conn)
-    tools = backup.find_tools(identity.server_major, [Path(gate.server.binary("pg_dump")).parent])
+        identity = identify(conn)
+    tools = client_tools.find_tools(identity.server_major, [Path(gate.server.binary("pg_dump")).parent])
     path = directory / "taken.backup"
     backup.dump(url, path, tools)
     taken = fingerprint.take(url, tools)
-    backup.write_metadata(path, backup.BackupMetadata(identity, taken.to_json(), tools.version))
+    backup_metadata.write_metadata(
+        path, backup_metadata.BackupMetadata(identity, taken.to_json(), tools.version)
+    )
     return path
 
 

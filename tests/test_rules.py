@@ -18,7 +18,9 @@ from migration_gate.checks import catalog, invariants, rules
 from migration_gate.checks.catalog import Check, CheckContext, CheckSkipped
 from migration_gate.checks.failures import CheckFailed
 from migration_gate.checks.rules import security_definer_functions
+from migration_gate.core import contract, settings
 from migration_gate.core.errors import UsageError
+from migration_gate.core.exemptions import parse_exemption
 from tests.conftest import REPO
 
 CATALOG = catalog.load(REPO / "checks")
@@ -307,7 +309,7 @@ def test_an_exempted_table_is_skipped_with_its_reason_never_passed(context: Chec
     context.conn.execute(
         "CREATE TABLE public.audit_log (id bigint PRIMARY KEY, workspace_id bigint NOT NULL REFERENCES workspaces)"
     )
-    exempt = rules.parse_exemption("tenant_workspace_index[audit_log]: append-only, read by id")
+    exempt = parse_exemption("tenant_workspace_index[audit_log]: append-only, read by id")
     with_exemption = dataclasses.replace(context, exemptions=(exempt,))
     check = expanded(context)["tenant_workspace_index[audit_log]"]
     with pytest.raises(CheckSkipped) as skipped:
@@ -331,24 +333,34 @@ def test_an_exempted_table_is_skipped_with_its_reason_never_passed(context: Chec
 )
 def test_an_exemption_that_does_not_parse_is_one_line(text: str, message: str) -> None:
     with pytest.raises(UsageError) as refused:
-        rules.parse_exemption(text)
+        parse_exemption(text)
     assert message in str(refused.value) and "\n" not in str(refused.value)
 
 
 def test_an_exemption_is_parsed_once_and_a_pair_declared_twice_is_refused() -> None:
-    exemption = rules.parse_exemption(" tenant_workspace_index[public.audit_log] : append-only: read by id ")
+    exemption = parse_exemption(" tenant_workspace_index[public.audit_log] : append-only: read by id ")
     assert (exemption.rule, exemption.table, exemption.reason) == (
         "tenant_workspace_index",
         "audit_log",
         "append-only: read by id",
     )
-    assert rules.parse_exemptions([str(exemption), ""]) == (exemption,)
+    assert parse_exemption(str(exemption)) == exemption
+    catalog.check_exemptions(CATALOG, [exemption])
     with pytest.raises(UsageError, match="declared twice"):
-        rules.parse_exemptions([str(exemption), "tenant_workspace_index[audit_log]: again"])
+        catalog.check_exemptions(
+            CATALOG, [exemption, parse_exemption("tenant_workspace_index[audit_log]: again")]
+        )
+
+
+def test_the_rules_go_by_the_contracts_fixed_names() -> None:
+    assert tuple(rule.name for rule in rules.TABLE_RULES) == contract.TABLE_RULES
+    assert (
+        security_definer_functions.NAME == contract.SECURITY_DEFINER_FUNCTIONS == "security_definer_functions"
+    )
 
 
 def test_a_named_check_cannot_be_exempted_through_its_rule() -> None:
-    exemption = rules.parse_exemption("tenant_workspace_index[credentials]: too big")
+    exemption = parse_exemption("tenant_workspace_index[credentials]: too big")
     with pytest.raises(UsageError, match=r"index_definition\[idx_credentials_workspace\] judges credentials"):
         catalog.check_exemptions(CATALOG, [exemption])
 
@@ -406,3 +418,22 @@ def test_an_ordinary_function_a_careful_definer_and_a_private_schema_pass(
     if name == "security_definer_functions":  # it did judge the careful one, and only that one
         judged = security_definer_functions.check(context.conn)
         assert [function.signature for function in judged] == ["public.touch_credential(target bigint)"]
+
+
+def test_an_exemption_is_a_setting_read_from_the_projects_ini_options_too() -> None:
+    declared = settings.setting("exempt")
+    ini = {
+        "exempt": "tenant_workspace_index[audit_log]: append-only\n\ntenant_foreign_key[imports]: staging only\n"
+    }
+    found = settings.resolve(declared, None, {}, ini)
+    assert [str(exemption) for exemption in found] == [
+        "tenant_workspace_index[audit_log]: append-only",
+        "tenant_foreign_key[imports]: staging only",
+    ]
+    flags = settings.resolve(declared, ["tenant_member_workspace[notes]: invitations"], {}, ini)
+    assert [exemption.pair for exemption in flags] == [
+        "tenant_member_workspace[notes]"
+    ]  # the flags replace them
+    with pytest.raises(UsageError) as refused:
+        declared.parse("tenant_nothing[x]: y")
+    assert str(refused.value).startswith("--exempt 'tenant_nothing[x]: y': unknown rule 'tenant_nothing'")

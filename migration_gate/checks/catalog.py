@@ -26,8 +26,10 @@ import psycopg
 from migration_gate.checks import explain, grantees, invariants, ledger_check, privileges, rules, structure
 from migration_gate.checks.rules import security_definer_functions
 from migration_gate.checks.rules.tenancy import WORKSPACE, TableRule, TenantTable, tenant_tables
+from migration_gate.core.allowed_grantees import AllowedGrantee
 from migration_gate.core.contract import LEGACY_TABLES, PUBLIC_TABLES
 from migration_gate.core.errors import UsageError
+from migration_gate.core.exemptions import Exemption
 from migration_gate.core.plan import Migration
 
 # Where an entry runs, among the checkpoints whose last migration is at least its ``from``:
@@ -78,11 +80,11 @@ class CheckContext:
     # The generated volume is sized for plans to mean something; any other data may be too small.
     realistic_volume: bool = False
     # Roles the operator declares may hold privileges (--allowed-grantee), for the privilege review.
-    allowed_grantees: tuple[grantees.AllowedGrantee, ...] = ()
+    allowed_grantees: tuple[AllowedGrantee, ...] = ()
     # Tables the operator exempts from a rule, with the reason (--exempt).
-    exemptions: tuple[rules.Exemption, ...] = ()
+    exemptions: tuple[Exemption, ...] = ()
 
-    def exemption(self, rule: str, table: str) -> rules.Exemption | None:
+    def exemption(self, rule: str, table: str) -> Exemption | None:
         return next((e for e in self.exemptions if (e.rule, e.table) == (rule, table)), None)
 
     def snapshot(self) -> LegacySnapshot:
@@ -491,8 +493,12 @@ def expand(entries: Iterable[Check], conn: psycopg.Connection, holds_from: int) 
     return expanded
 
 
-def check_exemptions(catalog: Iterable[Check], exemptions: Iterable[rules.Exemption]) -> None:
-    """Refuse (UsageError) an exemption from a rule for a table a named check judges in its stead."""
+def check_exemptions(catalog: Iterable[Check], exemptions: Iterable[Exemption]) -> None:
+    """Refuse (UsageError) a pair declared twice, and an exemption for a table a named check judges."""
+    exemptions = list(exemptions)
+    pairs = [exemption.pair for exemption in exemptions]
+    for pair in sorted({pair for pair in pairs if pairs.count(pair) > 1}):
+        raise UsageError(f"--exempt {pair} is declared twice: one reason per exemption")
     for entry in catalog:
         for exemption in exemptions:
             if (exemption.rule, exemption.table) in entry.covers:

@@ -27,7 +27,7 @@ from mirakuru.exceptions import AlreadyRunning, ProcessExitedWithError
 from psycopg import sql
 from pytest_postgresql.executors import PostgreSQLExecutor
 
-from migration_gate.core import dsn
+from migration_gate.core import dsn, settings
 from migration_gate.core.errors import UsageError
 from migration_gate.core.installations import Installation, find_installation, runnable_installation
 
@@ -38,7 +38,7 @@ SERVER_SETTINGS = (
     "-c max_connections=100 -c shared_buffers=256MB -c maintenance_work_mem=256MB -c work_mem=32MB "
     "-c max_wal_size=4GB -c checkpoint_timeout=30min"
 )
-OS_USER_ENV = "MIGRATION_GATE_PG_OS_USER"
+OS_USER_ENV = settings.env("pg_os_user")
 # A random port can be taken between its choice and the server's bind (another gate on the
 # same machine, another xdist worker): a new one is chosen this many times.
 PORT_ATTEMPTS = 5

@@ -29,9 +29,11 @@ import psycopg
 
 from migration_gate.core import dsn, ledger, runner
 from migration_gate.core.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, GateError, UsageError
+from migration_gate.core.identity import identify
 from migration_gate.core.locks import LockWatch
 from migration_gate.core.signals import cancelling, deferred_interrupts
-from migration_gate.operations import backup, fingerprint
+from migration_gate.operations import backup, backup_metadata, client_tools, fingerprint
+from migration_gate.operations import restore as restoring
 from migration_gate.operations.preflight import PlaybookOptions, Preflight, preflight
 from migration_gate.operations.report import ChangeRecord, CheckRecord, StepRecord, now
 from migration_gate.operations.smoke_step import SmokeResult
@@ -145,10 +147,10 @@ class Run:
                     url, options.backup_path, self.pre.tools, self.progress
                 )
                 record.fingerprint = {"before": self.before.summary()}
-                metadata = backup.BackupMetadata(
+                metadata = backup_metadata.BackupMetadata(
                     self.pre.identity, self.before.to_json(), self.pre.tools.version
                 )
-                meta_path = backup.write_metadata(options.backup_path, metadata)
+                meta_path = backup_metadata.write_metadata(options.backup_path, metadata)
                 record.backup = {
                     "path": str(options.backup_path.absolute()),
                     "state": "written",
@@ -417,7 +419,7 @@ def _nothing() -> Iterator[None]:
 
 
 def backup_and_fingerprint(
-    url: str, path: Path, tools: backup.ClientTools, progress: Progress
+    url: str, path: Path, tools: client_tools.ClientTools, progress: Progress
 ) -> tuple[int, fingerprint.Fingerprint]:
     """The backup and the fingerprint that proves it, read from one exported snapshot, side by side.
 
@@ -447,7 +449,7 @@ def backup_and_fingerprint(
 def restore_from_backup(
     url: str,
     path: Path,
-    tools: backup.ClientTools | None = None,
+    tools: client_tools.ClientTools | None = None,
     progress: Progress = lambda line: None,
     confirm: Confirm = lambda question: True,
 ) -> list[str]:
@@ -456,15 +458,15 @@ def restore_from_backup(
     Refuses (UsageError, nothing touched) an unreadable archive, a backup without its
     record, any database but the one the backup was taken from, or no confirmation.
     """
-    metadata = backup.read_metadata(path)
+    metadata = backup_metadata.read_metadata(path)
     with dsn.connect(url) as conn:
-        target = backup.identify(conn)
-    tools = tools or backup.find_tools(target.server_major)
+        target = identify(conn)
+    tools = tools or client_tools.find_tools(target.server_major)
     backup.check_archive(path, tools)
-    backup.verify_target(metadata, target, path)
+    backup_metadata.verify_target(metadata, target, path)
     if not confirm(f"restore {target.database} from {path}, dropping what it holds now?"):
         raise UsageError(f"restore of {target.database} not confirmed (pass --yes): nothing was changed")
-    backup.restore(url, path, tools, progress)
+    restoring.restore(url, path, tools, progress)
     before = fingerprint.Fingerprint.from_json(metadata.fingerprint)
     after = fingerprint.take(url, tools, progress, digest=before.digest)
     return fingerprint.differences(before, after)

@@ -20,13 +20,14 @@ import psycopg
 
 from migration_gate.checks import catalog
 from migration_gate.checks.catalog import Check
-from migration_gate.checks.grantees import AllowedGrantee
-from migration_gate.checks.rules import Exemption
 from migration_gate.core import dsn, ledger, runner, settings
+from migration_gate.core.allowed_grantees import AllowedGrantee
 from migration_gate.core.contract import APP_ROLE
 from migration_gate.core.errors import UsageError
+from migration_gate.core.exemptions import Exemption
+from migration_gate.core.identity import DatabaseIdentity, identify
 from migration_gate.core.plan import Migration, load_plan, touched_tables
-from migration_gate.operations import backup
+from migration_gate.operations import backup_metadata, client_tools
 from migration_gate.operations.smoke_step import SmokeStep
 
 Progress = Callable[[str], None]
@@ -89,8 +90,8 @@ class PlaybookOptions:
 
 @dataclass
 class Preflight:
-    identity: backup.DatabaseIdentity
-    tools: backup.ClientTools
+    identity: DatabaseIdentity
+    tools: client_tools.ClientTools
     plan: list[Migration]
     pending: list[Migration]
     checks: list[Check]
@@ -109,7 +110,7 @@ def _probe_writable(directory: Path, what: str) -> None:
 
 def check_backup_path(path: Path) -> None:
     """The backup goes to a new file in a writable directory: an existing backup is never overwritten."""
-    for existing in (path, backup.metadata_path(path)):
+    for existing in (path, backup_metadata.metadata_path(path)):
         if existing.exists():
             raise UsageError(
                 f"--backup {path}: {existing} already exists; a backup is never overwritten, choose a new path"
@@ -179,7 +180,7 @@ def preflight(options: PlaybookOptions, progress: Progress) -> Preflight:
     check_backup_path(options.backup_path)
     check_report_dir(options.report_dir)
     with dsn.connect(options.database_url) as conn:
-        identity = backup.identify(conn)
+        identity = identify(conn)
         progress(f"target: {identity.describe()}")
         applied = ledger.read(conn)
         if not applied:
@@ -199,7 +200,7 @@ def preflight(options: PlaybookOptions, progress: Progress) -> Preflight:
         earlier = unfinished(conn)
         others_row = conn.execute(_OTHER_SESSIONS).fetchone()
         size_row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
-    tools = backup.find_tools(identity.server_major, options.prefer_bindirs)
+    tools = client_tools.find_tools(identity.server_major, options.prefer_bindirs)
     warnings = []
     if sessions:
         listed = "; ".join(sessions[:5]) + (f"; and {len(sessions) - 5} more" if len(sessions) > 5 else "")

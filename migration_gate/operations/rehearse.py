@@ -25,14 +25,15 @@ import psycopg
 from psycopg import sql
 
 from migration_gate.checks import catalog
-from migration_gate.checks.grantees import AllowedGrantee
-from migration_gate.checks.rules import Exemption
 from migration_gate.core import dsn, settings
+from migration_gate.core.allowed_grantees import AllowedGrantee
 from migration_gate.core.errors import UsageError
+from migration_gate.core.exemptions import Exemption
+from migration_gate.core.identity import DatabaseIdentity, identify
 from migration_gate.core.installations import installation_for
 from migration_gate.core.plan import load_plan
 from migration_gate.core.server import SUPERUSER, DisposableServer
-from migration_gate.operations import backup, baseline, playbook, preflight
+from migration_gate.operations import backup, baseline, client_tools, playbook, preflight
 from migration_gate.operations.report import ChangeRecord
 
 Progress = playbook.Progress
@@ -59,10 +60,10 @@ class RehearsalOptions:
     exemptions: tuple[Exemption, ...] = ()  # --exempt: a tenant table exempted from a rule, and why
 
 
-def _source_identity(url: str) -> tuple[backup.DatabaseIdentity, str]:
+def _source_identity(url: str) -> tuple[DatabaseIdentity, str]:
     """Who the source is, and who owns its database; read-only, like every session on it."""
     with dsn.connect(url, options=dsn.read_only_options("60s")) as conn:
-        identity = backup.identify(conn)
+        identity = identify(conn)
         row = conn.execute(
             "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()"
         ).fetchone()
@@ -74,9 +75,11 @@ def _tool_error(done: subprocess.CompletedProcess[str], url: str, what: str) -> 
     return UsageError(f"{what}: {dsn.scrub(lines[-1] if lines else f'exit code {done.returncode}', url)}")
 
 
-def copy_roles(source_url: str, source_db: str, tools: backup.ClientTools, server: DisposableServer) -> int:
+def copy_roles(
+    source_url: str, source_db: str, tools: client_tools.ClientTools, server: DisposableServer
+) -> int:
     """The source cluster's roles into the disposable one (no passwords); how many statements ran."""
-    conninfo, env = backup.tool_connection(source_url, read_only=True)
+    conninfo, env = client_tools.tool_connection(source_url, read_only=True)
     done = subprocess.run(
         [str(Path(tools.pg_dump).with_name("pg_dumpall")), "--roles-only", "--no-role-passwords",
          f"--dbname={conninfo}", "-l", source_db],
@@ -105,7 +108,7 @@ def restore_copy(
     source_dump: Path,
     name: str,
     owner: str,
-    tools: backup.ClientTools,
+    tools: client_tools.ClientTools,
     server: DisposableServer,
     progress: Progress,
 ) -> str:
@@ -118,7 +121,7 @@ def restore_copy(
             )
         )
     url = server.url(name)
-    conninfo, env = backup.tool_connection(url)
+    conninfo, env = client_tools.tool_connection(url)
     started = time.perf_counter()
     progress(f"restoring the source's dump into the disposable database {name} …")
     done = subprocess.run(
@@ -178,13 +181,13 @@ def rehearse(options: RehearsalOptions, progress: Progress = lambda line: None) 
     ):
         # The tools of the copy's installation: at least as new as the source, the copy's own.
         bindir = installation.bindir
-        tools = backup.find_tools(installation.major, [bindir])
+        tools = client_tools.find_tools(installation.major, [bindir])
         source_dump = Path(tmp) / "source.backup"
         started = time.perf_counter()
         progress("dumping the source (read-only) …")
         try:
             size = backup.dump(options.source_url, source_dump, tools, progress, read_only=True)
-        except backup.BackupFailed as exc:
+        except client_tools.ClientToolFailed as exc:
             raise UsageError(f"cannot dump the source: {exc}") from None
         dump_seconds = time.perf_counter() - started
         roles = copy_roles(options.source_url, identity.database, tools, server)

@@ -27,10 +27,10 @@ from psycopg import sql
 from migration_gate.checks import catalog, explain, profile_audit, role_report
 from migration_gate.checks.catalog import Check, CheckContext, CheckSkipped, LegacySnapshot
 from migration_gate.checks.failures import CheckFailed
-from migration_gate.checks.grantees import AllowedGrantee
-from migration_gate.checks.rules import Exemption
 from migration_gate.core import ledger, runner, schema
+from migration_gate.core.allowed_grantees import AllowedGrantee
 from migration_gate.core.errors import MigrationFailed
+from migration_gate.core.exemptions import Exemption
 from migration_gate.core.locks import LOCK_RETRY, LockWatch
 from migration_gate.core.plan import Checkpoint, Migration, checkpoint_name, checkpoints
 from migration_gate.core.signals import Cancellation

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from migration_gate.checks.rules import Exemption
+from migration_gate.core.exemptions import Exemption
 from migration_gate.core.runner import AppliedMigration
 from migration_gate.core.schema import Change
 from migration_gate.operations.report import changes_markdown, exemptions_markdown, judged_new_tables

@@ -25,10 +25,12 @@ from dataclasses import dataclass
 import psycopg
 
 from migration_gate.checks.failures import CheckFailed
-from migration_gate.checks.grantees import PUBLIC, AllowedGrantee, Grant, allowed
+from migration_gate.checks.grantees import Grant, allowed
+from migration_gate.core.allowed_grantees import PUBLIC, AllowedGrantee
+from migration_gate.core.contract import SECURITY_DEFINER_FUNCTIONS
 from migration_gate.core.schema import GATE_SCHEMA, OWN_SCHEMAS
 
-NAME = "security_definer_functions"
+NAME = SECURITY_DEFINER_FUNCTIONS
 SAFE_SEARCH_PATH = "pg_catalog, public"
 
 SECURITY_DEFINERS_SQL = f"""

@@ -22,8 +22,8 @@ from psycopg import sql
 
 from migration_gate.checks.failures import CheckFailed, sample_section
 from migration_gate.checks.invariants import count_and_sample
+from migration_gate.core.contract import TENANT_SCHEMA
 
-TENANT_SCHEMA = "public"
 MEMBERSHIP_TABLES = ("workspaces", "workspace_members")
 WORKSPACE = "workspace_id"
 USER = "user_id"
