@@ -497,8 +497,9 @@ def check_exemptions(catalog: Iterable[Check], exemptions: Iterable[Exemption]) 
     """Refuse (UsageError) a pair declared twice, and an exemption for a table a named check judges."""
     exemptions = list(exemptions)
     pairs = [exemption.pair for exemption in exemptions]
-    for pair in sorted({pair for pair in pairs if pairs.count(pair) > 1}):
-        raise UsageError(f"--exempt {pair} is declared twice: one reason per exemption")
+    twice = sorted({pair for pair in pairs if pairs.count(pair) > 1})
+    if twice:
+        raise UsageError(f"--exempt {twice[0]} is declared twice: one reason per exemption")
     for entry in catalog:
         for exemption in exemptions:
             if (exemption.rule, exemption.table) in entry.covers:
