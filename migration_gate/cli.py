@@ -238,6 +238,7 @@ def cmd_playbook(args: argparse.Namespace) -> int:
         before_window=args.before_window,
         after_window=args.after_window,
         callback_timeout=args.callback_timeout,
+        exemptions=tuple(args.exempt),
     )
     record = playbook.run(options, _scrubbed_say(args.database), _confirmer(args.yes))
     return _conclude(record, args.database)
@@ -258,6 +259,7 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
         allowed_grantees=tuple(args.allowed_grantee),
         corrections_dir=args.corrections_dir,
         accept_drift=args.accept_drift,
+        exemptions=tuple(args.exempt),
     )
     record = rehearse.rehearse(options, _scrubbed_say(args.source))
     return _conclude(record, args.source)
@@ -336,6 +338,7 @@ RUN_OPTIONS = (
     "allowed_grantee",
     "corrections_dir",
     "accept_drift",
+    "exempt",
 )
 
 COMMANDS = (

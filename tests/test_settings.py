@@ -29,7 +29,7 @@ def test_every_flag_of_every_command_is_a_declared_setting() -> None:
 
 
 def test_every_setting_is_an_option_somewhere() -> None:
-    used = {option for command in cli.COMMANDS for option in command.options}
+    used = {option for command in cli.COMMANDS for option in (*command.options, *command.positional)}
     used |= {declared.name for declared in settings.pytest_settings()}
     unused = [
         declared.name

@@ -290,5 +290,8 @@ def test_a_bad_callback_timeout_is_one_line_and_exit_2(staging: str, tmp_path: P
         "--report-dir", str(tmp_path / "record"), "--callback-timeout", "soon",
     )  # fmt: skip
     assert run.returncode == 2
-    assert len(run.stderr.strip().splitlines()) == 1 and "'soon': expected a number of seconds above 0" in run.stderr
+    assert (
+        len(run.stderr.strip().splitlines()) == 1
+        and "'soon': expected a number of seconds above 0" in run.stderr
+    )
     assert not (tmp_path / "record").exists() and not (tmp_path / "staging.backup").exists()

@@ -95,7 +95,7 @@ class ApplyHook(Protocol):
     """
 
     def before(self, conn: psycopg.Connection, migration: Migration) -> None:
-        """In the migration's transaction, before its first statement."""
+        """In the migration's transaction, before its first statement (its time is the hooks')."""
 
     def after_statement(
         self, conn: psycopg.Connection, timing: StatementTiming, started: float, hooks_so_far: float
@@ -119,11 +119,12 @@ def apply(
     ledger row stand or fall together.
     """
     started = time.perf_counter()
-    hooks_seconds = 0.0
     timings: list[StatementTiming] = []
     with conn.transaction():
+        hooks_started = time.perf_counter()
         for hook in hooks:
             hook.before(conn, migration)
+        hooks_seconds = time.perf_counter() - hooks_started
         for statement in statements if statements is not None else migration.statements():
             statement_started = time.perf_counter()
             timing = execute_statement(conn, migration.file_name, statement)

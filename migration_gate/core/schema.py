@@ -28,9 +28,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psycopg
+
+from migration_gate.core.plan import Migration
 
 GATE_SCHEMA = "migration_gate"
 
@@ -51,8 +53,10 @@ KINDS = (
     "grant",
 )
 
-# Schemas that are the system's, never the migrations'. Extension-owned ones go too (pg_depend 'e').
-_SCHEMAS = """
+# The database's own schemas: not the system's, not an extension's (pg_depend 'e'), not ``exclude``.
+# The checks that review "every schema" (grants, invalid indexes and constraints, functions) read
+# the same list, with the same parameter.
+OWN_SCHEMAS = """
 SELECT n.oid, n.nspname FROM pg_namespace n
 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname <> ALL(%(exclude)s)
   AND n.nspname NOT LIKE 'pg\\_toast%%' AND n.nspname NOT LIKE 'pg\\_temp\\_%%'
@@ -61,7 +65,7 @@ WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname <> ALL
 """
 
 _OBJECTS = f"""
-WITH ours AS ({_SCHEMAS}),
+WITH ours AS ({OWN_SCHEMAS}),
 rels AS (
     SELECT c.oid, s.nspname, c.relname, c.relkind, c.relpersistence, c.relrowsecurity, c.relforcerowsecurity,
            c.relacl, c.relowner, format('%%I.%%I', s.nspname, c.relname) AS qualified
@@ -151,7 +155,7 @@ WHERE NOT tg.tgisinternal
 
 # Grants, grantee by grantee, on what the objects above are; owners' own grants are not grants.
 _GRANTS = f"""
-WITH ours AS ({_SCHEMAS}),
+WITH ours AS ({OWN_SCHEMAS}),
 acls AS (
     SELECT 'schema ' || format('%%I', n.nspname) AS subject, n.nspacl AS acl, n.nspowner AS owner
     FROM pg_namespace n JOIN ours s ON s.oid = n.oid
@@ -222,6 +226,12 @@ def _index_columns(definition: str) -> str:
 Schema = Mapping[tuple[str, str], SchemaObject]
 
 
+def own_schemas(conn: psycopg.Connection, exclude: tuple[str, ...] = (GATE_SCHEMA,)) -> list[str]:
+    """The names of the database's own schemas (``OWN_SCHEMAS``), sorted."""
+    rows = conn.execute(f"SELECT nspname FROM ({OWN_SCHEMAS}) AS own ORDER BY 1", {"exclude": list(exclude)})
+    return [str(row[0]) for row in rows.fetchall()]
+
+
 @contextmanager
 def _qualified_names(conn: psycopg.Connection) -> Iterator[None]:
     """Every name in a definition schema-qualified: read with ``search_path`` = pg_catalog, then put back."""
@@ -288,6 +298,17 @@ class Change:
             "after": self.after.definition if self.after else "",
         }
 
+    @classmethod
+    def from_json(cls, data: Mapping[str, str]) -> Change:
+        def side(definition: str, present: bool) -> SchemaObject | None:
+            return SchemaObject(data["kind"], data["name"], data["parent"], definition) if present else None
+
+        return cls(
+            data["action"],
+            side(data["before"], data["action"] != ADDED),
+            side(data["after"], data["action"] != DROPPED),
+        )
+
 
 def diff(before: Schema, after: Schema) -> list[Change]:
     """Every object added, altered or dropped from ``before`` to ``after``, by kind then name."""
@@ -302,3 +323,36 @@ def diff(before: Schema, after: Schema) -> list[Change]:
     return sorted(
         changes, key=lambda change: (order.get(change.kind, len(order)), change.object.name, change.action)
     )
+
+
+@dataclass
+class ChangeProbe:
+    """A hook of the runner's ``apply``: what each migration added, altered or dropped, grants included.
+
+    The catalog is read in the migration's own transaction before its first statement and
+    again once it has ended, on the same connection; the runner leaves a hook's time out of
+    the migration's duration. Consecutive migrations on one connection share a snapshot:
+    the one after a migration is the one before the next.
+    """
+
+    by_migration: dict[str, list[Change]] = field(default_factory=dict)
+    _connection: psycopg.Connection | None = None
+    _migration: str = ""
+    _before: Schema | None = None
+    _last: Schema | None = None  # after the last migration on ``_connection``
+
+    def before(self, conn: psycopg.Connection, migration: Migration) -> None:
+        if conn is not self._connection or self._last is None:
+            self._connection, self._last = conn, snapshot(conn, grants=True)
+        self._migration = migration.file_name
+        self._before = self._last
+
+    def after_statement(
+        self, conn: psycopg.Connection, timing: object, started: float, hooks_so_far: float
+    ) -> None:
+        """Nothing between statements: a migration's changes are what its transaction leaves."""
+
+    def after_commit(self, ended: float, hooks_total: float) -> None:
+        assert self._connection is not None and self._before is not None
+        self._last = snapshot(self._connection, grants=True)
+        self.by_migration[self._migration] = diff(self._before, self._last)

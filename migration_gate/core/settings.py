@@ -23,6 +23,7 @@ from typing import Any
 
 from migration_gate.core.allowed_grantees import parse_allowed_grantee
 from migration_gate.core.errors import UsageError
+from migration_gate.core.exemptions import parse_exemption
 
 # -- One parser per kind of value --------------------------------------------------------
 # Each takes the text as given and returns the value, or raises ValueError with what was
@@ -96,6 +97,13 @@ def _grantee(text: str) -> object:
         raise ValueError(str(exc).split(": ", 1)[-1]) from None
 
 
+def _exemption(text: str) -> object:
+    try:
+        return parse_exemption(text)
+    except UsageError as exc:  # its text holds ': ' itself
+        raise ValueError(str(exc).removeprefix(f"--exempt {text!r}: ")) from None
+
+
 def _text(text: str) -> str:
     if not text.strip():
         raise ValueError("expected a value")
@@ -125,10 +133,11 @@ KINDS: dict[str, tuple[Callable[[str], Any], str]] = {
     "scales": (_scales, "N,N,..."),
     "actors": (_actors, "U:W,U2:W2"),
     "grantee": (_grantee, "ROLE[:PRIVILEGES]"),
+    "exemption": (_exemption, "'RULE[TABLE]: REASON'"),
     "flag": (_flag, ""),
 }
 # Kinds whose flag may be given again, each time adding one (an ini option takes one a line).
-REPEATABLE = frozenset({"grantee"})
+REPEATABLE = frozenset({"grantee", "exemption"})
 
 
 @dataclass(frozen=True)
@@ -349,9 +358,18 @@ SETTINGS = (
     ),
     Setting(
         "allowed_grantee",
-        "a role that may hold privileges besides their owner and fluxolab_devmode: ROLE (any privilege) or "
-        "ROLE:PRIVILEGE,PRIVILEGE (only those); repeatable (in the ini file, one a line; the flags replace them)",
+        "a role that may hold privileges besides their owner and fluxolab_devmode, and run a SECURITY DEFINER "
+        "function with ROLE:EXECUTE: ROLE (any privilege) or ROLE:PRIVILEGE,PRIVILEGE (only those); repeatable "
+        "(in the ini file, one a line; the flags replace them)",
         kind="grantee",
+        pytest=True,
+    ),
+    Setting(
+        "exempt",
+        "exempt one tenant table from one rule, saying why, e.g. 'tenant_workspace_index[audit_log]: "
+        "append-only, read by id': the pair is skipped with its reason and listed in the summary and the "
+        "change record; repeatable (in the ini file, one a line; the flags replace them)",
+        kind="exemption",
         pytest=True,
     ),
     # -- The playbook -----------------------------------------------------------------------

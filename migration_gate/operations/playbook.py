@@ -307,6 +307,7 @@ class Run:
                 str(self.options.migrations_dir),
                 allowed_grantees=self.options.allowed_grantees,
                 corrections=self.pre.corrections,
+                exemptions=self.options.exemptions,
             )
             watching = self.options.lock_timeout != "0"
             with cancelling(conn) as cancellation:
@@ -578,6 +579,7 @@ def run(
     record.rehearsal = rehearsal
     record.checks += pre.checked
     record.accepted_drift = pre.accepted_drift
+    record.exemptions = [exemption.to_json() for exemption in options.exemptions]
     pending = ", ".join(m.label for m in pre.pending) or "none"
     record.steps.append(
         StepRecord(

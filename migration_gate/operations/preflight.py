@@ -32,6 +32,7 @@ from migration_gate.core.contract import APP_ROLE
 from migration_gate.core.corrections import Correction
 from migration_gate.core.drift import Reference
 from migration_gate.core.errors import UsageError
+from migration_gate.core.exemptions import Exemption
 from migration_gate.core.identity import DatabaseIdentity, identify
 from migration_gate.core.plan import Migration, load_plan, touched_tables
 from migration_gate.operations import backup_metadata, client_tools
@@ -103,6 +104,7 @@ class PlaybookOptions:
     callback_timeout: float = float(settings.default("callback_timeout"))
     # Where schema_drift builds the expected schema (a rehearsal's own server; else one started for it).
     reference: Reference = field(default_factory=Reference)
+    exemptions: tuple[Exemption, ...] = ()  # --exempt: a tenant table exempted from a rule, and why
 
 
 @dataclass
@@ -259,6 +261,7 @@ def preflight(options: PlaybookOptions, progress: Progress) -> Preflight:
     plan = load_plan(options.migrations_dir)
     checks = catalog.load(options.checks_dir)
     found = corrections.load(options.corrections_dir, plan) if options.corrections_dir else []
+    catalog.check_exemptions(checks, options.exemptions)
     check_backup_path(options.backup_path)
     check_report_dir(options.report_dir)
     with dsn.connect(options.database_url) as conn:

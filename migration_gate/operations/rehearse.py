@@ -29,6 +29,7 @@ from migration_gate.core import corrections, dsn, settings
 from migration_gate.core.allowed_grantees import AllowedGrantee
 from migration_gate.core.drift import Reference
 from migration_gate.core.errors import UsageError
+from migration_gate.core.exemptions import Exemption
 from migration_gate.core.identity import DatabaseIdentity, identify
 from migration_gate.core.installations import installation_for
 from migration_gate.core.plan import load_plan
@@ -59,6 +60,7 @@ class RehearsalOptions:
     allowed_grantees: tuple[AllowedGrantee, ...] = ()  # --allowed-grantee, for the privilege review
     corrections_dir: Path | None = None  # replayed on the copy at their places, as on production
     accept_drift: str | None = None
+    exemptions: tuple[Exemption, ...] = ()  # --exempt: a tenant table exempted from a rule, and why
 
 
 def _source_identity(url: str) -> tuple[DatabaseIdentity, str]:
@@ -162,10 +164,8 @@ def rehearse(options: RehearsalOptions, progress: Progress = lambda line: None) 
     Anything that stops before the playbook starts raises UsageError (exit 2): the source
     was only read, and no change record is written.
     """
-    plan = load_plan(
-        options.migrations_dir
-    )  # refuse bad migrations, corrections or checks before starting a server
-    catalog.load(options.checks_dir)
+    plan = load_plan(options.migrations_dir)  # refuse bad migrations, corrections or checks before a server
+    catalog.check_exemptions(catalog.load(options.checks_dir), options.exemptions)
     if options.corrections_dir is not None:
         corrections.load(options.corrections_dir, plan)
     preflight.check_report_dir(options.report_dir)
@@ -242,5 +242,6 @@ def rehearse(options: RehearsalOptions, progress: Progress = lambda line: None) 
             corrections_dir=options.corrections_dir,
             accept_drift=options.accept_drift,
             reference=Reference(server=server),  # schema_drift's build beside the copy: no second server
+            exemptions=options.exemptions,
         )
         return playbook.run(run_options, progress, confirm=lambda question: True, rehearsal=rehearsal)

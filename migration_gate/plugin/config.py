@@ -15,6 +15,7 @@ import pytest
 from migration_gate.checks.catalog import Check
 from migration_gate.core.allowed_grantees import AllowedGrantee
 from migration_gate.core.errors import UsageError
+from migration_gate.core.exemptions import Exemption
 from migration_gate.core.plan import Checkpoint
 from migration_gate.core.settings import pytest_settings
 from migration_gate.core.settings import resolve as resolve_setting
@@ -72,6 +73,7 @@ class GateConfig:
     summary_append: bool = False  # $GITHUB_STEP_SUMMARY is shared by a job's steps: append to it
     allowed_grantees: tuple[AllowedGrantee, ...] = ()
     corrections_dir: Path | None = None  # applied at their places (disposable, or with --migrate)
+    exemptions: tuple[Exemption, ...] = ()  # tables the operator exempts from a rule, with the reason
 
     @property
     def disposable(self) -> bool:
@@ -118,6 +120,7 @@ def resolve(config: pytest.Config) -> GateConfig:
         smoke_actors=values["smoke_actors"],
         smoke_delivery_timeout=values["smoke_delivery_timeout"],
         allowed_grantees=tuple(values["allowed_grantee"]),
+        exemptions=tuple(values["exempt"]),
     )
     if values["corrections_dir"] is not None:
         gate_config = replace(gate_config, corrections_dir=path(values["corrections_dir"]))

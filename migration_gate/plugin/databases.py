@@ -20,7 +20,7 @@ from typing import Protocol
 import psycopg
 
 from migration_gate.checks.catalog import LegacySnapshot
-from migration_gate.core import dsn, runner
+from migration_gate.core import dsn, runner, schema
 from migration_gate.core.contract import LEGACY_VERSION
 from migration_gate.core.corrections import Correction
 from migration_gate.core.locks import LockProbe
@@ -57,6 +57,8 @@ class CheckpointDatabases:
     applied: list[runner.AppliedMigration] = field(default_factory=list)
     # Per migration, the pre-existing tables it held ACCESS EXCLUSIVE and for how long.
     locks: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Per migration, what it added, altered or dropped (the catalog before and after it).
+    changes: dict[str, list[schema.Change]] = field(default_factory=dict)
     seed_seconds: float = 0.0
     prefix: str = "gate"
     _clones: int = 0
@@ -119,6 +121,7 @@ class CheckpointDatabases:
         will meet it; one placed earlier runs before it.
         """
         probe = LockProbe()  # as the bench measures them, on the gate's own database
+        changes = schema.ChangeProbe()
         previous = None
         for point in self.points:
             name = self.database(point.name)
@@ -129,7 +132,12 @@ class CheckpointDatabases:
                 if not point.legacy or (correction.after is not None and correction.after < LEGACY_VERSION)
             ]
             self.applied += runner.migrate(
-                url, self.plan, stop=str(point.version), progress=progress, hooks=[probe], corrections=due
+                url,
+                self.plan,
+                stop=str(point.version),
+                progress=progress,
+                hooks=[probe, changes],
+                corrections=due,
             )
             if point.name == LEGACY_CHECKPOINT:
                 started = time.perf_counter()
@@ -139,6 +147,7 @@ class CheckpointDatabases:
                 progress(f"{legacy_seed.name:<45} {self.seed_seconds:8.3f} s")
             previous = name
         self.locks = probe.by_migration
+        self.changes = changes.by_migration
         return self
 
     def legacy_snapshot(self) -> LegacySnapshot | None:
