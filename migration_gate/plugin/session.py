@@ -87,12 +87,14 @@ class GateSession:
 
     def _make(self) -> GateDatabases:
         gate_config = self.gate_config
-        plan = load_plan(gate_config.migrations_dir)
         if gate_config.database_url is not None:
-            # The files only matter here to migrate: the checks that judge them load them themselves.
+            # The files only matter here to migrate (or to verify corrections): the checks that
+            # judge them load them themselves.
             probe, changes = LockProbe(), schema.ChangeProbe()
-            applied = (
-                migrate(
+            applied = []
+            if gate_config.migrate:
+                plan = load_plan(gate_config.migrations_dir)
+                applied = migrate(
                     gate_config.database_url,
                     plan,
                     progress=self.progress(),
@@ -100,9 +102,6 @@ class GateSession:
                     lock_timeout=gate_config.lock_timeout,
                     corrections=self.corrections(plan),
                 )
-                if gate_config.migrate
-                else []
-            )
             self.applied = AppliedRecord.of(
                 "migrations applied by --migrate (existing database)",
                 applied,
@@ -113,8 +112,10 @@ class GateSession:
             if not gate_config.migrate and gate_config.corrections_dir is not None:
                 # Read-only: nothing is applied, but a correction edited since it ran here is refused.
                 with existing.connect() as conn:
-                    corrections.verify(self.corrections(plan), corrections.read(conn))
+                    found = self.corrections(load_plan(gate_config.migrations_dir))
+                    corrections.verify(found, corrections.read(conn))
             return existing
+        plan = load_plan(gate_config.migrations_dir)
         databases = CheckpointDatabases(self.server(), plan).build(
             gate_config.legacy_seed, corrections=self.corrections(plan)
         )
