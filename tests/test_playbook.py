@@ -22,6 +22,7 @@ import pytest
 
 from migration_gate.checks import catalog
 from migration_gate.core import dsn
+from migration_gate.core.identity import identify
 from migration_gate.core.plan import split
 from migration_gate.operations import backup, fingerprint
 from migration_gate.plugin.databases import CheckpointDatabases
@@ -454,7 +455,7 @@ def test_a_backup_is_only_ever_restored_into_the_database_it_was_taken_from(
 def _playbook_backup(gate: CheckpointDatabases, url: str, directory: Path) -> Path:
     """A backup with its record, as the playbook takes it (without running the playbook)."""
     with dsn.connect(url) as conn:
-        identity = backup.identify(conn)
+        identity = identify(conn)
     tools = backup.find_tools(identity.server_major, [Path(gate.server.binary("pg_dump")).parent])
     path = directory / "taken.backup"
     backup.dump(url, path, tools)

@@ -29,7 +29,7 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -40,6 +40,7 @@ from psycopg.conninfo import make_conninfo
 
 from migration_gate.core import dsn, installations
 from migration_gate.core.errors import GateError, UsageError
+from migration_gate.core.identity import DatabaseIdentity
 
 Progress = Callable[[str], None]
 
@@ -130,64 +131,6 @@ def find_tools(server_major: int, prefer: Iterable[Path] = ()) -> ClientTools:
             )
     dump_path, major, text = found["pg_dump"]
     return ClientTools(dump_path, found["pg_restore"][0], found["psql"][0], major, text)
-
-
-@dataclass(frozen=True)
-class DatabaseIdentity:
-    """Which database this is: enough to refuse restoring a backup into any other one."""
-
-    database: str
-    database_oid: int
-    system_identifier: str | None
-    host: str
-    port: int
-    server_version: str
-    server_major: int
-    role: str
-
-    def same_database_as(self, other: DatabaseIdentity) -> bool:
-        # The cluster's system identifier is fixed at initdb; the database OID at CREATE DATABASE.
-        return (
-            self.database == other.database
-            and self.database_oid == other.database_oid
-            and self.system_identifier == other.system_identifier
-        )
-
-    def describe(self) -> str:
-        system = f", system {self.system_identifier}" if self.system_identifier else ""
-        return (
-            f"database {self.database} on {self.host}:{self.port} "
-            f"(PostgreSQL {self.server_version}{system}) as role {self.role}"
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> DatabaseIdentity:
-        return cls(**data)
-
-
-def identify(conn: psycopg.Connection) -> DatabaseIdentity:
-    row = conn.execute(
-        "SELECT current_database(), d.oid::bigint, current_setting('server_version'),"
-        " current_setting('server_version_num')::int / 10000, current_user,"
-        " coalesce(host(inet_server_addr()), 'local socket'),"
-        " coalesce(inet_server_port(), current_setting('port')::int)"
-        " FROM pg_database d WHERE d.datname = current_database()"
-    ).fetchone()
-    assert row is not None
-    database, oid, version, major, role, host, port = row
-    system_identifier: str | None
-    try:
-        with conn.transaction():
-            found = conn.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()
-        system_identifier = found[0] if found else None
-    except psycopg.Error:  # revoked on some managed services; the OID and name still identify it
-        system_identifier = None
-    return DatabaseIdentity(
-        database, int(oid), system_identifier, host, int(port), version.split()[0], major, role
-    )
 
 
 def tool_connection(url: str, read_only: bool = False) -> tuple[str, dict[str, str]]:

@@ -29,6 +29,7 @@ import psycopg
 
 from migration_gate.core import dsn, ledger, runner
 from migration_gate.core.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, GateError, UsageError
+from migration_gate.core.identity import identify
 from migration_gate.core.locks import LockWatch
 from migration_gate.core.signals import cancelling, deferred_interrupts
 from migration_gate.operations import backup, fingerprint
@@ -457,7 +458,7 @@ def restore_from_backup(
     """
     metadata = backup.read_metadata(path)
     with dsn.connect(url) as conn:
-        target = backup.identify(conn)
+        target = identify(conn)
     tools = tools or backup.find_tools(target.server_major)
     backup.check_archive(path, tools)
     backup.verify_target(metadata, target, path)

@@ -24,6 +24,7 @@ from migration_gate.checks.grantees import AllowedGrantee
 from migration_gate.core import dsn, ledger, runner, settings
 from migration_gate.core.contract import APP_ROLE
 from migration_gate.core.errors import UsageError
+from migration_gate.core.identity import DatabaseIdentity, identify
 from migration_gate.core.plan import Migration, load_plan, touched_tables
 from migration_gate.operations import backup
 from migration_gate.operations.smoke_step import SmokeStep
@@ -87,7 +88,7 @@ class PlaybookOptions:
 
 @dataclass
 class Preflight:
-    identity: backup.DatabaseIdentity
+    identity: DatabaseIdentity
     tools: backup.ClientTools
     plan: list[Migration]
     pending: list[Migration]
@@ -176,7 +177,7 @@ def preflight(options: PlaybookOptions, progress: Progress) -> Preflight:
     check_backup_path(options.backup_path)
     check_report_dir(options.report_dir)
     with dsn.connect(options.database_url) as conn:
-        identity = backup.identify(conn)
+        identity = identify(conn)
         progress(f"target: {identity.describe()}")
         applied = ledger.read(conn)
         if not applied:

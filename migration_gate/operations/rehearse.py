@@ -28,6 +28,7 @@ from migration_gate.checks import catalog
 from migration_gate.checks.grantees import AllowedGrantee
 from migration_gate.core import dsn, settings
 from migration_gate.core.errors import UsageError
+from migration_gate.core.identity import DatabaseIdentity, identify
 from migration_gate.core.installations import installation_for
 from migration_gate.core.plan import load_plan
 from migration_gate.core.server import SUPERUSER, DisposableServer
@@ -57,10 +58,10 @@ class RehearsalOptions:
     allowed_grantees: tuple[AllowedGrantee, ...] = ()  # --allowed-grantee, for the privilege review
 
 
-def _source_identity(url: str) -> tuple[backup.DatabaseIdentity, str]:
+def _source_identity(url: str) -> tuple[DatabaseIdentity, str]:
     """Who the source is, and who owns its database; read-only, like every session on it."""
     with dsn.connect(url, options=dsn.read_only_options("60s")) as conn:
-        identity = backup.identify(conn)
+        identity = identify(conn)
         row = conn.execute(
             "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()"
         ).fetchone()
