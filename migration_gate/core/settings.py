@@ -84,6 +84,13 @@ SETTINGS = (
         repeatable=True,
         metavar="ROLE[:PRIVILEGES]",
     ),
+    Setting(
+        "history",
+        "append this run to the history at SOURCE: an SQLite file (created on first use) or the "
+        "postgresql:// URL of a history database, never the database under test (docs/history.md)",
+        env="MIGRATION_GATE_HISTORY",
+        metavar="SOURCE",
+    ),
 )
 
 
