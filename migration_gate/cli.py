@@ -322,6 +322,7 @@ def cmd_playbook(args: argparse.Namespace) -> int:
         smoke_skipped_because="--no-smoke",
         lock_timeout=args.lock_timeout,
         allowed_grantees=tuple(args.allowed_grantees),
+        history=args.history,
     )
     record = playbook.run(options, _scrubbed_say(args.database), _confirmer(args.yes))
     return _conclude(record, args.database)
@@ -340,6 +341,7 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
         pg_version=args.pg_version,
         baseline=args.baseline,
         allowed_grantees=tuple(args.allowed_grantees),
+        history=args.history,
     )
     record = rehearse.rehearse(options, _scrubbed_say(args.source))
     return _conclude(record, args.source)
@@ -405,6 +407,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         metavar=allowed.metavar,
         help=allowed.help,
     )
+    history = settings.setting("history")
+    parser.add_argument("--history", metavar=history.metavar, help=history.help)
 
 
 def _add_playbook(commands: argparse._SubParsersAction) -> None:
@@ -474,6 +478,75 @@ def _add_restore(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     parser.set_defaults(handler=cmd_restore)
+
+
+def _warn(line: str) -> None:
+    sys.stderr.write(f"migration-gate: warning: {line}\n")
+
+
+def _output(option: str, path: Path | None) -> None:
+    """Refuse, before anything is written or posted, an output file that cannot be written."""
+    if path is None:
+        return
+    parent = path.absolute().parent
+    if path.is_dir() or not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise UsageError(f"{option} {path}: cannot write there (a file in an existing, writable directory)")
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    import json
+
+    from migration_gate.history import html, notify, report
+    from migration_gate.history.store import History
+
+    if args.notify_url is not None:
+        notify.check_url(args.notify_url)
+    _output("--json", args.json)
+    _output("--html", args.html)
+    with History(args.source) as history:
+        history.verify()
+        found = report.build(history, args.last or report.DEFAULT_LAST, args.check)
+        for line in found.lines():
+            _say(line)
+        if args.json is not None:
+            args.json.write_text(json.dumps(found.to_json(), indent=2) + "\n", encoding="utf-8")
+            _say(f"wrote {args.json}")
+        if args.html is not None:
+            args.html.write_text(html.page(found), encoding="utf-8")
+            _say(f"wrote {args.html}")
+        if args.notify_url is not None:
+            posted = notify.notify(history, found, args.notify_url, _warn)
+            _say(f"posted {len(posted)} change(s) to --notify-url")
+    return found.exit_status
+
+
+def _add_history(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "history",
+        help="what the nightly runs remember: failing checks since when, trends, new and resolved, figures",
+        description="Report the last runs kept in SOURCE (an SQLite file or a postgresql:// URL, as given to "
+        "--history): each check that failed among them, its state now, the run its failure began in, its count "
+        "run by run, what is new or resolved since the previous run, and the figures that changed. Exit 1 while "
+        "the latest run has a failing check, else 0; 2 for a SOURCE that is not a history (docs/history.md).",
+    )
+    parser.add_argument("source", metavar="SOURCE", help="the history: an SQLite file or a postgresql:// URL")
+    parser.add_argument(
+        "--last",
+        type=_positive_int,
+        metavar="N",
+        help="the window: the last N runs of the latest run's target (default 30)",
+    )
+    parser.add_argument("--check", metavar="NAME", help="only this check (its name in the catalog)")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
+    parser.add_argument(
+        "--html", type=Path, metavar="FILE", help="also write one self-contained page with the charts"
+    )
+    parser.add_argument(
+        "--notify-url",
+        metavar="URL",
+        help='post each change (a new failure, one resolved) once, as Slack\'s {"text": ...}; never printed',
+    )
+    parser.set_defaults(handler=cmd_history)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -632,6 +705,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_playbook,
     _add_rehearse,
     _add_restore,
+    _add_history,
     _add_bench,
 ]
 
@@ -651,7 +725,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except GateError as exc:
-        sys.stderr.write(f"migration-gate: {dsn.scrub(str(exc), secret_url)}\n")
+        message = dsn.scrub(str(exc), secret_url)
+        notify_url = getattr(args, "notify_url", None)
+        if notify_url:  # it carries the channel's token
+            message = message.replace(notify_url, "(--notify-url)")
+        sys.stderr.write(f"migration-gate: {message}\n")
         return exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("migration-gate: interrupted\n")

@@ -26,6 +26,8 @@ from migration_gate.core.contract import APP_ROLE
 from migration_gate.core.errors import UsageError
 from migration_gate.core.identity import DatabaseIdentity, identify
 from migration_gate.core.plan import Migration, load_plan, touched_tables
+from migration_gate.history import store as history_store
+from migration_gate.history.record import Target
 from migration_gate.operations import backup
 from migration_gate.operations.smoke_step import SmokeStep
 
@@ -84,6 +86,10 @@ class PlaybookOptions:
     # A migration waiting this long for a lock gives up and is retried, instead of queueing the application behind it.
     lock_timeout: str = settings.default("lock_timeout")
     allowed_grantees: tuple[AllowedGrantee, ...] = ()  # --allowed-grantee, for the privilege review
+    history: str | None = None  # --history: the change record's figures are appended there at the end
+    history_target: Target | None = (
+        None  # a rehearsal files its run under its source, not its disposable copy
+    )
 
 
 @dataclass
@@ -179,6 +185,8 @@ def preflight(options: PlaybookOptions, progress: Progress) -> Preflight:
     with dsn.connect(options.database_url) as conn:
         identity = identify(conn)
         progress(f"target: {identity.describe()}")
+        if options.history is not None:  # refused now, not after the window: nothing is written yet
+            history_store.check(options.history, identity)
         applied = ledger.read(conn)
         if not applied:
             tables = conn.execute(

@@ -18,7 +18,7 @@ import re
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psycopg
@@ -32,6 +32,8 @@ from migration_gate.core.identity import DatabaseIdentity, identify
 from migration_gate.core.installations import installation_for
 from migration_gate.core.plan import load_plan
 from migration_gate.core.server import SUPERUSER, DisposableServer
+from migration_gate.history import store as history_store
+from migration_gate.history.record import DISPOSABLE, Target
 from migration_gate.operations import backup, baseline, playbook, preflight
 from migration_gate.operations.report import ChangeRecord
 
@@ -56,6 +58,7 @@ class RehearsalOptions:
     # The source was migrated up to this version by another runner (no ledger): adopt the copy first.
     baseline: str | None = None
     allowed_grantees: tuple[AllowedGrantee, ...] = ()  # --allowed-grantee, for the privilege review
+    history: str | None = None  # --history: the rehearsal is appended there, as a run of its source
 
 
 def _source_identity(url: str) -> tuple[DatabaseIdentity, str]:
@@ -164,6 +167,8 @@ def rehearse(options: RehearsalOptions, progress: Progress = lambda line: None) 
         raise UsageError(f"--smoke-dir {options.smoke_dir} does not exist (or pass --no-smoke)")
     identity, owner = _source_identity(options.source_url)
     progress(f"source: {identity.describe()} (read-only)")
+    if options.history is not None:  # before the dump: a source that cannot be a history is refused now
+        history_store.check(options.history, identity)
     # The copy runs on the source's major when one is installed: a dump restores into the
     # same major or a newer one, never an older.
     installation, note = installation_for(
@@ -230,5 +235,8 @@ def rehearse(options: RehearsalOptions, progress: Progress = lambda line: None) 
             prefer_bindirs=(bindir,),
             command="rehearse",
             allowed_grantees=options.allowed_grantees,
+            history=options.history,
+            # The copy is gone with its server: the run belongs to the source's series, as a disposable copy.
+            history_target=replace(Target.of(identity, dsn.describe(options.source_url)), mode=DISPOSABLE),
         )
         return playbook.run(run_options, progress, confirm=lambda question: True, rehearsal=rehearsal)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from migration_gate.core.errors import UsageError
 from migration_gate.core.installations import parse_major
 from migration_gate.core.plan import Checkpoint
 from migration_gate.core.settings import SETTINGS, default
+from migration_gate.history.store import is_postgres
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -40,7 +42,9 @@ def add_options(parser: pytest.Parser) -> None:
             )
             parser.addini(setting.name, help_text + " (one a line)", type="linelist", default=[])
         else:
-            group.addoption(flag, action="store", dest=setting.name, default=None, help=help_text)
+            group.addoption(
+                flag, action="store", dest=setting.name, default=None, metavar=setting.metavar, help=help_text
+            )
             parser.addini(setting.name, help_text, default=setting.default)
 
 
@@ -64,6 +68,7 @@ class GateConfig:
     summary: Path | None = None  # where the pull request's Markdown summary goes
     summary_append: bool = False  # $GITHUB_STEP_SUMMARY is shared by a job's steps: append to it
     allowed_grantees: tuple[AllowedGrantee, ...] = ()
+    history: str | None = None  # --history: an SQLite file (resolved against rootdir) or a postgresql:// URL
 
     @property
     def disposable(self) -> bool:
@@ -91,6 +96,13 @@ def _actors(value: object) -> tuple[int, int, int, int] | None:
         (int(match[1]), int(match[2])) for match in pairs if match is not None
     )
     return user, workspace, other_user, other_workspace
+
+
+def _history(value: object, path: Callable[[object], Path]) -> str | None:
+    """A history database's URL as it is; a file's path against rootdir, like every other path."""
+    if value is None:
+        return None
+    return str(value) if is_postgres(str(value)) else str(path(value))
 
 
 def resolve(config: pytest.Config) -> GateConfig:
@@ -128,6 +140,7 @@ def resolve(config: pytest.Config) -> GateConfig:
             "smoke_delivery_timeout", values["smoke_delivery_timeout"] or default("smoke_delivery_timeout")
         ),
         allowed_grantees=parse_allowed_grantees(values["allowed_grantee"] or []),  # type: ignore[arg-type]
+        history=_history(values["history"], path),
     )
     if values["summary"] is not None:
         gate_config = replace(gate_config, summary=path(values["summary"]))
