@@ -21,6 +21,7 @@ at all.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -90,7 +91,7 @@ class _SQLite:
             raise self.refusal(exc) from None
 
     def refusal(self, exc: sqlite3.Error) -> UsageError:
-        message = str(exc)
+        message = " ".join(str(exc).split())
         if "file is not a database" in message:
             return UsageError(f"{self.path} is not a history: it is not an SQLite database")
         if "malformed" in message or "corrupt" in message:
@@ -124,10 +125,12 @@ class _SQLite:
 
     def verify(self) -> None:
         """The file's pages are whole (``quick_check`` reads them all: milliseconds at a thousand runs)."""
-        found = self.query("PRAGMA quick_check")
+        found = self.query("PRAGMA quick_check(1)")
         if found and found[0][0] != "ok":
+            # SQLite heads its first finding with "*** in database main ***" and a newline: one line here.
+            detail = " ".join(str(found[0][0]).replace("*** in database main ***", "").split())
             raise UsageError(
-                f"history {self.path} is corrupt ({found[0][0]}): restore a copy, or start a new file"
+                f"history {self.path} is corrupt ({detail}): restore a copy, or start a new file"
             )
 
     @contextmanager
@@ -199,13 +202,19 @@ class _Postgres:
 
     @contextmanager
     def writing(self) -> Iterator[None]:
+        # Appends queue on a session lock taken before the transaction begins: a transaction
+        # that began earlier would still see the catalog of before another run created the
+        # schema (its cached lookups are refreshed at the start of a transaction, not at an
+        # advisory lock), and two first runs would both try to create it.
+        self.query("SELECT pg_advisory_lock(hashtext(?))", (_ADVISORY_KEY,))
         try:
             with self.conn.transaction():
-                # Appends queue here; and two first runs do not both create the schema.
-                self.query("SELECT pg_advisory_xact_lock(hashtext(?))", (_ADVISORY_KEY,))
                 yield
         except psycopg.Error as exc:
             raise self.refusal(exc) from None
+        finally:
+            with contextlib.suppress(psycopg.Error):  # a lost session has released it already
+                self.conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (_ADVISORY_KEY,))
 
     def identity(self) -> DatabaseIdentity | None:
         return identify(self.conn)
@@ -225,7 +234,15 @@ def _check_directory(path: Path) -> None:
 class History:
     """An open history: its runs, appending one, and what was already posted about them."""
 
-    def __init__(self, source: str, *, create: bool = False, lock_wait: float = LOCK_WAIT_SECONDS) -> None:
+    def __init__(
+        self,
+        source: str,
+        *,
+        create: bool = False,
+        lock_wait: float = LOCK_WAIT_SECONDS,
+        target: DatabaseIdentity | None = None,
+    ) -> None:
+        """Open (``create``: or prepare to create) the history; ``target``: refuse it if it is that database."""
         self.source = source
         self.store: _SQLite | _Postgres = (
             _Postgres(source, lock_wait=lock_wait)
@@ -233,6 +250,8 @@ class History:
             else _SQLite(Path(source), create=create, lock_wait=lock_wait)
         )
         try:
+            if target is not None:  # first: the database under test is named as such, not as "not a history"
+                self.refuse_target(target)
             self.version = self._version()
         except BaseException:
             self.store.close()
@@ -434,7 +453,5 @@ def check(source: str, target: DatabaseIdentity | None = None, lock_wait: float 
     if not is_postgres(source) and not path.exists():
         _check_directory(path)  # the file is created by the first append, not now
         return source
-    with History(source, lock_wait=lock_wait) as history:
-        if target is not None:
-            history.refuse_target(target)
+    with History(source, lock_wait=lock_wait, target=target) as history:
         return history.described
