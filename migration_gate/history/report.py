@@ -105,6 +105,7 @@ class Report:
     figure_changes: list[str] = field(default_factory=list)
     compared_with: RunRecord | None = None  # the run the figures were compared with
     other_runs: int = 0  # runs of other targets in the same history, not shown
+    failing_by_run: dict[int, int] = field(default_factory=dict)  # run number → its failing results
 
     @property
     def latest(self) -> RunRecord:
@@ -190,7 +191,7 @@ class Report:
                     "exit_status": run.exit_status,
                     "ledger_head": run.ledger_head,
                     "server_version": run.target.server_version,
-                    "failing": len(run.failing),
+                    "failing": self.failing_by_run.get(run.number or 0, 0),
                 }
                 for run in self.runs
             ],
@@ -240,7 +241,9 @@ def build(history: History, last: int = DEFAULT_LAST, check: str | None = None) 
     if latest is None:
         raise UsageError(f"history {history.described} holds no run yet")
     series = latest.target.series
-    runs = history.runs(series, last)
+    window = history.runs(series, last, names=())
+    failed_names, failing_by_run = history.failing(series, window[0].number or 0)
+    runs = history.runs(series, last, names={check} if check is not None else failed_names)
     keys = {
         result.key
         for run in runs
@@ -258,7 +261,11 @@ def build(history: History, last: int = DEFAULT_LAST, check: str | None = None) 
             trend.first_failed, trend.last_failed = _streak(history, key, series, failed[-1])
         checks.append(trend)
     report = Report(
-        history.described, runs, checks, other_runs=history.run_count() - history.run_count(series)
+        history.described,
+        runs,
+        checks,
+        other_runs=history.run_count() - history.run_count(series),
+        failing_by_run=failing_by_run,
     )
     _compare_figures(report)
     return report
