@@ -171,7 +171,11 @@ def _chart(title: str, lines: list[Line], runs: list[RunRecord]) -> str:
         f'<text x="{LEFT - 6}" y="{TOP + plot_h + 4}" text-anchor="end">0</text>',
     ]
     if runs:
-        for index in sorted({0, len(runs) - 1, *range(0, len(runs), max(1, len(runs) // 8))}):
+        step = max(1, len(runs) // 8)
+        labelled = list(range(0, len(runs), step))
+        if len(runs) - 1 - labelled[-1] > step // 2:  # the last run too, unless its label would overlap
+            labelled.append(len(runs) - 1)
+        for index in labelled:
             out.append(
                 f'<text x="{x(index):.1f}" y="{HEIGHT - 12}" text-anchor="middle">run {runs[index].number}</text>'
             )

@@ -16,7 +16,7 @@ from typing import Any
 from migration_gate.core.identity import DatabaseIdentity
 
 # A run's kind: what wrote it.
-GATE, PLAYBOOK, REHEARSE = "gate", "playbook", "rehearse"
+GATE, PLAYBOOK = "gate", "playbook"  # and "rehearse", which writes a playbook's record
 # The mode: a disposable database the gate built, or an existing one it read (or a playbook changed).
 DISPOSABLE, EXISTING = "disposable", "existing"
 # A result's kind: a check of the catalog, a smoke test, or another test of the session.
@@ -89,10 +89,6 @@ class Result:
     @property
     def key(self) -> tuple[str, str, str]:
         return (self.kind, self.name, self.checkpoint)
-
-    @property
-    def label(self) -> str:
-        return f"{self.name} at {self.checkpoint}" if self.checkpoint else self.name
 
 
 @dataclass

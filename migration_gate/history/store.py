@@ -60,11 +60,6 @@ def is_postgres(source: str) -> bool:
     return source.startswith(("postgresql://", "postgres://"))
 
 
-def describe(source: str) -> str:
-    """The source for people: a path, or a URL without its password."""
-    return dsn.describe(source) if is_postgres(source) else source
-
-
 class _SQLite:
     """The SQLite side: a file, WAL, one BEGIN IMMEDIATE per write."""
 
