@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from migration_gate.core import dsn
+from migration_gate.core.identity import identify
 from migration_gate.history import schema
 from migration_gate.history.store import History
 from migration_gate.plugin.databases import CheckpointDatabases
@@ -261,3 +262,32 @@ def test_a_playbook_whose_history_cannot_be_appended_to_stops_at_preflight(
     assert run.returncode == 2, run.output[-4000:]
     assert "notes.txt is not a history" in one_error_line(run)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"], "a backup or a record was written"
+
+
+def test_a_rehearsal_is_filed_under_its_source_not_under_its_disposable_copy(
+    clone: Callable[[str], str], nightly: PasswordRole, tmp_path: Path
+) -> None:
+    staging = clone("legacy")
+    source = tmp_path / "nightly.sqlite"
+    run = run_cli(
+        "rehearse", "--source", nightly.url(staging), "--report-dir", str(tmp_path / "record"), "--no-smoke",
+        "--history", str(source), timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.output[-4000:]
+    with dsn.connect(staging) as conn:
+        staging_identity = identify(conn)
+    with History(str(source)) as history:
+        latest = history.latest()
+        assert latest is not None
+        (kept,) = history.runs(latest.target.series, 10)
+    assert (kept.kind, kept.target.mode, kept.outcome) == (
+        "rehearse",
+        "disposable",
+        "migrated_and_validated",
+    )
+    assert (kept.target.system_identifier, kept.target.database) == (
+        staging_identity.system_identifier,
+        staging_identity.database,
+    )
+    assert kept.ledger_head == "008_webhooks_activities_alignment.sql"  # the copy's, migrated
+    assert any(r.name == LEAK and r.checkpoint == "after_008" and r.count == 0 for r in kept.results)

@@ -22,7 +22,7 @@ from migration_gate.core.server import DisposableServer
 from migration_gate.history import schema, store
 from migration_gate.history.record import CHECK, EXISTING, Result, RunRecord, Target, now
 from migration_gate.history.store import History
-from tests.conftest import REPO
+from tests.conftest import REPO, run_cli
 
 STAGING = Target(EXISTING, "nightly@staging:5432/fluxolab", "staging", 5432, "fluxolab", "7301", "15.8")
 # The scripts below append runs built like this one, in processes of their own.
@@ -183,6 +183,9 @@ def test_a_corrupt_history_is_refused(tmp_path: Path) -> None:
         history.verify()
         history.runs(STAGING.series, 100)
     assert "\n" not in str(raised.value)
+    run = run_cli("history", str(path))
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.output
+    assert "nightly.sqlite is corrupt" in run.stderr and "Traceback" not in run.output
 
 
 def test_a_history_locked_longer_than_the_wait_is_refused_and_nothing_is_lost(tmp_path: Path) -> None:
