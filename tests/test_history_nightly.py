@@ -9,7 +9,6 @@ them under pytest-xdist.
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from migration_gate.history import schema
 from migration_gate.history.store import History
 from migration_gate.plugin.databases import CheckpointDatabases
 from migration_gate.plugin.smoke import WebhookReceiver
-from tests.conftest import REPO, Run, run_cli
+from tests.conftest import REPO, Run, posted_texts, run_cli
 from tests.databases import PasswordRole, password_role
 from tests.test_check_faults import FAULTS
 from tests.test_existing_database import run_gate
@@ -50,16 +49,6 @@ def nightly(gate: CheckpointDatabases) -> Iterator[PasswordRole]:
     """The nightly job's role: reads everything, writes nothing, has a password."""
     with password_role(gate.server, grants=("pg_read_all_data",)) as role:
         yield role
-
-
-@pytest.fixture
-def receiver() -> Iterator[WebhookReceiver]:
-    with WebhookReceiver() as listening:
-        yield listening
-
-
-def posted(receiver: WebhookReceiver, path: str) -> list[str]:
-    return [json.loads(delivery.body)["text"] for delivery in receiver.deliveries_to(path)]
 
 
 def test_clean_nights_then_a_cross_tenant_credential_then_the_fix(
@@ -103,14 +92,14 @@ def test_clean_nights_then_a_cross_tenant_credential_then_the_fix(
         assert f"role {superuser} gained SUPERUSER" in first.stdout
         html = page.read_text()
         assert f'aria-label="{LEAK} at current: offending rows by run"' in html and "<script" not in html
-        (message,) = posted(receiver, hook)
+        (message,) = posted_texts(receiver, hook)
         assert (
             f"NEW failure on {dsn.describe(nightly.url(migrated))}: {LEAK} at current: 1 offending" in message
         )
 
         again = history()
         assert again.returncode == 1, again.output
-        assert len(posted(receiver, hook)) == 1, "asking again posted the same change twice"
+        assert len(posted_texts(receiver, hook)) == 1, "asking again posted the same change twice"
     finally:
         with dsn.connect(migrated) as conn:
             conn.execute("UPDATE credentials SET workspace_id = %s WHERE id = %s", (workspace, credential))
@@ -123,7 +112,7 @@ def test_clean_nights_then_a_cross_tenant_credential_then_the_fix(
     assert last.returncode == 0, last.output
     assert f"{LEAK} at current: passed now (0), resolved; failed in run 3" in last.stdout
     assert f"role {superuser} lost SUPERUSER" in last.stdout
-    messages = posted(receiver, hook)
+    messages = posted_texts(receiver, hook)
     assert len(messages) == 2 and f"resolved on {dsn.describe(nightly.url(migrated))}: {LEAK}" in messages[1]
 
     for run in (first, again, last):

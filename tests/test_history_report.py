@@ -12,7 +12,6 @@ import json
 import re
 import socket
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ from migration_gate.history import html, report
 from migration_gate.history.record import DISPOSABLE, RunRecord, Target
 from migration_gate.history.store import History
 from migration_gate.plugin.smoke import WebhookReceiver
-from tests.conftest import Run, run_cli
+from tests.conftest import Run, posted_texts, run_cli
 from tests.test_history_store import STAGING, check, make_run
 
 LEAK = "credentials_outside_member_workspace"
@@ -44,16 +43,6 @@ def nights(*counts: int | None, name: str = LEAK) -> list[RunRecord]:
         )
         for count in counts
     ]
-
-
-@pytest.fixture
-def receiver() -> Iterator[WebhookReceiver]:
-    with WebhookReceiver() as listening:
-        yield listening
-
-
-def texts(receiver: WebhookReceiver, path: str) -> list[str]:
-    return [json.loads(delivery.body)["text"] for delivery in receiver.deliveries_to(path)]
 
 
 def one_error_line(run: Run) -> str:
@@ -245,14 +234,14 @@ def test_a_change_is_posted_once_and_asking_again_posts_nothing(
     first = run_cli("history", source, "--notify-url", receiver.url(hook))
     again = run_cli("history", source, "--notify-url", receiver.url(hook))
     assert (first.returncode, again.returncode) == (1, 1), first.output + again.output
-    (posted,) = texts(receiver, hook)
+    (posted,) = posted_texts(receiver, hook)
     assert f"NEW failure on {STAGING.described}: {LEAK} at current: 2 offending, run 2" in posted
     assert "it passed in run 1" in posted
     assert "posted 1 change(s)" in first.stdout and "posted 0 change(s)" in again.stdout
     history_of(path, *nights(0))
     fixed = run_cli("history", source, "--notify-url", receiver.url(hook))
     assert fixed.returncode == 0, fixed.output
-    assert "resolved" in texts(receiver, hook)[-1] and len(texts(receiver, hook)) == 2
+    assert "resolved" in posted_texts(receiver, hook)[-1] and len(posted_texts(receiver, hook)) == 2
     for run in (first, again, fixed):
         assert TOKEN not in run.output
 
@@ -272,4 +261,4 @@ def test_a_receiver_that_fails_or_cannot_be_reached_is_a_warning_and_the_change_
         assert TOKEN not in run.output
     # Nothing was remembered: the next receiver that answers gets the change.
     working = run_cli("history", source, "--notify-url", receiver.url(f"/services/{TOKEN}"))
-    assert len(texts(receiver, f"/services/{TOKEN}")) == 1, working.output
+    assert len(posted_texts(receiver, f"/services/{TOKEN}")) == 1, working.output
