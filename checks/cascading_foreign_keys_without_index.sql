@@ -15,7 +15,11 @@ JOIN pg_class t ON t.oid = c.conrelid
 JOIN pg_namespace n ON n.oid = t.relnamespace
 WHERE c.contype = 'f'
   AND c.confdeltype IN ('c', 'n', 'd')
-  AND n.nspname IN ('public', 'legacy_archive')
+  -- every schema but the system's, an extension's and the gate's own (docs/contract.md §8)
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'migration_gate')
+  AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp\_%'
+  AND NOT EXISTS (SELECT FROM pg_depend d
+                  WHERE d.classid = 'pg_namespace'::regclass AND d.objid = n.oid AND d.deptype = 'e')
   AND NOT EXISTS (
       SELECT FROM pg_index i
       WHERE i.indrelid = c.conrelid

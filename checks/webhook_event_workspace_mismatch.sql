@@ -1,6 +1,7 @@
 -- name: webhook_event_workspace_mismatch
 -- from: 008
 -- meaning: webhook events whose workspace differs from their registration's
+-- covers: tenant_reference_workspace[webhook_events]
 SELECT e.id AS event_id, e.registration_id, e.workspace_id AS event_workspace_id,
        r.workspace_id AS registration_workspace_id
 FROM public.webhook_events e

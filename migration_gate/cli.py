@@ -1,4 +1,11 @@
-"""``migration-gate``: thin commands over the library. One line per error, exit 2 for usage."""
+"""``migration-gate``: thin commands over the library. One line per error, exit 2 for usage.
+
+Every option of every command is declared once, in ``migration_gate.core.settings``; a
+command here only names the settings it takes (``Command.options``) and which of them it
+requires. A value comes from the flag, else the setting's environment variable, else the
+project's configuration (``[tool.pytest.ini_options]`` of the nearest pyproject.toml, as
+pytest reads it), else the default.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +13,17 @@ import argparse
 import contextlib
 import logging
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 from migration_gate.core import dsn, installations, settings
 from migration_gate.core.errors import EXIT_OK, EXIT_USAGE, GateError, UsageError
-from migration_gate.core.installations import parse_major
 from migration_gate.core.plan import load_plan
 from migration_gate.core.signals import interrupt_on_signals
-
-DEFAULT_MIGRATIONS_DIR = settings.default("migrations_dir")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,39 +34,27 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(EXIT_USAGE)
 
 
-def _add_database(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--database", required=True, metavar="URL", help="postgresql://user:password@host:port/dbname"
-    )
-
-
 def _say(line: str) -> None:
     print(line, flush=True)
 
 
-def _major(text: str) -> int:
-    try:
-        major = parse_major(text)
-    except UsageError as exc:
-        raise argparse.ArgumentTypeError(str(exc).removeprefix("--pg-version ")) from None
-    assert major is not None
-    return major
+def cmd_checks(args: argparse.Namespace) -> int:
+    import json
 
+    from migration_gate.checks import catalog
 
-def _add_server_choice(parser: argparse.ArgumentParser, default: str) -> None:
-    """--pg-ctl and --pg-version: which installation the disposable server runs on."""
-    parser.add_argument(
-        "--pg-ctl",
-        metavar="PATH",
-        help=f"pg_ctl of the disposable server (default ${installations.PG_CTL_ENV}, then by --pg-version)",
-    )
-    parser.add_argument(
-        "--pg-version",
-        type=_major,
-        metavar="N",
-        help=f"the disposable server's PostgreSQL major, among those found "
-        f"(default ${installations.PG_VERSION_ENV}, else {default}; see 'migration-gate servers')",
-    )
+    if args.json and args.markdown:
+        raise UsageError("--json and --markdown: choose one")
+    entries = catalog.load(args.checks_dir)
+    if args.json:
+        print(json.dumps([entry.as_json() for entry in entries], indent=2))
+    elif args.markdown:
+        print(catalog.markdown(entries), end="")
+    else:
+        width = max(len(entry.name) for entry in entries)
+        for entry in entries:
+            _say(f"{entry.name:<{width}}  {entry.from_version:03d}  {entry.kind:<12}  {entry.fails_when}")
+    return EXIT_OK
 
 
 def cmd_servers(args: argparse.Namespace) -> int:
@@ -79,33 +71,22 @@ def cmd_servers(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _add_servers(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "servers",
-        help="the PostgreSQL installations found for the disposable server, the default first",
-        description="Each PostgreSQL installation found (--pg-ctl's environment variable, PATH, "
-        "/usr/lib/postgresql/*/bin, PyPI's), the one used by default first; --pg-version N picks the first of N.",
-    )
-    parser.add_argument(
-        "--majors", action="store_true", help="only the major versions, one per line, the default first"
-    )
-    parser.set_defaults(handler=cmd_servers)
-
-
 def cmd_migrate(args: argparse.Namespace) -> int:
     from migration_gate.core import runner
 
     plan = load_plan(args.migrations_dir)
+    found = _corrections(args.corrections_dir, plan)
     target = dsn.describe(args.database)
     _say(f"migrating {target} from {args.migrations_dir}")
     applied = runner.migrate(
         args.database,
         plan,
-        args.from_,
-        args.to,
+        args.from_version,
+        args.to_version,
         progress=_say,
         lock_timeout=args.lock_timeout,
         statement_timeout=args.statement_timeout,
+        corrections=found,
     )
     if args.statement_timings:
         for result in applied:
@@ -118,54 +99,42 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _add_migrate(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "migrate",
-        help="apply pending migrations, one transaction per file, recorded in the ledger",
-        description="Apply the pending migrations between --from and --to (inclusive) to --database.",
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from migration_gate.operations import baseline
+
+    plan = load_plan(args.migrations_dir)
+    adopted = baseline.baseline(
+        args.database, plan, args.to_version, pg_ctl=args.pg_ctl, pg_version=args.pg_version, progress=_say
     )
-    _add_database(parser)
-    parser.add_argument(
-        "--from", dest="from_", metavar="X", help="first migration: 006 or 006_workspace_defaults.sql"
-    )
-    parser.add_argument("--to", metavar="Y", help="last migration (inclusive)")
-    parser.add_argument("--migrations-dir", type=Path, default=Path(DEFAULT_MIGRATIONS_DIR), metavar="DIR")
-    parser.add_argument(
-        "--statement-timings", action="store_true", help="also print each statement's duration"
-    )
-    _add_lock_timeout(parser)
-    parser.add_argument(
-        "--statement-timeout",
-        type=_duration,
-        default="0",
-        metavar="DURATION",
-        help="stop any statement that runs longer (default 0: no limit)",
-    )
-    parser.set_defaults(handler=cmd_migrate)
+    _say(f"recorded {len(adopted)} migration(s) as applied; run 'migration-gate migrate' for the rest")
+    return EXIT_OK
 
 
-def _duration(text: str) -> str:
-    """A PostgreSQL duration setting: 0, 500ms, 5s, 2min (a bare number is milliseconds)."""
-    if not re.fullmatch(r"\d+(\.\d+)?\s*(us|ms|s|min|h|d)?", text.strip()):
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 5s, 500ms, 2min; 0 waits forever)")
-    return text.strip()
+def _corrections(directory: Path | None, plan: list[Any]) -> list[Any]:
+    from migration_gate.core import corrections
+
+    return corrections.load(directory, plan) if directory is not None else []
 
 
-def _add_lock_timeout(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--lock-timeout",
-        type=_duration,
-        default=settings.default("lock_timeout"),
-        metavar="DURATION",
-        help="give up on a lock the application holds after this long, then retry the migration with "
-        "back-off, a few times within a budget (default 5s; 0 waits forever)",
-    )
+def cmd_correct(args: argparse.Namespace) -> int:
+    from migration_gate.core import corrections, runner
+
+    plan = load_plan(args.migrations_dir)
+    correction = corrections.read_file(args.correction_file, plan)
+    done = runner.correct(args.database, correction, lock_timeout=args.lock_timeout, progress=_say)
+    if done is None:
+        _say(f"{correction.name} is already applied on {dsn.describe(args.database)}: nothing to do")
+    else:
+        _say(
+            f"applied {correction.name} in {done.seconds:.3f} s, recorded after {done.after:03d} "
+            f"(sha256 {correction.checksum[:12]}…; reason: {correction.reason})"
+        )
+    return EXIT_OK
 
 
 def cmd_serve_api(args: argparse.Namespace) -> int:
-    import logging
-
-    from migration_gate.reference.api import APP_ROLE, ApiSettings, ReferenceApi
+    from migration_gate.core.contract import APP_ROLE
+    from migration_gate.reference.api import ApiSettings, ReferenceApi
     from migration_gate.reference.webhook_delivery import DeliveryPolicy
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -178,52 +147,6 @@ def cmd_serve_api(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         _say("stopped")
     return EXIT_OK
-
-
-def _port(text: str) -> int:
-    if not text.isdigit() or int(text) > 65535:
-        raise argparse.ArgumentTypeError(f"not a port: {text!r}")
-    return int(text)
-
-
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
-    return int(text)
-
-
-def _non_negative_int(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"not a non-negative integer: {text!r}")
-    return int(text)
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < 3600:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
-    return value
-
-
-def _add_serve_api(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "serve-api",
-        help="serve the reference API of smoke/openapi.yaml against a migrated database",
-        description="Serve the API the smoke tests speak, acting on --database as fluxolab_devmode.",
-    )
-    _add_database(parser)
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=_port, default=8080, help="port to bind; 0 picks a free one")
-    parser.add_argument(
-        "--delivery-attempts", type=_positive_int, default=5, metavar="N", help="attempts, then failed"
-    )
-    parser.add_argument(
-        "--retry-backoff", type=_seconds, default=1.0, metavar="SECONDS", help="first retry delay (doubles)"
-    )
-    parser.set_defaults(handler=cmd_serve_api)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -239,22 +162,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
     rows = sum(counts.values())
     _say(f"loaded {rows} rows in {seconds:.3f} s ({rows / seconds:,.0f} rows/s)")
     return EXIT_OK
-
-
-def _add_generate(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "generate",
-        help="fill an empty database at 004 with a realistic, deterministic legacy volume (COPY)",
-        description="Load legacy rows with every dirty case of docs/contract.md §1 into --database, migrated to 004 "
-        "and empty; other tables grow in proportion to --users and --activities.",
-    )
-    _add_database(parser)
-    parser.add_argument("--users", type=_positive_int, required=True, metavar="N")
-    parser.add_argument("--activities", type=_positive_int, required=True, metavar="M")
-    parser.add_argument(
-        "--seed", type=_non_negative_int, default=0, metavar="S", help="same seed, same rows (default 0)"
-    )
-    parser.set_defaults(handler=cmd_generate)
 
 
 def _scrubbed_say(secret_url: str) -> Callable[[str], None]:
@@ -286,14 +193,18 @@ def _conclude(record: Any, secret_url: str) -> int:
     _say(f"outcome: {record.outcome}: {OUTCOMES.get(record.outcome, '')}")
     if record.next_action:
         _say(f"to restore: {record.next_action}")
-    if record.exit_code:
-        sys.stderr.write(
-            dsn.scrub(
-                f"migration-gate: stopped at {record.stopped_at}: {record.reason} ({record.outcome})",
-                secret_url,
-            )
-            + "\n"
+    said = []
+    if record.stopped_at:
+        said.append(f"stopped at {record.stopped_at}: {record.reason} ({record.outcome})")
+    after = record.failed_callback("after_window")
+    if after is not None:
+        # Last, and on the one line: the application may still be in maintenance mode.
+        said.append(
+            f"the --after-window command {after.describe()}: the application may still be in maintenance mode "
+            f"(the database: {record.outcome}; see the record)"
         )
+    if record.exit_code and said:
+        sys.stderr.write(dsn.scrub("migration-gate: " + "; and ".join(said), secret_url) + "\n")
     return int(record.exit_code if record.exit_code is not None else EXIT_USAGE)
 
 
@@ -321,7 +232,13 @@ def cmd_playbook(args: argparse.Namespace) -> int:
         smoke=_smoke(args),
         smoke_skipped_because="--no-smoke",
         lock_timeout=args.lock_timeout,
-        allowed_grantees=tuple(args.allowed_grantees),
+        allowed_grantees=tuple(args.allowed_grantee),
+        corrections_dir=args.corrections_dir,
+        accept_drift=args.accept_drift,
+        before_window=args.before_window,
+        after_window=args.after_window,
+        callback_timeout=args.callback_timeout,
+        exemptions=tuple(args.exempt),
         history=args.history,
     )
     record = playbook.run(options, _scrubbed_say(args.database), _confirmer(args.yes))
@@ -340,7 +257,10 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
         pg_ctl=args.pg_ctl,
         pg_version=args.pg_version,
         baseline=args.baseline,
-        allowed_grantees=tuple(args.allowed_grantees),
+        allowed_grantees=tuple(args.allowed_grantee),
+        corrections_dir=args.corrections_dir,
+        accept_drift=args.accept_drift,
+        exemptions=tuple(args.exempt),
         history=args.history,
     )
     record = rehearse.rehearse(options, _scrubbed_say(args.source))
@@ -364,122 +284,6 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _allowed_grantee(text: str) -> Any:
-    from migration_gate.checks.grantees import parse_allowed_grantee
-
-    try:
-        return parse_allowed_grantee(text)
-    except UsageError as exc:  # argparse says which option, then this one line
-        raise argparse.ArgumentTypeError(str(exc).removeprefix("--allowed-grantee ")) from None
-
-
-def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--report-dir",
-        required=True,
-        type=Path,
-        metavar="DIR",
-        help="where report.json and report.md go (a new directory)",
-    )
-    parser.add_argument("--migrations-dir", type=Path, default=Path(DEFAULT_MIGRATIONS_DIR), metavar="DIR")
-    parser.add_argument(
-        "--checks-dir",
-        type=Path,
-        default=Path(settings.default("checks_dir")),
-        metavar="DIR",
-        help="the invariants (default checks/)",
-    )
-    parser.add_argument(
-        "--smoke-dir",
-        type=Path,
-        default=Path("smoke"),
-        metavar="DIR",
-        help="the smoke tests (default smoke/)",
-    )
-    parser.add_argument("--no-smoke", action="store_true", help="skip the smoke tests (the record says so)")
-    allowed = settings.setting("allowed_grantee")
-    parser.add_argument(
-        "--allowed-grantee",
-        dest="allowed_grantees",
-        action="append",
-        type=_allowed_grantee,
-        default=[],
-        metavar=allowed.metavar,
-        help=allowed.help,
-    )
-    history = settings.setting("history")
-    parser.add_argument("--history", metavar=history.metavar, help=history.help)
-
-
-def _add_playbook(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "playbook",
-        help="the staging runbook: preflight, backup, migrate and validate in one transaction, smoke, record",
-        description=(
-            "Back up --database, apply the pending migrations and check the invariants after 006, after 007 "
-            "and at the end, all in one transaction (any failure rolls back, verified), smoke-test, and write "
-            "the change record. Exit 0 migrated and validated; 1 stopped (database as before, or restored); "
-            "2 usage, connection or preflight problem, nothing touched."
-        ),
-    )
-    _add_database(parser)
-    parser.add_argument(
-        "--backup",
-        required=True,
-        type=Path,
-        metavar="FILE",
-        help="a new file for pg_dump --format=custom (never overwritten)",
-    )
-    parser.add_argument(
-        "--yes", action="store_true", help="restore the backup without asking if a failure needs it"
-    )
-    parser.add_argument(
-        "--allow-active-sessions",
-        action="store_true",
-        help="run although fluxolab_devmode sessions are connected",
-    )
-    _add_lock_timeout(parser)
-    _add_run_options(parser)
-    parser.set_defaults(handler=cmd_playbook)
-
-
-def _add_rehearse(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "rehearse",
-        help="the playbook on a disposable copy of --source (read only): how 005→008 would go there",
-        description="Dump --source read-only, restore it into a disposable PostgreSQL, run the playbook there.",
-    )
-    parser.add_argument(
-        "--source", required=True, metavar="URL", help="the database to copy (only ever read)"
-    )
-    _add_server_choice(parser, "the source's major when installed here")
-    parser.add_argument(
-        "--baseline",
-        metavar="Y",
-        help="the source was migrated to Y by another runner (no ledger): adopt the copy first (see baseline)",
-    )
-    _add_run_options(parser)
-    parser.set_defaults(handler=cmd_rehearse)
-
-
-def _add_restore(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "restore",
-        help="restore a playbook backup into the database it was taken from, and verify it",
-        description="Restore --backup (taken by 'migration-gate playbook') into --database, only if it is the database it came from.",
-    )
-    _add_database(parser)
-    parser.add_argument(
-        "--backup",
-        required=True,
-        type=Path,
-        metavar="FILE",
-        help="the backup file (its .meta.json beside it)",
-    )
-    parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    parser.set_defaults(handler=cmd_restore)
-
-
 def _warn(line: str) -> None:
     sys.stderr.write(f"migration-gate: warning: {line}\n")
 
@@ -501,62 +305,32 @@ def cmd_history(args: argparse.Namespace) -> int:
 
     if args.notify_url is not None:
         notify.check_url(args.notify_url)
-    _output("--json", args.json)
-    _output("--html", args.html)
-    with History(args.source) as history:
+    _output("--json", args.json_file)
+    _output("--html", args.html_file)
+    with History(args.history) as history:
         history.verify()
-        found = report.build(history, args.last or report.DEFAULT_LAST, args.check)
+        found = report.build(history, args.last, args.check)
         for line in found.lines():
             _say(line)
-        if args.json is not None:
-            args.json.write_text(json.dumps(found.to_json(), indent=2) + "\n", encoding="utf-8")
-            _say(f"wrote {args.json}")
-        if args.html is not None:
-            args.html.write_text(html.page(found), encoding="utf-8")
-            _say(f"wrote {args.html}")
+        if args.json_file is not None:
+            args.json_file.write_text(json.dumps(found.to_json(), indent=2) + "\n", encoding="utf-8")
+            _say(f"wrote {args.json_file}")
+        if args.html_file is not None:
+            args.html_file.write_text(html.page(found), encoding="utf-8")
+            _say(f"wrote {args.html_file}")
         if args.notify_url is not None:
             posted = notify.notify(history, found, args.notify_url, _warn)
             _say(f"posted {len(posted)} change(s) to --notify-url")
     return found.exit_status
 
 
-def _add_history(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "history",
-        help="what the nightly runs remember: failing checks since when, trends, new and resolved, figures",
-        description="Report the last runs kept in SOURCE (an SQLite file or a postgresql:// URL, as given to "
-        "--history): each check that failed among them, its state now, the run its failure began in, its count "
-        "run by run, what is new or resolved since the previous run, and the figures that changed. Exit 1 while "
-        "the latest run has a failing check, else 0; 2 for a SOURCE that is not a history (docs/history.md).",
-    )
-    parser.add_argument("source", metavar="SOURCE", help="the history: an SQLite file or a postgresql:// URL")
-    parser.add_argument(
-        "--last",
-        type=_positive_int,
-        metavar="N",
-        help="the window: the last N runs of the latest run's target (default 30)",
-    )
-    parser.add_argument("--check", metavar="NAME", help="only this check (its name in the catalog)")
-    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
-    parser.add_argument(
-        "--html", type=Path, metavar="FILE", help="also write one self-contained page with the charts"
-    )
-    parser.add_argument(
-        "--notify-url",
-        metavar="URL",
-        help='post each change (a new failure, one resolved) once, as Slack\'s {"text": ...}; never printed',
-    )
-    parser.set_defaults(handler=cmd_history)
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
-    from migration_gate.data import bench
-    from migration_gate.data.window import DEFAULT_WINDOW_SCALES
+    from migration_gate.bench import run as bench
 
     plan = load_plan(args.migrations_dir)
-    scales = args.scales or list(bench.DEFAULT_SCALES)
+    scales = args.scales
     _say(f"benchmark of {args.migrations_dir} at {', '.join(f'{s:,}' for s in scales)} activities")
-    window_scales = [] if args.no_window else (args.window_scales or list(DEFAULT_WINDOW_SCALES))
+    window_scales = [] if args.no_window else args.window_scales
     result = bench.bench(
         plan,
         scales,
@@ -574,156 +348,223 @@ def cmd_bench(args: argparse.Namespace) -> int:
         _say(line)
     for verdict, met in result.verdicts():
         _say(f"{'met    ' if met else 'MISSED '} {verdict}")
-    if args.json:
-        bench.write_json(result, args.json)
-        _say(f"wrote {args.json}")
+    if args.json_file:
+        bench.write_json(result, args.json_file)
+        _say(f"wrote {args.json_file}")
     return EXIT_OK
 
 
-def _scales(text: str) -> list[int]:
-    parts = [part.strip().replace("_", "") for part in text.split(",")]
-    if not parts or not all(part.isdigit() and int(part) > 0 for part in parts):
-        raise argparse.ArgumentTypeError(f"not a comma-separated list of positive integers: {text!r}")
-    return [int(part) for part in parts]
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: what it does, the settings it takes (and requires), and its handler."""
+
+    name: str
+    help: str
+    description: str
+    handler: Callable[[argparse.Namespace], int]
+    options: tuple[str, ...] = ()
+    required: tuple[str, ...] = ()
+    secret: str | None = None
+    positional: tuple[
+        str, ...
+    ] = ()  # settings given without a flag, in this order  # the setting holding a URL whose password must never be printed
 
 
-def _add_bench(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "bench",
-        help="time 005→008 against bulk-loading the legacy volume, and the gate against its floor",
-        description="For each scale (activities; users and the rest in proportion) on a disposable server: "
-        "load_s (COPY of the generated legacy volume), migrate_s (005→008) and each migration's time and "
-        "longest ACCESS EXCLUSIVE lock on a pre-existing table; then the gate against pg_ctl + psql.",
-    )
-    parser.add_argument(
-        "--scales",
-        type=_scales,
-        metavar="N,N,...",
-        help="numbers of activities (default 10000,100000,1000000)",
-    )
-    parser.add_argument(
-        "--window-scales",
-        type=_scales,
-        metavar="N,N,...",
-        help="activities at which the whole playbook is timed against the runbook by hand "
-        "(default 100000,500000,1000000)",
-    )
-    parser.add_argument("--no-window", action="store_true", help="leave the window section out")
-    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
-    parser.add_argument("--seed", type=_non_negative_int, default=0, metavar="S")
-    parser.add_argument(
-        "--gate-runs",
-        type=_non_negative_int,
-        default=3,
-        metavar="N",
-        help="runs of the gate and its floor, median reported (0 skips them; default 3)",
-    )
-    parser.add_argument(
-        "--repeats",
-        type=_positive_int,
-        default=1,
-        metavar="N",
-        help="runs per scale on a fresh database each, medians reported (default 1)",
-    )
-    parser.add_argument("--migrations-dir", type=Path, default=Path(DEFAULT_MIGRATIONS_DIR), metavar="DIR")
-    _add_server_choice(parser, "the first found")
-    parser.set_defaults(handler=cmd_bench)
+SERVER_CHOICE = ("pg_ctl", "pg_version")
+RUN_OPTIONS = (
+    "report_dir",
+    "migrations_dir",
+    "checks_dir",
+    "smoke_dir",
+    "no_smoke",
+    "allowed_grantee",
+    "corrections_dir",
+    "accept_drift",
+    "exempt",
+    "history",
+)
 
-
-def cmd_baseline(args: argparse.Namespace) -> int:
-    from migration_gate.operations import baseline
-
-    plan = load_plan(args.migrations_dir)
-    adopted = baseline.baseline(
-        args.database, plan, args.to, pg_ctl=args.pg_ctl, pg_version=args.pg_version, progress=_say
-    )
-    _say(f"recorded {len(adopted)} migration(s) as applied; run 'migration-gate migrate' for the rest")
-    return EXIT_OK
-
-
-def _add_baseline(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "baseline",
-        help="adopt a database migrated by another runner: record 001→Y in the ledger without running them",
-        description=(
-            "Record 001→Y as applied in --database's ledger, once a disposable build of 001→Y shows its catalog "
-            "(schemas, tables, columns, constraints, indexes) is exactly the database's. Nothing runs, and "
-            "any difference refuses the baseline with exit 2."
-        ),
-    )
-    _add_database(parser)
-    parser.add_argument("--to", required=True, metavar="Y", help="the last migration already applied: 004")
-    parser.add_argument("--migrations-dir", type=Path, default=Path(DEFAULT_MIGRATIONS_DIR), metavar="DIR")
-    _add_server_choice(parser, "the database's major when installed here")
-    parser.set_defaults(handler=cmd_baseline)
-
-
-def cmd_checks(args: argparse.Namespace) -> int:
-    import json
-
-    from migration_gate.checks import catalog
-
-    entries = catalog.load(args.checks_dir)
-    if args.json:
-        print(json.dumps([entry.as_json() for entry in entries], indent=2))
-    elif args.markdown:
-        print(catalog.markdown(entries), end="")
-    else:
-        width = max(len(entry.name) for entry in entries)
-        for entry in entries:
-            _say(f"{entry.name:<{width}}  {entry.from_version:03d}  {entry.kind:<12}  {entry.fails_when}")
-    return EXIT_OK
-
-
-def _add_checks(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
+COMMANDS = (
+    Command(
         "checks",
-        help="list the catalog of checks: name, the migration it holds from, kind, what fails it",
-        description="The one catalog the pytest gate, the playbook and the fault tests all run: "
+        "list the catalog of checks: name, the migration it holds from, kind, what fails it",
+        "The one catalog the pytest gate, the playbook and the fault tests all run: "
         "the SQL invariants of --checks-dir and the built-in checks.",
-    )
-    parser.add_argument(
-        "--checks-dir",
-        type=Path,
-        default=Path(settings.default("checks_dir")),
-        metavar="DIR",
-        help="the SQL invariants (default checks/)",
-    )
-    output = parser.add_mutually_exclusive_group()
-    output.add_argument("--json", action="store_true", help="a JSON list of {name, from, kind, fails_when}")
-    output.add_argument("--markdown", action="store_true", help="the table the README shows")
-    parser.set_defaults(handler=cmd_checks)
-
-
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_checks,
-    _add_servers,
-    _add_migrate,
-    _add_baseline,
-    _add_serve_api,
-    _add_generate,
-    _add_playbook,
-    _add_rehearse,
-    _add_restore,
-    _add_history,
-    _add_bench,
-]
+        cmd_checks,
+        ("checks_dir", "json", "markdown"),
+    ),
+    Command(
+        "servers",
+        "the PostgreSQL installations found for the disposable server, the default first",
+        "Each PostgreSQL installation found (--pg-ctl's environment variable, PATH, "
+        "/usr/lib/postgresql/*/bin, PyPI's), the one used by default first; --pg-version N picks the first of N.",
+        cmd_servers,
+        ("majors",),
+    ),
+    Command(
+        "migrate",
+        "apply pending migrations, one transaction per file, recorded in the ledger",
+        "Apply the pending migrations between --from and --to (inclusive) to --database.",
+        cmd_migrate,
+        (
+            "database",
+            "from_version",
+            "to_version",
+            "migrations_dir",
+            "corrections_dir",
+            "statement_timings",
+            "lock_timeout",
+            "statement_timeout",
+        ),
+        ("database",),
+        "database",
+    ),
+    Command(
+        "correct",
+        "apply one correction now, in one transaction under the runner's lock, and keep it in the ledger",
+        "Apply FILE (a correction: '-- reason:' and optionally '-- after: NNN', docs/window.md) to "
+        "--database now and record it in migration_gate.corrections, so that schema_drift expects it and "
+        "--corrections-dir replays it elsewhere at its place. Already applied: nothing to do; edited since: exit 2.",
+        cmd_correct,
+        ("database", "migrations_dir", "lock_timeout"),
+        ("database",),
+        "database",
+        ("correction_file",),
+    ),
+    Command(
+        "baseline",
+        "adopt a database migrated by another runner: record 001→Y in the ledger without running them",
+        "Record 001→Y as applied in --database's ledger, once a disposable build of 001→Y shows its catalog "
+        "(schemas, tables, columns, constraints, indexes) is exactly the database's. Nothing runs, and "
+        "any difference refuses the baseline with exit 2.",
+        cmd_baseline,
+        ("database", "to_version", "migrations_dir", *SERVER_CHOICE),
+        ("database", "to_version"),
+        "database",
+    ),
+    Command(
+        "serve-api",
+        "serve the reference API of smoke/openapi.yaml against a migrated database",
+        "Serve the API the smoke tests speak, acting on --database as fluxolab_devmode.",
+        cmd_serve_api,
+        ("database", "host", "port", "delivery_attempts", "retry_backoff"),
+        ("database",),
+        "database",
+    ),
+    Command(
+        "generate",
+        "fill an empty database at 004 with a realistic, deterministic legacy volume (COPY)",
+        "Load legacy rows with every dirty case of docs/contract.md §1 into --database, migrated to 004 "
+        "and empty; other tables grow in proportion to --users and --activities.",
+        cmd_generate,
+        ("database", "users", "activities", "seed"),
+        ("database", "users", "activities"),
+        "database",
+    ),
+    Command(
+        "playbook",
+        "the staging runbook: preflight, backup, migrate and validate in one transaction, smoke, record",
+        "Back up --database, apply the pending migrations and check the invariants after 006, after 007 "
+        "and at the end, all in one transaction (any failure rolls back, verified), smoke-test, and write "
+        "the change record. Exit 0 migrated and validated; 1 stopped (database as before, or restored); "
+        "2 usage, connection or preflight problem (schema drift included), nothing touched; 3 migrated and "
+        "validated, but the --after-window command failed.",
+        cmd_playbook,
+        (
+            "database",
+            "backup",
+            "yes",
+            "allow_active_sessions",
+            "lock_timeout",
+            "before_window",
+            "after_window",
+            "callback_timeout",
+            *RUN_OPTIONS,
+        ),
+        ("database", "backup", "report_dir"),
+        "database",
+    ),
+    Command(
+        "rehearse",
+        "the playbook on a disposable copy of --source (read only): how 005→008 would go there",
+        "Dump --source read-only, restore it into a disposable PostgreSQL, run the playbook there.",
+        cmd_rehearse,
+        ("source", *SERVER_CHOICE, "baseline", *RUN_OPTIONS),
+        ("source", "report_dir"),
+        "source",
+    ),
+    Command(
+        "restore",
+        "restore a playbook backup into the database it was taken from, and verify it",
+        "Restore --backup (taken by 'migration-gate playbook') into --database, only if it is the database "
+        "it came from.",
+        cmd_restore,
+        ("database", "backup", "yes"),
+        ("database", "backup"),
+        "database",
+    ),
+    Command(
+        "history",
+        "what the nightly runs remember: failing checks since when, trends, new and resolved, figures",
+        "Report the last runs kept in SOURCE (an SQLite file or a postgresql:// URL, as given to --history): "
+        "each check that failed among them, its state now, the run its failure began in, its count run by "
+        "run, what is new or resolved since the previous run, and the figures that changed. Exit 1 while the "
+        "latest run has a failing check, else 0; 2 for a SOURCE that is not a history (docs/history.md).",
+        cmd_history,
+        ("last", "check", "json_file", "html_file", "notify_url"),
+        positional=("history",),
+    ),
+    Command(
+        "bench",
+        "time 005→008 against bulk-loading the legacy volume, and the gate against its floor",
+        "For each scale (activities; users and the rest in proportion) on a disposable server: "
+        "load_s (COPY of the generated legacy volume), migrate_s (005→008) and each migration's time and "
+        "longest ACCESS EXCLUSIVE lock on a pre-existing table; then the gate against pg_ctl + psql; "
+        "then the whole window against the runbook by hand.",
+        cmd_bench,
+        (
+            "scales",
+            "window_scales",
+            "no_window",
+            "json_file",
+            "seed",
+            "gate_runs",
+            "repeats",
+            "migrations_dir",
+            *SERVER_CHOICE,
+        ),
+    ),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="migration-gate", description="Gate FluxoLab's PostgreSQL migrations 001→008.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
-    for add in COMMANDS:
-        add(commands)
+    for command in COMMANDS:
+        sub = commands.add_parser(command.name, help=command.help, description=command.description)
+        settings.add_arguments(sub, command.name, command.options, command.required, command.positional)
+        sub.set_defaults(handler=command.handler, spec=command)
     return parser
+
+
+def resolve(args: argparse.Namespace, command: Command) -> argparse.Namespace:
+    """Each of the command's settings: the flag, else its environment variable, else the project's, else the default."""
+    ini, _ = settings.project_options(Path.cwd())
+    for name in (*command.positional, *command.options):
+        value = settings.resolve(
+            settings.setting(name), getattr(args, name, None), os.environ, ini, command.name
+        )
+        setattr(args, name, value)
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     interrupt_on_signals()
-    secret_url = getattr(args, "database", None) or getattr(args, "source", None)
+    command: Command = args.spec
+    secret_url = getattr(args, command.secret, None) if command.secret else None
     try:
-        return int(args.handler(args))
+        return int(args.handler(resolve(args, command)))
     except GateError as exc:
         message = dsn.scrub(str(exc), secret_url)
         notify_url = getattr(args, "notify_url", None)

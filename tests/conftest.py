@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from migration_gate.checks.catalog import CheckContext
+from migration_gate.core import dsn
+from migration_gate.core.drift import Reference
 from migration_gate.core.server import DisposableServer
 from migration_gate.plugin.config import GATE_CONFIG
 from migration_gate.plugin.databases import CheckpointDatabases, GateDatabases
@@ -70,6 +73,48 @@ def clone(gate: GateDatabases) -> Iterator[Callable[[str], str]]:
     yield make
     for name in names:
         databases.server.drop_database(name)
+
+
+# The checkpoint name of a private clone of the gate database after the last migration.
+MIGRATED = "migrated"
+
+
+def disposable(gate: GateDatabases) -> CheckpointDatabases:
+    if not isinstance(gate, CheckpointDatabases):
+        pytest.skip("injecting faults needs the disposable server (run without --database-url)")
+    return gate
+
+
+@pytest.fixture(scope="module")
+def migrated_clone(gate: GateDatabases) -> Iterator[str]:
+    """A private copy of the database after the last migration, for one test module."""
+    databases = disposable(gate)
+    name = f"faults_{uuid.uuid4().hex[:8]}"
+    url = databases.clone(databases.last, name)
+    yield url
+    databases.server.drop_database(name)
+
+
+def rolled_back_context(
+    gate: GateDatabases, url: str, checkpoint: str, *, realistic_volume: bool = False
+) -> Iterator[CheckContext]:
+    """What a check reads on ``url``, inside a transaction that is always rolled back."""
+    databases = disposable(gate)
+    with dsn.connect(url) as conn, conn.transaction(force_rollback=True):
+        yield CheckContext(
+            conn,
+            databases.plan,
+            checkpoint,
+            legacy=databases.legacy_snapshot(),
+            realistic_volume=realistic_volume,
+            reference=Reference(databases.server),  # schema_drift builds beside the clone
+        )
+
+
+@pytest.fixture
+def context(gate: GateDatabases, migrated_clone: str) -> Iterator[CheckContext]:
+    """A check's context on this module's clone after the last migration; what a test writes is rolled back."""
+    yield from rolled_back_context(gate, migrated_clone, MIGRATED)
 
 
 @pytest.fixture

@@ -55,17 +55,20 @@ def test_a_database_at_004_without_a_ledger_is_adopted_and_then_migrates(
     [
         (
             "ALTER TABLE public.activities DROP COLUMN payload",
-            "missing: column public.activities.payload jsonb",
+            "column public.activities.payload jsonb: built by the migrations, not on the database",
         ),
         (
             "ALTER TABLE public.users ADD COLUMN nickname text",
-            "not in the migrations: column public.users.nickname text",
+            "column public.users.nickname text: on the database, not built by the migrations",
         ),
         (
             "ALTER TABLE public.credentials ALTER COLUMN secret DROP NOT NULL",
-            "column public.credentials.secret text NOT NULL",
+            "column public.credentials.secret: built by the migrations as text NOT NULL, on the database as text",
         ),
-        ("DROP INDEX public.idx_activities_user", "missing: index public.idx_activities_user"),
+        (
+            "DROP INDEX public.idx_activities_user",
+            "index public.idx_activities_user on public.activities (user_id): built by the migrations, not on the database",
+        ),
     ],
     ids=["column-missing", "column-extra", "not-null-dropped", "index-missing"],
 )
@@ -89,7 +92,10 @@ def test_a_database_further_than_the_baseline_is_refused(
     migrate_like_the_old_runner(disposable_server, fresh_database, 5)
     run = run_cli("baseline", "--database", fresh_database, "--to", "004")
     assert run.returncode == 2, run.output
-    assert "not in the migrations: column public.activities.workspace_id bigint" in run.stderr
+    assert (
+        "column public.activities.workspace_id bigint: on the database, not built by the migrations"
+        in run.stderr
+    )
     assert not has_ledger(fresh_database)
 
 
@@ -119,7 +125,10 @@ def test_the_catalogs_compare_across_majors(disposable_server: DisposableServer,
             conn.execute("ALTER TABLE public.credentials ALTER COLUMN secret DROP NOT NULL")
         drifted = run_cli("baseline", "--database", fresh_database, "--to", "004", "--pg-version", str(major))
         assert drifted.returncode == 2, drifted.output
-        assert "missing: column public.credentials.secret text NOT NULL" in drifted.stderr
+        assert (
+            "column public.credentials.secret: built by the migrations as text NOT NULL, on the database as text"
+            in drifted.stderr
+        )
         with dsn.connect(fresh_database) as conn:
             conn.execute("ALTER TABLE public.credentials ALTER COLUMN secret SET NOT NULL")
         run = run_cli("baseline", "--database", fresh_database, "--to", "004", "--pg-version", str(major))

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from migration_gate.bench import run as bench
+from migration_gate.bench import scales
 from migration_gate.core import dsn, ledger
 from migration_gate.core.plan import Migration, load_plan
-from migration_gate.data import bench
 from tests.conftest import REPO, Run
 
 
@@ -41,7 +42,7 @@ def test_access_exclusive_locks_on_pre_existing_tables_are_found(
         conn.execute("CREATE TABLE existing (id int PRIMARY KEY)")
         conn.execute("CREATE TABLE child (parent_id int REFERENCES existing)")
         ledger.ensure(conn)
-        run = bench.apply_measured(conn, migration(tmp_path, sql))
+        run = scales.apply_measured(conn, migration(tmp_path, sql))
         recorded = ledger.read(conn)
     if locked is None:
         assert run.lock_table is None and run.locks == {}
@@ -90,10 +91,10 @@ def test_cli_refuses_a_missing_migrations_directory(cli: Callable[..., Run], tmp
 
 
 def test_repeated_runs_report_the_median_load_and_the_median_migration_run() -> None:
-    def run(load_s: float, migrate_s: float) -> bench.ScaleRun:
-        return bench.ScaleRun(100, 150, load_s, [bench.MigrationRun("008_x.sql", migrate_s, 0.0, None)])
+    def run(load_s: float, migrate_s: float) -> scales.ScaleRun:
+        return scales.ScaleRun(100, 150, load_s, [scales.MigrationRun("008_x.sql", migrate_s, 0.0, None)])
 
-    kept = bench.median_run([run(1.0, 9.0), run(3.0, 2.0), run(2.0, 5.0)])
+    kept = scales.median_run([run(1.0, 9.0), run(3.0, 2.0), run(2.0, 5.0)])
     assert kept.load_s == 2.0
     assert kept.migrate_s == 5.0
     assert kept.ratio == 2.5

@@ -20,23 +20,24 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from migration_gate.checks import catalog, explain, grantees, invariants, ledger_check, privileges, structure
+from migration_gate.checks import catalog, explain, invariants, ledger_check, privileges, structure
 from migration_gate.checks.catalog import CheckContext, CheckSkipped
 from migration_gate.checks.failures import CheckFailed
 from migration_gate.checks.profile_audit import profile_audit
-from migration_gate.core import dsn, installations, runner
+from migration_gate.core import corrections, dsn, installations, runner
+from migration_gate.core.allowed_grantees import parse_allowed_grantees
 from migration_gate.core.contract import PUBLIC_TABLES
 from migration_gate.core.plan import load_plan
 from migration_gate.core.server import DisposableServer
-from migration_gate.plugin.databases import CheckpointDatabases, GateDatabases
-from tests.conftest import REPO
+from migration_gate.plugin.databases import GateDatabases
+from tests.conftest import MIGRATED, REPO, disposable, rolled_back_context
 
 CATALOG = {check.name: check for check in catalog.load(REPO / "checks")}
 INVARIANTS = {name: check.invariant for name, check in CATALOG.items() if check.invariant is not None}
 CREDENTIALS = explain.CREDENTIALS_OF_A_WORKSPACE
 ACTIVITIES = explain.LATEST_ACTIVITIES_OF_A_WORKSPACE
 # Where a fault is injected: a clone of the gate database after the last migration, or the generated volume.
-MIGRATED, VOLUME = "migrated", "volume"
+VOLUME = "volume"
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,14 @@ OPEN_ARCHIVE = (
     " GRANT SELECT ON ALL TABLES IN SCHEMA legacy_archive TO gate_fault_archivist"
 )
 FUTURE_TABLES_TO_ETL = "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO gate_fault_etl"
+# The issue's new schema holding a copy of credentials, secrets included.
+REPORTING_COPY = (
+    "CREATE SCHEMA reporting; CREATE TABLE reporting.credentials AS SELECT * FROM public.credentials"
+)
+SECRET_READER = (
+    "CREATE FUNCTION public.credential_secret(credential_id bigint) RETURNS text LANGUAGE sql STABLE"
+)
+SECRET_READER_BODY = "AS 'SELECT secret FROM public.credentials WHERE id = credential_id'"
 FAULTS = [
     # Invariants: each breaks exactly one row.
     Fault(
@@ -628,6 +637,107 @@ FAULTS = [
         "CREATE ROLE gate_fault_caller; ALTER DEFAULT PRIVILEGES GRANT EXECUTE ON FUNCTIONS TO gate_fault_caller",
         "in every schema, future functions: EXECUTE granted to gate_fault_caller",
     ),
+    # Every schema, not only public and legacy_archive: a schema a 009 adds (docs/contract.md §8).
+    Fault(
+        "grantees[schemas]",
+        "a new schema open to PUBLIC",
+        f"{REPORTING_COPY}; GRANT USAGE ON SCHEMA reporting TO PUBLIC",
+        "schema reporting: USAGE granted to PUBLIC",
+        allowed_by="public:USAGE",
+    ),
+    Fault(
+        "grantees[tables]",
+        "a copy of credentials, secrets included, in a new schema, readable by PUBLIC",
+        f"{REPORTING_COPY}; GRANT SELECT ON reporting.credentials TO PUBLIC",
+        "table reporting.credentials: SELECT granted to PUBLIC",
+        allowed_by="public:SELECT",
+    ),
+    Fault(
+        "grantees[tables]",
+        "a new schema's table handed to the application role (its contract is public only)",
+        f"{REPORTING_COPY}; GRANT SELECT ON reporting.credentials TO fluxolab_devmode",
+        "table reporting.credentials: SELECT granted to fluxolab_devmode",
+    ),
+    Fault(
+        "grantees[columns]",
+        "a secret column of a new schema's table for another role",
+        f"CREATE ROLE gate_fault_analyst; {REPORTING_COPY}; GRANT SELECT (secret) ON reporting.credentials TO gate_fault_analyst",
+        "column reporting.credentials.secret: SELECT granted to gate_fault_analyst",
+    ),
+    Fault(
+        "grantees[sequences]",
+        "a new schema's sequence for PUBLIC",
+        "CREATE SCHEMA reporting; CREATE SEQUENCE reporting.batches; GRANT USAGE ON SEQUENCE reporting.batches TO PUBLIC",
+        "sequence reporting.batches: USAGE granted to PUBLIC",
+    ),
+    Fault(
+        "grantees[default_privileges]",
+        "every future table of a new schema handed to another role",
+        "CREATE ROLE gate_fault_reporter; CREATE SCHEMA reporting;"
+        " ALTER DEFAULT PRIVILEGES IN SCHEMA reporting GRANT SELECT ON TABLES TO gate_fault_reporter",
+        "in schema reporting, future tables: SELECT granted to gate_fault_reporter",
+    ),
+    Fault(
+        "no_invalid_indexes",
+        "an invalid index in a new schema",
+        f"{REPORTING_COPY}; CREATE INDEX reporting_credentials_name ON reporting.credentials (name);"
+        " UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'reporting.reporting_credentials_name'::regclass",
+        "reporting_credentials_name",
+    ),
+    Fault(
+        "no_not_valid_constraints",
+        "a CHECK left NOT VALID in a new schema",
+        f"{REPORTING_COPY}; ALTER TABLE reporting.credentials ADD CONSTRAINT reporting_named CHECK (name <> '') NOT VALID",
+        "reporting_named",
+    ),
+    Fault(
+        "cascading_foreign_keys_without_index",
+        "a cascading key without an index in a new schema",
+        "CREATE SCHEMA reporting; CREATE TABLE reporting.exports (id bigint PRIMARY KEY,"
+        " user_id bigint REFERENCES public.users ON DELETE CASCADE)",
+        "reporting.exports",
+    ),
+    # SECURITY DEFINER functions: their owner's rights for whoever may call them (§8).
+    Fault(
+        "security_definer_functions",
+        "a SECURITY DEFINER function returning any credential's secret, PUBLIC's default EXECUTE kept",
+        f"{SECRET_READER} SECURITY DEFINER SET search_path = pg_catalog, public {SECRET_READER_BODY}",
+        "function public.credential_secret(credential_id bigint), owner postgres, SECURITY DEFINER: "
+        "executable by PUBLIC",
+        allowed_by="public:EXECUTE",
+    ),
+    Fault(
+        "security_definer_functions",
+        "a SECURITY DEFINER function without a fixed search_path, executable by its owner only",
+        "CREATE FUNCTION public.purge_activities(target bigint) RETURNS void LANGUAGE sql SECURITY DEFINER"
+        " AS 'DELETE FROM activities WHERE workspace_id = target';"
+        " REVOKE EXECUTE ON FUNCTION public.purge_activities(bigint) FROM PUBLIC",
+        "public.purge_activities(target bigint), owner postgres, SECURITY DEFINER: search_path not fixed",
+    ),
+    Fault(
+        "security_definer_functions",
+        "a SECURITY DEFINER function granted to a role nobody declared",
+        f"CREATE ROLE gate_fault_caller; {SECRET_READER} SECURITY DEFINER SET search_path = pg_catalog"
+        f" {SECRET_READER_BODY}; REVOKE EXECUTE ON FUNCTION public.credential_secret(bigint) FROM PUBLIC;"
+        " GRANT EXECUTE ON FUNCTION public.credential_secret(bigint) TO gate_fault_caller",
+        "REVOKE EXECUTE ON FUNCTION public.credential_secret(credential_id bigint) FROM gate_fault_caller;",
+        allowed_by="gate_fault_caller:EXECUTE",
+    ),
+    Fault(
+        "security_definer_functions",
+        "a SECURITY DEFINER function executable by the application role",
+        f"{SECRET_READER} SECURITY DEFINER SET search_path = pg_catalog {SECRET_READER_BODY};"
+        " REVOKE EXECUTE ON FUNCTION public.credential_secret(bigint) FROM PUBLIC;"
+        " GRANT EXECUTE ON FUNCTION public.credential_secret(bigint) TO fluxolab_devmode",
+        "executable by fluxolab_devmode",
+    ),
+    Fault(
+        "security_definer_functions",
+        "a SECURITY DEFINER procedure in a new schema",
+        "CREATE SCHEMA maintenance; CREATE PROCEDURE maintenance.reset_attempts() LANGUAGE sql SECURITY DEFINER"
+        " AS 'UPDATE public.webhook_events SET attempts = 0'",
+        "ALTER PROCEDURE maintenance.reset_attempts() SET search_path = pg_catalog, public;",
+    ),
     # The ledger, from the database's side (file-side faults below).
     Fault(
         "ledger",
@@ -646,6 +756,47 @@ FAULTS = [
         "checksum recorded differs from the file",
         "UPDATE migration_gate.ledger SET checksum = repeat('0', 64) WHERE version = 3",
         "edited after it was applied",
+    ),
+    # Drift: the schema against what its ledger's migrations and corrections build on an empty database.
+    Fault(
+        "schema_drift",
+        "an index added by hand",
+        "CREATE INDEX tmp_fix_idx ON activities (action)",
+        "index public.tmp_fix_idx on public.activities (action): on the database, not built by the migrations",
+    ),
+    Fault(
+        "schema_drift",
+        "a column added by hand",
+        "ALTER TABLE credentials ADD COLUMN note text",
+        "column public.credentials.note text: on the database, not built by the migrations",
+    ),
+    Fault(
+        "schema_drift",
+        "an index dropped by hand",
+        "DROP INDEX idx_activities_user",
+        "index public.idx_activities_user on public.activities (user_id): built by the migrations, not on the database",
+    ),
+    Fault(
+        "schema_drift",
+        "a default changed by hand",
+        "ALTER TABLE webhook_events ALTER COLUMN attempts SET DEFAULT 1",
+        "column public.webhook_events.attempts: built by the migrations as integer NOT NULL DEFAULT 0, "
+        "on the database as integer NOT NULL DEFAULT 1",
+    ),
+    Fault(
+        "schema_drift",
+        "a trigger and its function added by hand",
+        "CREATE FUNCTION public.touch() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END';"
+        " CREATE TRIGGER touch BEFORE UPDATE ON users FOR EACH ROW EXECUTE FUNCTION public.touch()",
+        "trigger public.users.touch: on the database, not built by the migrations",
+    ),
+    Fault(
+        "schema_drift",
+        "a correction in the ledger that is not on the database",
+        corrections.CREATE_CORRECTIONS.decode()
+        + "; INSERT INTO migration_gate.corrections VALUES ('users_name_idx.sql', 'x', 'reports filter by name', 8,"
+        " 'CREATE INDEX users_name_idx ON public.users (name)', now(), 1)",
+        "index public.users_name_idx on public.users (name): built by the migrations, not on the database",
     ),
 ]
 
@@ -687,22 +838,6 @@ def run_check(name: str, ctx: CheckContext) -> CheckFailed | None:
     return None
 
 
-def disposable(gate: GateDatabases) -> CheckpointDatabases:
-    if not isinstance(gate, CheckpointDatabases):
-        pytest.skip("injecting faults needs the disposable server (run without --database-url)")
-    return gate
-
-
-@pytest.fixture(scope="module")
-def migrated_clone(gate: GateDatabases) -> Iterator[str]:
-    """A private copy of the database after the last migration, for this module only."""
-    databases = disposable(gate)
-    name = f"faults_{uuid.uuid4().hex[:8]}"
-    url = databases.clone(databases.last, name)
-    yield url
-    databases.server.drop_database(name)
-
-
 @pytest.fixture(scope="module")
 def volume_clone(gate: GateDatabases) -> Iterator[str]:
     from migration_gate.data import volume_checkpoint
@@ -714,32 +849,17 @@ def volume_clone(gate: GateDatabases) -> Iterator[str]:
     databases.server.drop_database(name)
 
 
-def _context(gate: GateDatabases, url: str, checkpoint: str) -> Iterator[CheckContext]:
-    """A connection to ``url`` inside a transaction that is always rolled back."""
-    databases = disposable(gate)
-    with dsn.connect(url) as conn, conn.transaction(force_rollback=True):
-        yield CheckContext(
-            conn,
-            databases.plan,
-            checkpoint,
-            legacy=databases.legacy_snapshot(),
-            realistic_volume=checkpoint == VOLUME,
-        )
-
-
-@pytest.fixture
-def context(gate: GateDatabases, migrated_clone: str) -> Iterator[CheckContext]:
-    yield from _context(gate, migrated_clone, MIGRATED)
-
-
 @pytest.fixture
 def volume(gate: GateDatabases, volume_clone: str) -> Iterator[CheckContext]:
-    yield from _context(gate, volume_clone, VOLUME)
+    yield from rolled_back_context(gate, volume_clone, VOLUME, realistic_volume=True)
 
 
 def test_every_entry_of_the_catalog_has_a_fault_and_every_fault_an_entry() -> None:
     # A check no test can make fail is a defect: a new entry (a new SQL file too) without a fault fails here.
-    assert set(CATALOG) == {fault.check for fault in FAULTS}
+    # The rule families have theirs, failing and passing, in tests/test_rules.py.
+    assert {name for name, check in CATALOG.items() if check.family is None} == {
+        fault.check for fault in FAULTS
+    }
 
 
 @pytest.mark.parametrize("name", [name for name, check in CATALOG.items() if check.at != catalog.VOLUME])
@@ -768,7 +888,7 @@ GRANTEE_FAULTS = [fault for fault in FAULTS if fault.allowed_by is not None]
 
 def _declaring(ctx: CheckContext, *declarations: str) -> CheckContext:
     """The same connection, with roles declared as --allowed-grantee declares them."""
-    return dataclasses.replace(ctx, allowed_grantees=grantees.parse_allowed_grantees(declarations))
+    return dataclasses.replace(ctx, allowed_grantees=parse_allowed_grantees(declarations))
 
 
 @pytest.mark.parametrize(

@@ -41,6 +41,10 @@ FUZZ_EVENT = "migration-gate.fuzz"
 RECEIVER_PATH = "/fuzz"
 BEARER = "migration-gate-fuzz"  # the reference API ignores it; set, so that ignored_auth probes both schemes
 EXAMPLES_PER_OPERATION = 40  # with the coverage phase: about 700 requests, some 25 s here
+# Schemathesis' own command line, as a user runs it from outside, with several seeds: seeds 3,
+# 7 and 11 once generated `http://[c]/`, a target_url no HTTP client can parse.
+OUTSIDE_SEEDS = (3, 7, 11)
+OUTSIDE_EXAMPLES = 15
 
 
 def fuzzing_contract() -> dict[str, Any]:
@@ -151,6 +155,48 @@ def test_every_operation_passes_every_check(
 ) -> None:
     case.call_and_validate(base_url=deployment.api.base_url)
     assert stray_deliveries == [], f"the worker was asked to deliver elsewhere: {stray_deliveries[:5]}"
+
+
+@pytest.mark.parametrize("seed", OUTSIDE_SEEDS)
+def test_schemathesis_from_outside_finds_nothing(
+    deployment: Deployment, stray_deliveries: list[str], tmp_path: Path, seed: int
+) -> None:
+    contract = tmp_path / "contract.yaml"
+    contract.write_text(
+        yaml.safe_dump(fuzzing_contract(), sort_keys=False, allow_unicode=True), encoding="utf-8"
+    )
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(
+        f'[auth.openapi.userId]\napi_key = "{SEEDED_ID}"\n[auth.openapi.bearer]\nbearer = "{BEARER}"\n'
+        # Inference would feed a response's integer id into the X-User-Id header.
+        "[phases.stateful.inference]\nalgorithms = []\n",
+        encoding="utf-8",
+    )
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("st")),
+            "--config-file",
+            str(config),
+            "run",
+            str(contract),
+            "--url",
+            deployment.api.base_url,
+            "--checks",
+            "all",
+            "--seed",
+            str(seed),
+            "--max-examples",
+            str(OUTSIDE_EXAMPLES),
+            "--no-color",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "passed" in done.stdout and stray_deliveries == []
 
 
 def test_every_check_of_schemathesis_is_enabled() -> None:

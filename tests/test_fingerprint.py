@@ -8,7 +8,7 @@ import pytest
 
 from migration_gate.core import dsn
 from migration_gate.core.identity import identify
-from migration_gate.operations import backup, fingerprint
+from migration_gate.operations import client_tools, fingerprint
 from migration_gate.plugin.databases import CheckpointDatabases
 
 
@@ -18,7 +18,7 @@ def test_each_digest_sees_one_changed_row_and_nothing_else(
 ) -> None:
     url = clone(gate.last)
     with dsn.connect(url) as conn:
-        tools = backup.find_tools(identify(conn).server_major, [gate.server.pg_ctl.parent])
+        tools = client_tools.find_tools(identify(conn).server_major, [gate.server.pg_ctl.parent])
     before = fingerprint.take(url, tools, digest=digest)
     assert fingerprint.differences(before, fingerprint.take(url, tools, digest=digest)) == []
     with dsn.connect(url) as conn:
@@ -46,7 +46,7 @@ def test_a_table_whose_rows_cannot_be_hashed_as_they_are_falls_back_to_their_tex
     with dsn.connect(url) as conn:
         conn.execute("CREATE TABLE public.places (id int, at point, doc json)")
         conn.execute("INSERT INTO public.places VALUES (1, '(1,2)', '{\"a\": 1}'), (2, '(3,4)', '[]')")
-        tools = backup.find_tools(identify(conn).server_major, [gate.server.pg_ctl.parent])
+        tools = client_tools.find_tools(identify(conn).server_major, [gate.server.pg_ctl.parent])
     before = fingerprint.take(url, tools)
     assert before.digest == "hash_record"
     with dsn.connect(url) as conn:

@@ -24,9 +24,9 @@ from psycopg import sql
 from migration_gate.checks import catalog
 from migration_gate.checks.catalog import CheckContext
 from migration_gate.checks.failures import CheckFailed
-from migration_gate.checks.grantees import AllowedGrantee, parse_allowed_grantee
 from migration_gate.checks.role_report import role_report
 from migration_gate.core import dsn, runner
+from migration_gate.core.allowed_grantees import AllowedGrantee, parse_allowed_grantee
 from migration_gate.core.errors import UsageError
 from migration_gate.core.plan import load_plan
 from migration_gate.core.server import DisposableServer

@@ -181,7 +181,7 @@ def test_the_command_reports_writes_json_and_html_and_exits_1_while_the_latest_r
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        pytest.param(["--last", "0"], "--last: not a positive integer: '0'", id="window"),
+        pytest.param(["--last", "0"], "--last: '0': expected a positive integer", id="window"),
         pytest.param(["--check", "no_such_check"], "no check 'no_such_check'", id="unknown-check"),
         pytest.param(
             ["--html", "{tmp}/absent/h.html"], "--html {tmp}/absent/h.html: cannot write there", id="html-dir"

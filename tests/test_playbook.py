@@ -24,7 +24,7 @@ from migration_gate.checks import catalog
 from migration_gate.core import dsn
 from migration_gate.core.identity import identify
 from migration_gate.core.plan import split
-from migration_gate.operations import backup, fingerprint
+from migration_gate.operations import backup, backup_metadata, client_tools, fingerprint
 from migration_gate.plugin.databases import CheckpointDatabases
 from tests.conftest import REPO, Run
 from tests.databases import CONNECTION_PROBLEMS, PasswordRole, full_dump, password_role
@@ -133,8 +133,25 @@ def test_the_playbook_migrates_validates_and_writes_the_change_record(
     statuses = {check["name"]: check["status"] for check in record["checks"]}
     assert statuses["ledger"] == "passed"
     assert statuses["other_relations_privileges"] == "passed"
-    # Every entry of the catalog is in the record, under its catalog name.
-    assert {check.name for check in catalog.load(REPO / "checks")} <= set(statuses)
+    # Every entry of the catalog is in the record, under its catalog name; a rule, under <rule>[<table>].
+    assert {check.name for check in catalog.load(REPO / "checks") if check.family is None} <= set(statuses)
+    assert statuses["tenant_workspace_index[webhook_events]"] == "passed"
+    assert statuses["security_definer_functions"] == "passed"
+    # What each migration changed, from the catalog before and after it, in the same transaction.
+    by_file = {m["file_name"]: m for m in record["migrations"]}
+    assert {
+        "action": "added",
+        "kind": "schema",
+        "name": "legacy_archive",
+        "parent": "",
+        "before": "",
+        "after": "schema",
+    } in by_file["005_workspace_scoping.sql"]["changes"]
+    assert {(c["action"], c["kind"], c["name"]) for c in by_file[MIGRATION_008]["changes"]} >= {
+        ("dropped", "column", "public.activities.payload"),
+        ("added", "index", "public.idx_activities_workspace"),
+    }
+    assert by_file[MIGRATION_008]["new_tables"]["legacy_archive.activity_payloads"] == {}
     assert statuses["conservation[activities]"] == "passed"
     assert statuses["index_usable[idx_activities_workspace]"] == "passed"
     assert "failed" not in statuses.values()
@@ -152,6 +169,60 @@ def test_the_playbook_migrates_validates_and_writes_the_change_record(
     assert "migrated_and_validated" in markdown and "users_without_default_workspace" in markdown
     assert "008_webhooks_activities_alignment.sql" in run.stdout  # progress as it goes
     assert_no_password(migrator.password, run, window)
+
+
+def test_a_009_the_contract_never_named_is_judged_by_the_rules_and_recorded_by_name(
+    staging: str, window: dict[str, Path], migrations_copy: Path
+) -> None:
+    (migrations_copy / "009_notes.sql").write_text(
+        "CREATE TABLE notes (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+        " workspace_id bigint NOT NULL REFERENCES workspaces ON DELETE CASCADE,"
+        " user_id bigint REFERENCES users ON DELETE SET NULL, body text NOT NULL);\n"
+        "CREATE INDEX idx_notes_workspace ON notes (workspace_id);\n"
+        "CREATE INDEX idx_notes_user ON notes (user_id);\n"
+        "INSERT INTO notes (workspace_id, user_id, body) SELECT (SELECT min(id) FROM workspaces), id, 'hi' FROM users;\n"
+        "CREATE TABLE audit_log (id bigint PRIMARY KEY, workspace_id bigint NOT NULL REFERENCES workspaces);\n"
+    )
+    exemption = "tenant_workspace_index[audit_log]: append-only, read by id"
+    run = playbook(
+        staging, window, "--no-smoke", "--migrations-dir", str(migrations_copy), "--exempt", exemption
+    )
+
+    assert run.returncode == 1, run.output[-4000:]
+    assert "checkpoint after_009" in one_error_line(
+        run
+    ) and "tenant_member_workspace[notes]" in one_error_line(run)
+    record = change_record(window)
+    assert record["outcome"] == "rolled_back"
+    at_009 = {c["name"]: c for c in record["checks"] if c["checkpoint"] == "after_009"}
+    assert at_009["tenant_member_workspace[notes]"]["status"] == "failed"
+    assert (
+        "row(s) of public.notes sit in a workspace their user is not a member of"
+        in (at_009["tenant_member_workspace[notes]"]["summary"])
+    )
+    assert at_009["tenant_workspace_index[audit_log]"]["status"] == "skipped"
+    assert at_009["tenant_workspace_index[audit_log]"]["summary"] == "exempt: append-only, read by id"
+    assert at_009["tenant_foreign_key[notes]"]["status"] == "passed"
+    assert all(c["seconds"] >= 0 for c in at_009.values())
+    assert record["exemptions"] == [
+        {"rule": "tenant_workspace_index", "table": "audit_log", "reason": "append-only, read by id"}
+    ]
+    notes = record["migrations"][-1]
+    assert notes["file_name"] == "009_notes.sql"
+    added = {(c["kind"], c["name"]) for c in notes["changes"] if c["action"] == "added"}
+    assert {
+        ("table", "public.notes"),
+        ("index", "public.idx_notes_user"),
+        ("table", "public.audit_log"),
+    } <= added
+    assert notes["new_tables"]["public.notes"]["tenant_member_workspace"] == "failed"
+    assert (
+        notes["new_tables"]["public.audit_log"]["tenant_workspace_index"]
+        == "skipped: exempt: append-only, read by id"
+    )
+    report = (window["report"] / "report.md").read_text()
+    assert "## What each migration changed" in report and "- `added table public.notes`" in report
+    assert "## Exemptions (1)\n\n- `tenant_workspace_index[audit_log]`: append-only, read by id" in report
 
 
 # -- A fault before the commit: ROLLBACK, verified -----------------------------------------
@@ -456,11 +527,13 @@ def _playbook_backup(gate: CheckpointDatabases, url: str, directory: Path) -> Pa
     """A backup with its record, as the playbook takes it (without running the playbook)."""
     with dsn.connect(url) as conn:
         identity = identify(conn)
-    tools = backup.find_tools(identity.server_major, [Path(gate.server.binary("pg_dump")).parent])
+    tools = client_tools.find_tools(identity.server_major, [Path(gate.server.binary("pg_dump")).parent])
     path = directory / "taken.backup"
     backup.dump(url, path, tools)
     taken = fingerprint.take(url, tools)
-    backup.write_metadata(path, backup.BackupMetadata(identity, taken.to_json(), tools.version))
+    backup_metadata.write_metadata(
+        path, backup_metadata.BackupMetadata(identity, taken.to_json(), tools.version)
+    )
     return path
 
 

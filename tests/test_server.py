@@ -391,3 +391,24 @@ def test_a_port_asked_for_and_taken_is_one_clear_error() -> None:
         port = taken.getsockname()[1]
         with pytest.raises(UsageError, match=f"port {port} is taken"):
             DisposableServer(port=port).start()
+
+
+def test_another_python_exiting_never_stops_our_server() -> None:
+    """mirakuru's atexit hook kills every process whose marker *contains* the exiting pid: never one of ours.
+
+    Here the child's pid is made to be the owner's, which the server's marker begins with;
+    on a busy machine any exiting Python whose pid is a substring of it did the same.
+    """
+    script = (
+        "import os, subprocess, sys, psycopg\n"
+        "from migration_gate.core.server import DisposableServer\n"
+        "with DisposableServer() as server:\n"
+        "    child = f'import os, migration_gate.core.server; os.getpid = lambda: {os.getpid()}'\n"
+        "    subprocess.run([sys.executable, '-c', child], check=True)\n"
+        "    psycopg.connect(server.url(), connect_timeout=5).close()\n"
+        "    print('alive')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO, check=False
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "alive", done.stderr[-2000:]

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from functools import cache
+from http import HTTPStatus
 from types import ModuleType
 from typing import Any
 
@@ -26,13 +27,14 @@ import requests
 
 from migration_gate.plugin.databases import CheckpointDatabases, GateDatabases
 from migration_gate.plugin.smoke import (
-    REFERENCE_DELIVERY,
     Actors,
     Deployment,
     WebhookReceiver,
     reference_deployment,
 )
-from migration_gate.reference import api as api_module
+from migration_gate.plugin.smoke.deployment import REFERENCE_DELIVERY
+from migration_gate.reference.handlers import Call
+from migration_gate.reference.validation import ApiError, Reply
 from migration_gate.reference.webhook_delivery import DeliveryPolicy, DeliveryWorker
 from tests.conftest import CONTRACT, REPO, Run, run_cli
 
@@ -183,7 +185,7 @@ def test_an_api_returning_the_secret_fails_the_credentials_smoke_test(start_smok
     assert deployment.reference is not None
     create = deployment.reference.operations["createCredential"]
 
-    def leaky(call: api_module.Call) -> api_module.Reply:
+    def leaky(call: Call) -> Reply:
         status, reply = create(call)
         return status, {**reply, "secret": call.json["secret"]}
 
@@ -199,7 +201,7 @@ def test_a_response_that_drifts_from_the_contract_fails_the_smoke_test_naming_op
     assert deployment.reference is not None
     create = deployment.reference.operations["createCredential"]
 
-    def stringly(call: api_module.Call) -> api_module.Reply:
+    def stringly(call: Call) -> Reply:
         status, reply = create(call)
         return status, {**reply, "workspace_id": str(reply["workspace_id"])}
 
@@ -216,13 +218,13 @@ def test_an_activity_recorded_in_the_wrong_workspace_fails_the_activities_smoke_
     deployment = start_smoke()
     elsewhere = deployment.actors.other_workspace_id
 
-    def misplaced(call: api_module.Call, action: str) -> None:
+    def misplaced(call: Call, action: str) -> None:
         call.conn.execute(
             "INSERT INTO activities (user_id, workspace_id, action) VALUES (%s, %s, %s)",
             (call.user_id, elsewhere, action),
         )
 
-    monkeypatch.setattr(api_module.Call, "record", misplaced)
+    monkeypatch.setattr(Call, "record", misplaced)
     with pytest.raises(AssertionError, match="no activity in workspace"):
         run_smoke_test("test_activities", FLOWS[2][1], deployment)
 
@@ -251,7 +253,7 @@ def test_an_api_that_writes_before_refusing_fails_the_bad_input_smoke_test(
     check("400-missing-secret")  # passes while the API is right
     create = reference.operations["createCredential"]
 
-    def sloppy(call: api_module.Call) -> api_module.Reply:
+    def sloppy(call: Call) -> Reply:
         with reference.connect() as early:  # its own transaction: committed whatever happens next
             early.execute(
                 "INSERT INTO activities (user_id, workspace_id, action) VALUES (%s, %s, 'credential.attempted')",
@@ -271,8 +273,8 @@ def test_an_api_that_crashes_on_bad_input_fails_the_bad_input_smoke_test(
     assert deployment.reference is not None
     check = bad_input_check(deployment, receiver)
 
-    def careless(call: api_module.Call) -> api_module.Reply:
-        return api_module.HTTPStatus.CREATED, {"secret_length": len(call.json["secret"])}
+    def careless(call: Call) -> Reply:
+        return HTTPStatus.CREATED, {"secret_length": len(call.json["secret"])}
 
     deployment.reference.operations["createCredential"] = careless
     with pytest.raises(AssertionError, match="answered 500, expected 400"):
@@ -287,12 +289,12 @@ def test_an_api_answering_403_for_another_workspaces_object_fails_the_bad_input_
     check = bad_input_check(deployment, receiver)
     update = deployment.reference.operations["updateCredential"]
 
-    def telling(call: api_module.Call) -> api_module.Reply:
+    def telling(call: Call) -> Reply:
         try:
             return update(call)
-        except api_module.ApiError as refusal:
+        except ApiError as refusal:
             if refusal.status == 404:  # leaks that the object exists, elsewhere
-                raise api_module.ApiError(api_module.HTTPStatus.FORBIDDEN, refusal.message) from None
+                raise ApiError(HTTPStatus.FORBIDDEN, refusal.message) from None
             raise
 
     deployment.reference.operations["updateCredential"] = telling
@@ -389,7 +391,7 @@ def test_a_deployment_whose_response_drifts_from_the_contract_fails_the_smoke_te
     assert deployment.reference is not None
     get_event = deployment.reference.operations["getWebhookEvent"]
 
-    def renamed_status(call: api_module.Call) -> api_module.Reply:
+    def renamed_status(call: Call) -> Reply:
         status, reply = get_event(call)
         return status, {**reply, "status": {"delivered": "sent"}.get(reply["status"], reply["status"])}
 

@@ -2,7 +2,10 @@
 
 An entry has one name (a parametrized family is expanded: ``not_null[activities.workspace_id]``),
 the migration it holds from, its kind, one line on what fails it, and the function that
-verifies it on a connection. Three things read this list and nothing else:
+verifies it on a connection. A rule family (``checks/rules``, docs/contract.md §8) is one
+entry, ``<rule>[*]``, until it meets a database: ``expand`` then makes it one entry per
+table it judges there, ``<rule>[<table>]``, leaving out the tables a named check covers.
+Three things read this list and nothing else:
 
 - the pytest gate (``checks/test_gate.py``), whose test ids are ``<name>-<checkpoint>``;
 - the playbook's validation, which records each result under the same name;
@@ -20,8 +23,23 @@ from pathlib import Path
 
 import psycopg
 
-from migration_gate.checks import explain, grantees, invariants, ledger_check, privileges, structure
+from migration_gate.checks import (
+    drift,
+    explain,
+    grantees,
+    invariants,
+    ledger_check,
+    privileges,
+    rules,
+    structure,
+)
+from migration_gate.checks.rules import security_definer_functions
+from migration_gate.checks.rules.tenancy import WORKSPACE, TableRule, TenantTable, tenant_tables
+from migration_gate.core.allowed_grantees import AllowedGrantee
 from migration_gate.core.contract import LEGACY_TABLES, PUBLIC_TABLES
+from migration_gate.core.drift import Reference, ReferenceUnavailable
+from migration_gate.core.errors import UsageError
+from migration_gate.core.exemptions import Exemption
 from migration_gate.core.plan import Migration
 
 # Where an entry runs, among the checkpoints whose last migration is at least its ``from``:
@@ -29,7 +47,7 @@ EVERY = "every"  # at each of them (after_006, after_007, after_NNN)
 LAST = "last"  # only where the application meets the database: the last one
 VOLUME = "volume"  # where the planner's choice means something: a realistic volume, after ANALYZE
 
-KINDS = ("invariant", "structure", "integrity", "conservation", "index", "privilege", "ledger")
+KINDS = ("invariant", "structure", "integrity", "conservation", "index", "privilege", "ledger", "drift")
 
 
 class CheckSkipped(Exception):
@@ -72,7 +90,14 @@ class CheckContext:
     # The generated volume is sized for plans to mean something; any other data may be too small.
     realistic_volume: bool = False
     # Roles the operator declares may hold privileges (--allowed-grantee), for the privilege review.
-    allowed_grantees: tuple[grantees.AllowedGrantee, ...] = ()
+    allowed_grantees: tuple[AllowedGrantee, ...] = ()
+    # Where schema_drift builds the expected schema: the gate's own server, or one started for it.
+    reference: Reference = field(default_factory=Reference)
+    # Tables the operator exempts from a rule, with the reason (--exempt).
+    exemptions: tuple[Exemption, ...] = ()
+
+    def exemption(self, rule: str, table: str) -> Exemption | None:
+        return next((e for e in self.exemptions if (e.rule, e.table) == (rule, table)), None)
 
     def snapshot(self) -> LegacySnapshot:
         if self.legacy is None:
@@ -81,6 +106,30 @@ class CheckContext:
 
 
 Verify = Callable[[CheckContext], object]
+
+
+@dataclass(frozen=True)
+class Family:
+    """A rule family in the catalog: the rule, and the tables named checks already judge for it."""
+
+    rule: TableRule
+    covered: frozenset[str]
+
+    def tables(self, found: list[TenantTable]) -> list[TenantTable]:
+        """The tenant tables this rule judges itself: those it applies to, but for the covered ones."""
+        return [table for table in found if self.rule.applies(table) and table.name not in self.covered]
+
+    def judge(self, ctx: CheckContext, table: str | None) -> list[str]:
+        """Judge ``table`` (None: every table it judges here); an exempted table is skipped with its reason."""
+        __tracebackhide__ = True
+        if table is not None:
+            exempt = ctx.exemption(self.rule.name, table)
+            if exempt is not None:
+                raise CheckSkipped(f"exempt: {exempt.reason}")
+        found = self.tables(tenant_tables(ctx.conn, None if table is None else [table]))
+        if table is not None and not found:
+            raise CheckSkipped(f"public.{table} is no longer a table {self.rule.name} judges here")
+        return self.rule.judge(ctx.conn, [t for t in found if ctx.exemption(self.rule.name, t.name) is None])
 
 
 @dataclass(frozen=True)
@@ -97,9 +146,23 @@ class Check:
     # an index built in the same transaction after updates to its table (indcheckxmin).
     after_commit: bool = False
     invariant: invariants.Invariant | None = field(default=None, repr=False, compare=False)
+    # The playbook runs it in its preflight, on the database as found, before the backup (not in the window).
+    preflight: bool = False
+    # What this named check judges in a rule's stead: ("tenant_foreign_key", "credentials").
+    covers: tuple[tuple[str, str], ...] = ()
+    # A rule family's entry (``table`` None, named ``<rule>[*]``) or one of its expansions.
+    family: Family | None = field(default=None, repr=False, compare=False)
+    table: str | None = None
 
     def __repr__(self) -> str:
         return self.name
+
+    @property
+    def judges(self) -> tuple[tuple[str, str], ...]:
+        """The (rule, table) pairs this entry judges: its own for a rule's expansion, what a named check covers."""
+        if self.family is not None and self.table is not None:
+            return ((self.family.rule.name, self.table),)
+        return self.covers
 
     def holds_at(self, version: int) -> bool:
         return self.from_version <= version
@@ -122,6 +185,7 @@ def _invariant(invariant: invariants.Invariant) -> Check:
         lambda ctx: invariants.check(ctx.conn, invariant, ctx.where),
         at=LAST if invariant.at == "last" else EVERY,
         invariant=invariant,
+        covers=invariant.covers,
     )
 
 
@@ -132,6 +196,7 @@ def _not_null(required: structure.RequiredColumn) -> Check:
         "structure",
         f"public.{required.label} missing or nullable",
         lambda ctx: structure.check_not_null(ctx.conn, required),
+        covers=(("tenant_workspace_not_null", required.table),) if required.column == WORKSPACE else (),
     )
 
 
@@ -142,6 +207,7 @@ def _foreign_key(required: structure.RequiredForeignKey) -> Check:
         "integrity",
         f"public.{required.label} has no validated foreign key to {required.references}(id)",
         lambda ctx: structure.check_foreign_key(ctx.conn, required),
+        covers=(("tenant_foreign_key", required.table),) if required.column == WORKSPACE else (),
     )
 
 
@@ -167,6 +233,9 @@ def _index_checks(query: explain.ApplicationQuery) -> list[Check]:
             "index",
             f"{index} missing, invalid, not on {query.table} or not leading with ({columns})",
             lambda ctx: explain.check_definition(ctx.conn, query),
+            covers=(("tenant_workspace_index", query.table),)
+            if query.leading_columns[0] == WORKSPACE
+            else (),
         ),
         Check(
             f"index_usable[{index}]",
@@ -238,6 +307,14 @@ def _grantees(level: grantees.Level) -> Check:
     )
 
 
+def _schema_drift(ctx: CheckContext) -> object:
+    __tracebackhide__ = True
+    try:
+        return drift.check_schema_drift(ctx.conn, ctx.plan, ctx.reference)
+    except ReferenceUnavailable as exc:
+        raise CheckSkipped(f"no disposable server could start to build the expected schema: {exc}") from None
+
+
 def builtin_checks() -> list[Check]:
     """Every entry that is not a SQL file: structure, conservation, indexes, privileges, the ledger."""
     role = privileges.APP_ROLE
@@ -247,14 +324,14 @@ def builtin_checks() -> list[Check]:
             "no_invalid_indexes",
             1,
             "structure",
-            "an index in public or legacy_archive is invalid or not ready",
+            "an index in any schema but the system's is invalid or not ready",
             lambda ctx: structure.check_no_invalid_indexes(ctx.conn),
         ),
         Check(
             "no_not_valid_constraints",
             1,
             "structure",
-            "a constraint in public or legacy_archive is left NOT VALID",
+            "a constraint in any schema but the system's is left NOT VALID",
             lambda ctx: structure.check_no_invalid_constraints(ctx.conn),
         ),
         Check(
@@ -342,6 +419,16 @@ def builtin_checks() -> list[Check]:
         ),
         *(_grantees(level) for level in grantees.LEVELS),
         Check(
+            security_definer_functions.NAME,
+            1,
+            "privilege",
+            "a SECURITY DEFINER function or procedure in any schema but the system's does not fix its "
+            "search_path, or a role other than its owner (PUBLIC by default) or an --allowed-grantee "
+            "ROLE:EXECUTE may execute it",
+            lambda ctx: security_definer_functions.check(ctx.conn, ctx.allowed_grantees),
+            at=LAST,
+        ),
+        Check(
             "ledger",
             1,
             "ledger",
@@ -349,12 +436,51 @@ def builtin_checks() -> list[Check]:
             lambda ctx: ledger_check.check_ledger(ctx.conn, ctx.plan, ctx.migrations_dir),
             at=LAST,
         ),
+        Check(
+            drift.NAME,
+            1,
+            "drift",
+            "the schema differs from what the ledger's migrations and corrections build on an empty database",
+            _schema_drift,
+            at=LAST,
+            preflight=True,
+        ),
     ]
 
 
+def _rule_family(rule: TableRule, covered: frozenset[str]) -> Check:
+    """A rule family as one entry, ``<rule>[*]``: every tenant table it judges, until ``expand`` splits it."""
+    family = Family(rule, covered)
+    return Check(
+        f"{rule.name}[*]",
+        1,
+        rule.kind,
+        f"{rule.fails_when}; at the last checkpoint, for each tenant table of public",
+        lambda ctx: family.judge(ctx, None),
+        at=LAST,
+        family=family,
+    )
+
+
+def _covered(entries: list[Check], checks_dir: Path | str) -> dict[str, frozenset[str]]:
+    """Rule → the tables named checks judge for it (a ``covers`` naming no rule family is refused)."""
+    covered: dict[str, set[str]] = {rule.name: set() for rule in rules.TABLE_RULES}
+    for entry in entries:
+        for rule, table in entry.covers:
+            if rule not in covered:
+                raise invariants.InvariantFileError(
+                    f"{checks_dir}: {entry.name} covers {rule}[{table}], but there is no rule {rule!r} "
+                    f"(the rules: {', '.join(covered)})"
+                )
+            covered[rule].add(table)
+    return {rule: frozenset(tables) for rule, tables in covered.items()}
+
+
 def load(checks_dir: Path | str) -> list[Check]:
-    """The catalog: the SQL invariants of ``checks_dir`` (a malformed file is refused), then the rest."""
+    """The catalog: the SQL invariants of ``checks_dir`` (a malformed file is refused), the rest, the rules."""
     entries = [_invariant(invariant) for invariant in invariants.load(checks_dir)] + builtin_checks()
+    covered = _covered(entries, checks_dir)
+    entries += [_rule_family(rule, covered[rule.name]) for rule in rules.TABLE_RULES]
     seen: set[str] = set()
     for entry in entries:
         if entry.name in seen:
@@ -363,6 +489,55 @@ def load(checks_dir: Path | str) -> list[Check]:
             )
         seen.add(entry.name)
     return entries
+
+
+def _judging(entry: Check, table: str, holds_from: int) -> Check:
+    family = entry.family
+    assert family is not None
+    return Check(
+        f"{family.rule.name}[{table}]",
+        holds_from,
+        entry.kind,
+        entry.fails_when,
+        lambda ctx: family.judge(ctx, table),
+        at=LAST,
+        family=family,
+        table=table,
+    )
+
+
+def expand(entries: Iterable[Check], conn: psycopg.Connection, holds_from: int) -> list[Check]:
+    """Each rule family's entry replaced by one per table it judges on ``conn``: ``<rule>[<table>]``.
+
+    The tenant tables are read once, from the catalog. The rules judge the schema the plan
+    leaves, so each expansion holds from the plan's last migration (``holds_from``): on an
+    existing database that is not there yet, it is skipped with that reason.
+    """
+    entries = list(entries)
+    found = tenant_tables(conn) if any(entry.family and entry.table is None for entry in entries) else []
+    expanded: list[Check] = []
+    for entry in entries:
+        if entry.family is None or entry.table is not None:
+            expanded.append(entry)
+        else:
+            expanded += [_judging(entry, table.name, holds_from) for table in entry.family.tables(found)]
+    return expanded
+
+
+def check_exemptions(catalog: Iterable[Check], exemptions: Iterable[Exemption]) -> None:
+    """Refuse (UsageError) a pair declared twice, and an exemption for a table a named check judges."""
+    exemptions = list(exemptions)
+    pairs = [exemption.pair for exemption in exemptions]
+    twice = sorted({pair for pair in pairs if pairs.count(pair) > 1})
+    if twice:
+        raise UsageError(f"--exempt {twice[0]} is declared twice: one reason per exemption")
+    for entry in catalog:
+        for exemption in exemptions:
+            if (exemption.rule, exemption.table) in entry.covers:
+                raise UsageError(
+                    f"--exempt {exemption.pair}: {entry.name} judges {exemption.table} for {exemption.rule}, "
+                    "not the rule, and a named check of the contract cannot be exempted"
+                )
 
 
 def at_checkpoint(catalog: Iterable[Check], version: int, *, last: bool) -> list[Check]:

@@ -55,6 +55,12 @@ def format_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+def sample_section(count: int, columns: Sequence[str], sample: Sequence[Sequence[Any]]) -> tuple[str, str]:
+    """The section of a failure that shows offending rows: all of them, or the first few of ``count``."""
+    shown = f"first {len(sample)} of {count}" if count > len(sample) else "all"
+    return f"offending rows ({shown})", format_rows(columns, sample)
+
+
 def format_list(items: Iterable[str]) -> str:
     listed = sorted(items)
     return ", ".join(listed) if listed else "(none)"

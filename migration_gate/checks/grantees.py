@@ -1,11 +1,15 @@
-"""The privilege review of every grantee: who else holds what in public and legacy_archive (docs/contract.md §5).
+"""The privilege review of every grantee: who else holds what, in every schema (docs/contract.md §5, §8).
 
 ``privileges`` asks what ``fluxolab_devmode`` can do; this module reads the grants
 themselves, from the catalogs, at the level where each is made: a table (or view, or
 sequence) in ``pg_class.relacl``, a column in ``pg_attribute.attacl``, a schema in
-``pg_namespace.nspacl``, and future objects in ``pg_default_acl`` (the entries for both
+``pg_namespace.nspacl``, and future objects in ``pg_default_acl`` (the entries for the
 schemas and the global ones). ``aclexplode`` turns each ACL into (grantee, privilege,
-grant option, grantor) rows. A grant may only go to
+grant option, grantor) rows. The schemas reviewed are the database's own
+(``schema.OWN_SCHEMAS``): every one but the system's (``pg_catalog``,
+``information_schema``, toast and temporary ones), an extension's and the gate's own
+``migration_gate``; an extension's tables are the extension's. A schema a migration makes
+for itself and grants to nobody has nothing to review. A grant may only go to
 
 - the object's owner (for default privileges, the role they belong to);
 - ``fluxolab_devmode``, within its contract (§4.5): nothing in legacy_archive, no columns;
@@ -33,17 +37,9 @@ from migration_gate.checks.privileges import (
     DESIRED_TABLE,
     TABLE_KINDS,
 )
-from migration_gate.core.contract import APP_ROLE, ARCHIVE_SCHEMA
-from migration_gate.core.errors import UsageError
-
-REVIEWED_SCHEMAS = ("public", ARCHIVE_SCHEMA)
-PUBLIC = "PUBLIC"  # how a grant to every role (grantee oid 0) is reported and declared
-# Every privilege name an ACL of these objects can hold: tables (MAINTAIN from PostgreSQL 17
-# on), then sequences, schemas, future functions and types.
-PRIVILEGE_NAMES = frozenset(
-    {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER", "MAINTAIN"}
-    | {"USAGE", "CREATE", "EXECUTE"}
-)
+from migration_gate.core.allowed_grantees import PUBLIC, AllowedGrantee
+from migration_gate.core.contract import APP_ROLE
+from migration_gate.core.schema import own_schemas
 
 # initdb's own =U on schema public (003 takes away the CREATE that servers before 15 gave).
 INITDB_PUBLIC_USAGE = ("schema", "public", PUBLIC, "USAGE")
@@ -57,62 +53,6 @@ RELATION_WORDS = {
 }
 # pg_default_acl.defaclobjtype of what lives in a schema → what the entry's future objects are.
 FUTURE_OBJECTS = {"r": "tables", "S": "sequences", "f": "functions", "T": "types"}
-
-
-@dataclass(frozen=True)
-class AllowedGrantee:
-    """A role the operator declares: any privilege (``privileges`` None), or only those named."""
-
-    role: str
-    privileges: frozenset[str] | None = None
-
-    def allows(self, grant: Grant) -> bool:
-        if grant.grantee != self.role:
-            return False
-        if self.privileges is None:
-            return True
-        # A declared privilege is the privilege alone: handing it on (WITH GRANT OPTION) is more.
-        return grant.privilege in self.privileges and not grant.grantable
-
-    def __str__(self) -> str:
-        if self.privileges is None:
-            return self.role
-        return f"{self.role}:{','.join(sorted(self.privileges))}"
-
-
-def parse_allowed_grantee(text: str) -> AllowedGrantee:
-    """``ROLE`` or ``ROLE:PRIV,PRIV``; anything else is one line (UsageError)."""
-    value = text.strip()
-    role, colon, listed = value.rpartition(":") if ":" in value else (value, "", "")
-    role = role.strip()
-    refused = f"--allowed-grantee {text!r}"
-    expected = "expected ROLE or ROLE:PRIVILEGE,PRIVILEGE (e.g. reporting:SELECT)"
-    if not role:
-        raise UsageError(f"{refused}: no role name; {expected}")
-    if role == APP_ROLE:
-        raise UsageError(
-            f"{refused}: {APP_ROLE}'s grants are the contract's (docs/contract.md §4.5) "
-            "and cannot be widened by a declaration"
-        )
-    if role.lower() == "public":
-        role = PUBLIC
-    if not colon:
-        return AllowedGrantee(role)
-    if not listed.strip():
-        raise UsageError(f"{refused}: no privilege after ':'; {expected}")
-    names = [name.strip().upper() for name in listed.split(",")]
-    unknown = [name for name in names if name not in PRIVILEGE_NAMES]
-    if unknown:
-        raise UsageError(
-            f"{refused}: unknown privilege {', '.join(repr(name) for name in unknown)}; "
-            f"expected among {', '.join(sorted(PRIVILEGE_NAMES))}"
-        )
-    return AllowedGrantee(role, frozenset(names))
-
-
-def parse_allowed_grantees(values: Iterable[str]) -> tuple[AllowedGrantee, ...]:
-    """Every declaration, each parsed once; blank ini lines are nothing."""
-    return tuple(parse_allowed_grantee(value) for value in values if value.strip())
 
 
 @dataclass(frozen=True)
@@ -176,6 +116,8 @@ FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 CROSS JOIN LATERAL aclexplode(c.relacl) AS a
 WHERE n.nspname = ANY(%(schemas)s) AND c.relkind::text = ANY(%(kinds)s)
+  AND NOT EXISTS (SELECT FROM pg_depend d
+                  WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
 ORDER BY 3, 4, 5
 """
 
@@ -188,6 +130,8 @@ JOIN pg_class c ON c.oid = att.attrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
 CROSS JOIN LATERAL aclexplode(att.attacl) AS a
 WHERE n.nspname = ANY(%(schemas)s) AND att.attnum > 0 AND NOT att.attisdropped
+  AND NOT EXISTS (SELECT FROM pg_depend d
+                  WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
 ORDER BY 3, 4, 5
 """
 
@@ -200,9 +144,9 @@ WHERE n.nspname = ANY(%(schemas)s)
 ORDER BY 3, 4, 5
 """
 
-# Entries for both schemas and the global ones (defaclnamespace 0), which reach both; a
-# global entry for what lives outside schemas (future schemas, large objects) reaches
-# neither. PUBLIC keeps what acldefault gives it (EXECUTE on functions, USAGE on types).
+# Entries for the reviewed schemas and the global ones (defaclnamespace 0), which reach them
+# all; a global entry for what lives outside schemas (future schemas, large objects) reaches
+# none. PUBLIC keeps what acldefault gives it (EXECUTE on functions, USAGE on types).
 _DEFAULT_GRANTS = f"""
 SELECT d.defaclobjtype::text AS kind, coalesce(n.nspname, '') AS schema,
        pg_get_userbyid(d.defaclrole) AS object, {_ACL}, a.grantee = d.defaclrole AS to_owner,
@@ -241,26 +185,27 @@ class Level:
     kinds: tuple[str, ...]
     subject: Callable[[str, str, str], str]  # (kind, schema, object) → "table public.credentials"
 
-    def grants(self, conn: psycopg.Connection) -> list[Grant]:
-        rows = conn.execute(self.sql, {"schemas": list(REVIEWED_SCHEMAS), "kinds": list(self.kinds)})
+    def grants(self, conn: psycopg.Connection, schemas: Sequence[str]) -> list[Grant]:
+        rows = conn.execute(self.sql, {"schemas": list(schemas), "kinds": list(self.kinds)})
         return [
             Grant(self.name, self.subject(kind, schema, name), schema, kind, *acl)
             for kind, schema, name, *acl in rows.fetchall()
         ]
 
-    def rerun(self) -> str:
+    def rerun(self, schemas: Sequence[str]) -> str:
         """The review's own query, ready for psql: every grant of this level, allowed or not."""
 
         def array(values: Iterable[str]) -> str:
-            return "ARRAY[" + ", ".join(f"'{value}'" for value in values) + "]"
+            return "ARRAY[" + ", ".join(f"'{value}'" for value in values) + "]::text[]"
 
-        query = self.sql.replace("%%", "%").replace("%(schemas)s", array(REVIEWED_SCHEMAS))
+        query = self.sql.replace("%%", "%").replace("%(schemas)s", array(schemas))
         return query.replace("%(kinds)s", array(self.kinds)).strip() + ";"
 
     def review(self, conn: psycopg.Connection, declared: Sequence[AllowedGrantee] = ()) -> list[Grant]:
         """Fail on every grant not allowed, naming object, grantee and privilege; the grants read otherwise."""
         __tracebackhide__ = True
-        grants = self.grants(conn)
+        schemas = own_schemas(conn)
+        grants = self.grants(conn, schemas)
         refused = [grant for grant in grants if not allowed(grant, declared)]
         if not refused:
             return grants
@@ -282,7 +227,7 @@ class Level:
                     "REVOKE the grant, or, if it is meant to be there, declare the role with "
                     "--allowed-grantee ROLE[:PRIVILEGE,...] (or the allowed_grantee ini option)",
                 ),
-                ("SQL to run again by hand", self.rerun()),
+                ("SQL to run again by hand", self.rerun(schemas)),
             ],
             count=len(refused),
         )
@@ -292,7 +237,7 @@ TABLES = Level(
     "grantees[tables]",
     "table",
     "tables and views",
-    "on a table or view of public or legacy_archive",
+    "on a table or view of any schema but the system's",
     _RELATION_GRANTS,
     tuple(TABLE_KINDS),
     _relation,
@@ -301,7 +246,7 @@ SEQUENCES = Level(
     "grantees[sequences]",
     "sequence",
     "sequences",
-    "on a sequence of public or legacy_archive",
+    "on a sequence of any schema but the system's",
     _RELATION_GRANTS,
     ("S",),
     _relation,
@@ -310,7 +255,7 @@ COLUMNS = Level(
     "grantees[columns]",
     "column",
     "columns",
-    "on a column of a table of public or legacy_archive",
+    "on a column of a table of any schema but the system's",
     _COLUMN_GRANTS,
     (),
     lambda kind, schema, name: f"column {name}",
@@ -319,7 +264,7 @@ SCHEMAS = Level(
     "grantees[schemas]",
     "schema",
     "the schemas",
-    "on schema public or legacy_archive",
+    "on any schema but the system's",
     _SCHEMA_GRANTS,
     (),
     lambda kind, schema, name: f"schema {name}",
@@ -328,7 +273,7 @@ DEFAULT_PRIVILEGES = Level(
     "grantees[default_privileges]",
     "default privileges",
     "future objects (default privileges)",
-    "in the default privileges (future objects) for public, legacy_archive or every schema",
+    "in the default privileges (future objects) for any schema but the system's, or every schema",
     _DEFAULT_GRANTS,
     tuple(FUTURE_OBJECTS),
     _future,

@@ -9,8 +9,11 @@ Each file in ``checks/`` starts with a header::
 followed by one SELECT returning the offending rows, keys first. The name is the file's
 own (``<name>.sql``), ``from`` the migration from which the invariant holds. An optional
 ``-- at: last`` checks it only at the last checkpoint (where the application meets the
-schema) instead of at every checkpoint from ``from``. Adding a check is adding a file; a
-malformed one is refused with one line naming the file.
+schema) instead of at every checkpoint from ``from``. An optional
+``-- covers: tenant_member_workspace[credentials]`` (a comma-separated list) says which
+table this file judges for which rule (docs/contract.md §8): that rule then leaves the table
+to it. Adding a check is adding a file; a malformed one is refused with one line naming the
+file.
 """
 
 from __future__ import annotations
@@ -22,16 +25,18 @@ from typing import Any
 
 import psycopg
 
-from migration_gate.checks.failures import CheckFailed, format_rows
+from migration_gate.checks.failures import CheckFailed, sample_section
 from migration_gate.core.errors import PlanError, UsageError
 from migration_gate.core.plan import split
 
 SAMPLE_SIZE = 10
 HEADER_KEYS = ("name", "from", "meaning")
-OPTIONAL_KEYS = ("at",)
+OPTIONAL_KEYS = ("at", "covers")
 AT_VALUES = ("every", "last")
 _HEADER_LINE = re.compile(r"^--\s*(?P<key>[a-z_]+)\s*:\s*(?P<value>.*?)\s*$")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+# A rule and the table it is about, as a test id names them: tenant_foreign_key[api_keys].
+RULE_TABLE = re.compile(r"^(?P<rule>[a-z][a-z0-9_]*)\[(?P<table>[^\[\]\s,:]+)\]$")
 
 
 class InvariantFileError(UsageError):
@@ -46,6 +51,7 @@ class Invariant:
     sql: str = field(repr=False)  # the SELECT of the offending rows, header and final ';' removed
     path: Path = field(repr=False)
     at: str = "every"  # or "last": only at the last checkpoint
+    covers: tuple[tuple[str, str], ...] = ()  # (rule, table): what it judges in a rule's stead
 
     def __repr__(self) -> str:
         return f"Invariant({self.name})"
@@ -73,14 +79,13 @@ class InvariantResult:
         return f"{origin}\n{self.invariant.sql};"
 
     def failure(self) -> CheckFailed:
-        shown = f"first {len(self.sample)} of {self.count}" if self.count > len(self.sample) else "all"
         return CheckFailed(
             self.invariant.name,
             f"{self.count} offending row(s)" + (f" at {self.where}" if self.where else "") + " (must be 0)",
             [
                 ("meaning", self.invariant.meaning),
                 ("count", str(self.count)),
-                (f"offending rows ({shown})", format_rows(self.columns, self.sample)),
+                sample_section(self.count, self.columns, self.sample),
                 ("SQL to run again by hand", self.rerun_sql()),
             ],
             count=self.count,
@@ -121,6 +126,14 @@ def parse(path: Path) -> Invariant:
     at = header.get("at", "every")
     if at not in AT_VALUES:
         raise InvariantFileError(f"{path}: 'at: {at}' must be one of {', '.join(AT_VALUES)}")
+    covers = []
+    for pair in (pair.strip() for pair in header.get("covers", "").split(",") if pair.strip()):
+        match = RULE_TABLE.match(pair)
+        if match is None:
+            raise InvariantFileError(
+                f"{path}: 'covers: {pair}' must be RULE[TABLE], e.g. tenant_foreign_key[api_keys]"
+            )
+        covers.append((match["rule"], match["table"]))
     # The header's lines stay as blank lines, so a parse error names the file's own line.
     sql = "\n" * index + "\n".join(body_lines)
     try:
@@ -130,7 +143,13 @@ def parse(path: Path) -> Invariant:
     if len(statements) != 1 or not re.match(r"(?is)^\s*(WITH|SELECT)\b", statements[0].sql):
         raise InvariantFileError(f"{path}: the body must be exactly one SELECT of the offending rows")
     return Invariant(
-        header["name"], int(header["from"]), header["meaning"], statements[0].sql.strip(), path, at
+        header["name"],
+        int(header["from"]),
+        header["meaning"],
+        statements[0].sql.strip(),
+        path,
+        at,
+        tuple(covers),
     )
 
 
@@ -145,24 +164,32 @@ def load(directory: Path | str) -> list[Invariant]:
     return sorted(invariants, key=lambda inv: (inv.from_version, inv.name))
 
 
-def run(conn: psycopg.Connection, invariant: Invariant, where: str = "") -> InvariantResult:
-    """Count the offending rows and fetch the first ``SAMPLE_SIZE`` of them, with their column names.
+def count_and_sample(
+    conn: psycopg.Connection, query: str
+) -> tuple[int, tuple[str, ...], list[tuple[Any, ...]]]:
+    """How many rows ``query`` selects, its column names, and the first ``SAMPLE_SIZE`` rows.
 
-    The sample is read only when there is one: an invariant that holds (the usual case)
+    The sample is read only when there is one: a query that finds nothing (the usual case)
     runs once, planned for the whole table. Planned under a LIMIT instead, PostgreSQL
     expects the rows it is asked for to come soon and walks a million activities through
     an index, one probe each, to find that there are none.
     """
     with conn.cursor() as cur:
-        cur.execute(f"SELECT * FROM ({invariant.sql}) AS offending LIMIT 0")
+        cur.execute(f"SELECT * FROM ({query}) AS offending LIMIT 0")
         columns = tuple(column.name for column in cur.description or ())
-        row = cur.execute(f"SELECT count(*) FROM ({invariant.sql}) AS offending").fetchone()
+        row = cur.execute(f"SELECT count(*) FROM ({query}) AS offending").fetchone()
         count = int(row[0]) if row else 0
         sample = (
-            cur.execute(f"SELECT * FROM ({invariant.sql}) AS offending LIMIT {SAMPLE_SIZE}").fetchall()
+            cur.execute(f"SELECT * FROM ({query}) AS offending LIMIT {SAMPLE_SIZE}").fetchall()
             if count
             else []
         )
+    return count, columns, sample
+
+
+def run(conn: psycopg.Connection, invariant: Invariant, where: str = "") -> InvariantResult:
+    """Count the offending rows and fetch the first ``SAMPLE_SIZE`` of them, with their column names."""
+    count, columns, sample = count_and_sample(conn, invariant.sql)
     return InvariantResult(invariant, count, columns, sample, where)
 
 

@@ -9,8 +9,7 @@ import psycopg
 
 from migration_gate.checks.failures import CheckFailed, format_rows
 from migration_gate.core.contract import ARCHIVE_SCHEMA, ARCHIVE_TABLES
-
-SCHEMAS = ("public", "legacy_archive")
+from migration_gate.core.schema import GATE_SCHEMA, OWN_SCHEMAS
 
 
 @dataclass(frozen=True)
@@ -102,26 +101,29 @@ def check_not_null(conn: psycopg.Connection, required: RequiredColumn) -> bool:
     return bool(row[0])
 
 
-INVALID_INDEXES_SQL = """
+# Every schema of the database but the system's, an extension's and the gate's own (docs/contract.md §8).
+_OWN = OWN_SCHEMAS.replace("%(exclude)s", f"ARRAY['{GATE_SCHEMA}']").replace("%%", "%").strip()
+
+INVALID_INDEXES_SQL = f"""
+WITH own AS ({_OWN})
 SELECT n.nspname AS schema, c.relname AS index, t.relname AS table,
        i.indisvalid AS valid, i.indisready AS ready, i.indislive AS live
 FROM pg_index i
 JOIN pg_class c ON c.oid = i.indexrelid
 JOIN pg_class t ON t.oid = i.indrelid
-JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname IN ('public', 'legacy_archive')
-  AND NOT (i.indisvalid AND i.indisready AND i.indislive)
+JOIN own n ON n.oid = c.relnamespace
+WHERE NOT (i.indisvalid AND i.indisready AND i.indislive)
 ORDER BY 1, 2
 """.strip()
 
-NOT_VALID_CONSTRAINTS_SQL = """
+NOT_VALID_CONSTRAINTS_SQL = f"""
+WITH own AS ({_OWN})
 SELECT n.nspname AS schema, coalesce(t.relname, '(domain)') AS table, c.conname AS constraint,
        c.contype AS type, pg_get_constraintdef(c.oid) AS definition
 FROM pg_constraint c
-JOIN pg_namespace n ON n.oid = c.connamespace
+JOIN own n ON n.oid = c.connamespace
 LEFT JOIN pg_class t ON t.oid = c.conrelid
-WHERE n.nspname IN ('public', 'legacy_archive')
-  AND NOT c.convalidated
+WHERE NOT c.convalidated
 ORDER BY 1, 2, 3
 """.strip()
 
@@ -145,7 +147,7 @@ def _rows_failure(check: str, summary: str, conn: psycopg.Connection, sql: str) 
 
 
 def check_no_invalid_indexes(conn: psycopg.Connection) -> list[tuple[object, ...]]:
-    """No index in public or legacy_archive is invalid or unready (a failed CREATE INDEX CONCURRENTLY leaves one)."""
+    """No index in the database's own schemas is invalid or unready (a failed CREATE INDEX CONCURRENTLY leaves one)."""
     __tracebackhide__ = True
     return _rows_failure(
         "invalid indexes", "index(es) invalid or not ready (must be 0)", conn, INVALID_INDEXES_SQL
@@ -153,7 +155,7 @@ def check_no_invalid_indexes(conn: psycopg.Connection) -> list[tuple[object, ...
 
 
 def check_no_invalid_constraints(conn: psycopg.Connection) -> list[tuple[object, ...]]:
-    """No constraint in public or legacy_archive is left NOT VALID: every row was checked."""
+    """No constraint in the database's own schemas is left NOT VALID: every row was checked."""
     __tracebackhide__ = True
     return _rows_failure(
         "NOT VALID constraints", "constraint(s) NOT VALID (must be 0)", conn, NOT_VALID_CONSTRAINTS_SQL

@@ -56,3 +56,15 @@ WORKSPACE_SCOPED_TABLES = ("credentials", "webhook_registrations", "webhook_even
 LEGACY_VERSION = 4
 # The runbook stops after these migrations to count what must be zero (docs/contract.md §3).
 PAUSE_AFTER = (6, 7)
+
+# The rules of docs/contract.md §8, by their fixed names (checks/rules: one file each). An
+# operator names them in exemptions, and reads them in test ids: <rule>[<table>].
+TENANT_SCHEMA = "public"
+TABLE_RULES = (
+    "tenant_workspace_not_null",
+    "tenant_foreign_key",
+    "tenant_workspace_index",
+    "tenant_member_workspace",
+    "tenant_reference_workspace",
+)
+SECURITY_DEFINER_FUNCTIONS = "security_definer_functions"

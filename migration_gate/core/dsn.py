@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 
 from migration_gate.core.errors import UsageError
 
@@ -48,13 +48,6 @@ def parse(url: str) -> dict[str, Any]:
         return conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
         raise UsageError(f"cannot read database URL {redact(url)!r}: {scrub(str(exc), url)}") from None
-
-
-def with_database(url: str, dbname: str) -> str:
-    """The same server and credentials, another database."""
-    parts = parse(url)
-    parts["dbname"] = dbname
-    return make_conninfo(**parts)
 
 
 def describe(url: str) -> str:

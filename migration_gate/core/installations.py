@@ -31,10 +31,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from migration_gate.core import settings
 from migration_gate.core.errors import UsageError
 
-PG_CTL_ENV = "MIGRATION_GATE_PG_CTL"
-PG_VERSION_ENV = "MIGRATION_GATE_PG_VERSION"
+PG_CTL_ENV = settings.env("pg_ctl")
+PG_VERSION_ENV = settings.env("pg_version")
 SERVER_BINARIES = ("pg_ctl", "initdb", "postgres")
 # Where distributions put the server binaries when they are not on PATH.
 SEARCH_GLOBS = ("/usr/lib/postgresql/*/bin/pg_ctl",)
@@ -78,14 +79,11 @@ class Installation:
         return f"<PostgreSQL {self.version} {self.origin}>"
 
 
-def parse_major(value: object, name: str = "--pg-version") -> int | None:
-    """``18`` from "18"; None when unset; a usage error for anything but a major version."""
+def parse_major(value: object) -> int | None:
+    """``18`` from "18"; None when unset; a usage error (naming --pg-version) for anything but a major."""
     if value is None or str(value).strip() == "":
         return None
-    text = str(value).strip()
-    if not text.isdigit() or not 10 <= int(text) <= 99:
-        raise UsageError(f"{name} {text!r}: expected a PostgreSQL major version such as 15 or 18")
-    return int(text)
+    return int(settings.setting("pg_version").parse(str(value).strip()))
 
 
 def _server_bindir(pg_ctl: Path) -> Path | None:

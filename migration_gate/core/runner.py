@@ -12,7 +12,9 @@ from typing import Protocol
 
 import psycopg
 
+from migration_gate.core import corrections as corrections_ledger
 from migration_gate.core import dsn, ledger
+from migration_gate.core.corrections import Correction
 from migration_gate.core.errors import LockTimedOut, MigrationFailed, PlanError
 from migration_gate.core.locks import LOCK_NOT_AVAILABLE, LOCK_RETRY, LockRetry, LockWatch
 from migration_gate.core.plan import Migration, Statement, select, split
@@ -93,7 +95,7 @@ class ApplyHook(Protocol):
     """
 
     def before(self, conn: psycopg.Connection, migration: Migration) -> None:
-        """In the migration's transaction, before its first statement."""
+        """In the migration's transaction, before its first statement (its time is the hooks')."""
 
     def after_statement(
         self, conn: psycopg.Connection, timing: StatementTiming, started: float, hooks_so_far: float
@@ -117,11 +119,12 @@ def apply(
     ledger row stand or fall together.
     """
     started = time.perf_counter()
-    hooks_seconds = 0.0
     timings: list[StatementTiming] = []
     with conn.transaction():
+        hooks_started = time.perf_counter()
         for hook in hooks:
             hook.before(conn, migration)
+        hooks_seconds = time.perf_counter() - hooks_started
         for statement in statements if statements is not None else migration.statements():
             statement_started = time.perf_counter()
             timing = execute_statement(conn, migration.file_name, statement)
@@ -136,6 +139,56 @@ def apply(
     for hook in hooks:
         hook.after_commit(ended, hooks_seconds)
     return AppliedMigration(migration, ended - started - hooks_seconds, timings)
+
+
+def apply_correction(conn: psycopg.Connection, correction: Correction, after: int) -> float:
+    """Run a correction and keep it in the ledger, together (a transaction, or a savepoint of the caller's).
+
+    ``after`` is the last migration applied before it on this database: where
+    ``schema_drift`` replays it. Its seconds.
+    """
+    started = time.perf_counter()
+    with conn.transaction():
+        execute_statements(conn, correction.name, correction.statements())
+        corrections_ledger.record(conn, correction, after, (time.perf_counter() - started) * 1000)
+    return time.perf_counter() - started
+
+
+@dataclass(frozen=True)
+class Corrected:
+    """A correction ``correct`` applied: its seconds, and the migration it was recorded after."""
+
+    seconds: float
+    after: int
+
+
+def correct(
+    url: str, correction: Correction, *, lock_timeout: str = "0", progress: Progress = lambda line: None
+) -> Corrected | None:
+    """Apply one correction now (``migration-gate correct``): one transaction, under the runner's lock, recorded.
+
+    None when it is applied already; an edited one, one for a database without a ledger, or
+    one whose place (``-- after:``) the database has not reached yet is refused (PlanError).
+    """
+    with dsn.connect(url) as conn, advisory_lock(conn, progress):
+        session_timeouts(conn, lock_timeout, "0")
+        applied = ledger.read(conn)
+        if not applied:
+            raise PlanError(
+                f"{dsn.describe(url)} has no migration_gate.ledger: migrate it, or adopt it with "
+                "'migration-gate baseline', before correcting it; nothing was applied"
+            )
+        recorded = corrections_ledger.read(conn)
+        corrections_ledger.verify([correction], recorded)
+        if correction.name in recorded:
+            return None
+        at = max(applied)
+        if correction.after is not None and correction.after > at:
+            raise PlanError(
+                f"correction {correction.name} belongs after {correction.after:03d}, and this database is at "
+                f"{at:03d}: 'migrate --corrections-dir' or the playbook applies it there; nothing was applied"
+            )
+        return Corrected(apply_correction(conn, correction, at), at)
 
 
 def apply_retrying(
@@ -234,24 +287,45 @@ def migrate(
     lock_timeout: str = "0",
     statement_timeout: str = "0",
     retry: LockRetry = LOCK_RETRY,
+    corrections: Sequence[Correction] = (),
 ) -> list[AppliedMigration]:
     """Apply the pending migrations of ``plan`` between ``start`` and ``stop`` to the database at ``url``.
 
     With a ``lock_timeout`` (PostgreSQL's syntax: ``5s``, ``500ms``; ``0`` waits forever),
-    a migration that cannot get its locks in time is retried as ``retry`` says.
+    a migration that cannot get its locks in time is retried as ``retry`` says. Each
+    correction not applied yet runs at its place (``corrections.schedule``), in a
+    transaction of its own like a migration.
     """
     select(plan, start, stop)  # refuse a bad range before connecting
     with dsn.connect(url) as conn, advisory_lock(conn, progress):
         session_timeouts(conn, lock_timeout, statement_timeout)
         ledger.ensure(conn)
-        todo = plan_run(plan, ledger.read(conn), start, stop)
+        applied = ledger.read(conn)
+        todo = plan_run(plan, applied, start, stop)
+        placed = corrections_ledger.schedule(corrections, corrections_ledger.read(conn), applied, todo)
         if not todo:
             progress("nothing to apply: every selected migration is already applied")
         done = []
         watching = LockWatch(url, conn.info.backend_pid) if lock_timeout != "0" else nullcontext(None)
         with watching as watch:
+            apply_corrections(conn, placed.first, placed.start, progress)
             for migration in todo:
                 result = apply_retrying(conn, migration, hooks, retry=retry, watch=watch, progress=progress)
                 progress(f"{migration.file_name:<45} {result.seconds:8.3f} s")
                 done.append(result)
+                apply_corrections(conn, placed.following(migration.version), migration.version, progress)
+        for waiting in placed.waiting:
+            progress(f"correction {waiting.name} waits: its place is not reached by this run")
         return done
+
+
+def apply_corrections(
+    conn: psycopg.Connection, corrections: Sequence[Correction], after: int, progress: Progress
+) -> list[tuple[Correction, float]]:
+    """Each correction, in order, right after migration ``after``; each with its seconds."""
+    done = []
+    for correction in corrections:
+        seconds = apply_correction(conn, correction, after)
+        progress(f"{correction.name:<45} {seconds:8.3f} s  (correction: {correction.reason})")
+        done.append((correction, seconds))
+    return done

@@ -9,6 +9,7 @@ user can enter; an ordinary user runs it directly.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import pwd
@@ -23,13 +24,20 @@ from typing import NoReturn
 
 import port_for
 import psycopg
+from mirakuru import base as mirakuru_base
 from mirakuru.exceptions import AlreadyRunning, ProcessExitedWithError
 from psycopg import sql
 from pytest_postgresql.executors import PostgreSQLExecutor
 
-from migration_gate.core import dsn
+from migration_gate.core import dsn, settings
 from migration_gate.core.errors import UsageError
 from migration_gate.core.installations import Installation, find_installation, runnable_installation
+
+# mirakuru's exit hook kills every process whose mirakuru_uuid *contains* the exiting
+# process's pid (a substring test, not a prefix): any Python on the machine that exits with
+# pid 462 kills a server whose marker reads "32715:…426462…", someone else's. Our servers
+# are stopped by whoever started them (stop(), the fixtures' finally, __exit__).
+atexit.unregister(mirakuru_base.cleanup_subprocesses)
 
 SUPERUSER = "postgres"
 SERVER_SETTINGS = (
@@ -38,7 +46,7 @@ SERVER_SETTINGS = (
     "-c max_connections=100 -c shared_buffers=256MB -c maintenance_work_mem=256MB -c work_mem=32MB "
     "-c max_wal_size=4GB -c checkpoint_timeout=30min"
 )
-OS_USER_ENV = "MIGRATION_GATE_PG_OS_USER"
+OS_USER_ENV = settings.env("pg_os_user")
 # A random port can be taken between its choice and the server's bind (another gate on the
 # same machine, another xdist worker): a new one is chosen this many times.
 PORT_ATTEMPTS = 5
@@ -97,6 +105,17 @@ def _drop_privileges_wrapper(directory: Path, pg_ctl: Path, user: pwd.struct_pas
     return wrapper
 
 
+class _Executor(PostgreSQLExecutor):
+    """pytest-postgresql's executor, with initdb told not to fsync the new cluster.
+
+    Throwaway data, as the server's own fsync=off says: initdb's final sync of every file
+    was up to half of a disposable server's start on a busy disk (schema_drift starts one).
+    """
+
+    def _build_initdb_command(self, initdb_options: list[str], pgdata: str | None = None) -> list[str]:
+        return list(super()._build_initdb_command([*initdb_options, "--no-sync"], pgdata))
+
+
 class _PortTaken(Exception):
     """The port chosen was in use by the time the server tried to bind it."""
 
@@ -134,7 +153,7 @@ class DisposableServer:
         self.started = False
 
     def _executor(self) -> PostgreSQLExecutor:
-        executor = PostgreSQLExecutor(
+        executor = _Executor(
             executable=str(self._executable),
             host="127.0.0.1",
             port=self.port,

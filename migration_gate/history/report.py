@@ -13,11 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from migration_gate.core import settings
 from migration_gate.core.errors import EXIT_FAILED, EXIT_OK, UsageError
 from migration_gate.history.record import Result, RunRecord
 from migration_gate.history.store import History
 
-DEFAULT_LAST = 30
+DEFAULT_LAST = int(settings.default("last"))
 TREND_SHOWN = 20  # points of a trend in the text; the JSON and the page keep all
 FIGURE_LINES = 20  # lines per figure before "and N more"
 NOT_RUN = "not run"

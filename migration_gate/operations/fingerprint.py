@@ -26,7 +26,7 @@ import psycopg
 from psycopg import sql
 
 from migration_gate.core import dsn, ledger
-from migration_gate.operations import backup
+from migration_gate.operations import backup, client_tools
 
 Progress = Callable[[str], None]
 
@@ -137,7 +137,7 @@ def reset_sequences(conn: psycopg.Connection, states: dict[str, tuple[int, bool]
 
 def take(
     url: str,
-    tools: backup.ClientTools,
+    tools: client_tools.ClientTools,
     progress: Progress = lambda line: None,
     snapshot: str | None = None,
     digest: str = DIGEST,

@@ -1,6 +1,8 @@
 """``migration-gate playbook``: the staging runbook as one command, stage by stage.
 
-1. **Preflight** (``preflight``): nothing is touched; any problem is one line and exit 2.
+1. **Preflight** (``preflight``): nothing is touched; any problem is one line and exit 2;
+   ``schema_drift`` last. Then the ``--before-window`` command (``callbacks``): the
+   application into maintenance mode; if it fails, the run stops, nothing changed.
 2. **Backup**: a fingerprint of the database (schema and data), then ``pg_dump
    --format=custom``, with a ``.meta.json`` beside it naming the database it came from.
 3. **Migrate and validate in one transaction** (``validation``): every pending migration,
@@ -13,7 +15,8 @@
 5. **Restore**: only when something fails after the commit (or a rollback somehow did
    not give back the same fingerprint): confirmed on a terminal or by ``--yes``, only
    into the database the backup came from, and verified against the backup's fingerprint.
-6. **The change record**: ``report.json`` and ``report.md``, whatever happened.
+6. **The change record**: ``report.json`` and ``report.md``, whatever happened; then the
+   ``--after-window`` command, whatever happened, and the record again with its result.
 """
 
 from __future__ import annotations
@@ -28,15 +31,17 @@ from typing import Any, NoReturn
 import psycopg
 
 from migration_gate.core import dsn, ledger, runner
+from migration_gate.core.contract import APP_ROLE
 from migration_gate.core.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, GateError, UsageError
 from migration_gate.core.identity import identify
 from migration_gate.core.locks import LockWatch
 from migration_gate.core.signals import cancelling, deferred_interrupts
 from migration_gate.history.record import Target, from_change_record
 from migration_gate.history.store import History
-from migration_gate.operations import backup, fingerprint
-from migration_gate.operations.preflight import PlaybookOptions, Preflight, preflight
-from migration_gate.operations.report import ChangeRecord, CheckRecord, StepRecord, now
+from migration_gate.operations import backup, backup_metadata, callbacks, client_tools, fingerprint
+from migration_gate.operations import restore as restoring
+from migration_gate.operations.preflight import PlaybookOptions, Preflight, app_sessions, preflight
+from migration_gate.operations.report import JSON_NAME, ChangeRecord, CheckRecord, StepRecord, now
 from migration_gate.operations.smoke_step import SmokeResult
 from migration_gate.operations.validation import Stop, Validation, first_line
 
@@ -44,6 +49,8 @@ Progress = Callable[[str], None]
 Confirm = Callable[[str], bool]
 
 EXIT_INTERRUPTED = 130  # as a shell reports a process stopped by SIGINT
+# After the --before-window command, the application's sessions get this long to go.
+APP_SESSIONS_GRACE_SECONDS = 5.0
 
 # What the record says of the database in each state the run can leave it in.
 UNCHANGED = "unchanged: nothing was touched"
@@ -93,7 +100,8 @@ class Run:
         self.record = record
         self.progress = progress
         self.confirm = confirm
-        self.run_id = uuid.uuid4().hex[:12]
+        self.run_id = record.run_id or uuid.uuid4().hex[:12]
+        record.run_id = self.run_id
         self.before: fingerprint.Fingerprint | None = None
         self.validation: Validation | None = None
 
@@ -105,7 +113,7 @@ class Run:
     def carry_out(self) -> None:
         """Every stage; returns once the record says how it went (interrupted ones included)."""
         try:
-            if not self.back_up():
+            if not self.before_window() or not self.back_up():
                 return
             self.note_run()
             try:
@@ -134,6 +142,85 @@ class Run:
             with deferred_interrupts(self.progress):
                 self.finish_run()
 
+    def window_command(self, name: str, command: str, **extra: str) -> bool:
+        """Run a window command as a step of the record; whether it ended well (KeyboardInterrupt goes on up)."""
+        window = callbacks.WindowCommand(name, command, self.options.callback_timeout)
+        env = callbacks.environment(self.run_id, self.record.target, **extra)
+        try:
+            with self.record.step(
+                f"{callbacks.FLAGS[name].removeprefix('--')} command", self.progress
+            ) as step:
+                result = window.run(env)
+                step.detail = f"{result.describe()} in {result.seconds:.3f} s"
+                if not result.ok:
+                    step.status = "failed"
+        finally:
+            if window.result is not None:
+                self.record.callbacks[name] = window.result
+                self.record.save()
+        self.progress(f"{callbacks.FLAGS[name]}: {result.describe()} in {result.seconds:.3f} s")
+        if not result.ok:
+            for line in result.output_tail.splitlines():
+                self.progress(f"  | {line}")
+        return result.ok
+
+    def before_window(self) -> bool:
+        """The --before-window command, then the application's sessions gone; False when the run stops here."""
+        options = self.options
+        if options.before_window is None:
+            return True
+        if not self.window_command(callbacks.BEFORE_WINDOW, options.before_window):
+            ran = self.record.callbacks[callbacks.BEFORE_WINDOW]
+            return self.not_started(f"the --before-window command {ran.describe()}: no backup taken")
+        if options.allow_active_sessions:
+            return True
+        deadline = time.monotonic() + APP_SESSIONS_GRACE_SECONDS
+        try:
+            with dsn.connect(options.database_url) as conn:
+                while (sessions := app_sessions(conn)) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+        except (GateError, psycopg.Error) as exc:
+            return self.not_started(
+                f"could not count the sessions of {APP_ROLE} after the --before-window command: {first_line(exc)}"
+            )
+        if sessions:
+            return self.not_started(
+                f"{len(sessions)} session(s) of {APP_ROLE} still connected {APP_SESSIONS_GRACE_SECONDS:g} s after "
+                f"the --before-window command ({'; '.join(sessions[:5])}): it is to stop the application "
+                "(or pass --allow-active-sessions)"
+            )
+        return True
+
+    def not_started(self, reason: str) -> bool:
+        """Stop before the backup: nothing in the database was touched. False, for the caller to return."""
+        self.record.database = UNCHANGED
+        self.record.stop("before-window command", f"{reason}; nothing changed", "not_started", EXIT_FAILED)
+        return False
+
+    def after_window(self, report: Path) -> None:
+        """The --after-window command, whatever happened; a failure is a warning, and exit 3 after a success."""
+        options, record = self.options, self.record
+        if options.after_window is None:
+            return
+        position = dict(record.in_progress)  # where the run was stopped, if it was: kept
+        with deferred_interrupts(self.progress):  # the application is waiting on it: never cut short
+            ok = self.window_command(
+                callbacks.AFTER_WINDOW,
+                options.after_window,
+                outcome=record.outcome,
+                record=str(report.absolute()),
+            )
+        record.in_progress = position
+        if ok:
+            return
+        ran = record.callbacks[callbacks.AFTER_WINDOW]
+        record.warnings.append(
+            f"the --after-window command {ran.describe()}: the application may still be in maintenance mode; "
+            f"run it by hand: {options.after_window}"
+        )
+        if record.exit_code == EXIT_OK:
+            record.exit_code = callbacks.EXIT_AFTER_WINDOW_FAILED
+
     def back_up(self) -> bool:
         """The backup and its fingerprint; False when the run stops here (nothing touched)."""
         options, record, url = self.options, self.record, self.options.database_url
@@ -148,10 +235,10 @@ class Run:
                     url, options.backup_path, self.pre.tools, self.progress
                 )
                 record.fingerprint = {"before": self.before.summary()}
-                metadata = backup.BackupMetadata(
+                metadata = backup_metadata.BackupMetadata(
                     self.pre.identity, self.before.to_json(), self.pre.tools.version
                 )
-                meta_path = backup.write_metadata(options.backup_path, metadata)
+                meta_path = backup_metadata.write_metadata(options.backup_path, metadata)
                 record.backup = {
                     "path": str(options.backup_path.absolute()),
                     "state": "written",
@@ -221,6 +308,8 @@ class Run:
                 self.progress,
                 str(self.options.migrations_dir),
                 allowed_grantees=self.options.allowed_grantees,
+                corrections=self.pre.corrections,
+                exemptions=self.options.exemptions,
             )
             watching = self.options.lock_timeout != "0"
             with cancelling(conn) as cancellation:
@@ -419,7 +508,7 @@ def _nothing() -> Iterator[None]:
 
 
 def backup_and_fingerprint(
-    url: str, path: Path, tools: backup.ClientTools, progress: Progress
+    url: str, path: Path, tools: client_tools.ClientTools, progress: Progress
 ) -> tuple[int, fingerprint.Fingerprint]:
     """The backup and the fingerprint that proves it, read from one exported snapshot, side by side.
 
@@ -449,7 +538,7 @@ def backup_and_fingerprint(
 def restore_from_backup(
     url: str,
     path: Path,
-    tools: backup.ClientTools | None = None,
+    tools: client_tools.ClientTools | None = None,
     progress: Progress = lambda line: None,
     confirm: Confirm = lambda question: True,
 ) -> list[str]:
@@ -458,15 +547,15 @@ def restore_from_backup(
     Refuses (UsageError, nothing touched) an unreadable archive, a backup without its
     record, any database but the one the backup was taken from, or no confirmation.
     """
-    metadata = backup.read_metadata(path)
+    metadata = backup_metadata.read_metadata(path)
     with dsn.connect(url) as conn:
         target = identify(conn)
-    tools = tools or backup.find_tools(target.server_major)
+    tools = tools or client_tools.find_tools(target.server_major)
     backup.check_archive(path, tools)
-    backup.verify_target(metadata, target, path)
+    backup_metadata.verify_target(metadata, target, path)
     if not confirm(f"restore {target.database} from {path}, dropping what it holds now?"):
         raise UsageError(f"restore of {target.database} not confirmed (pass --yes): nothing was changed")
-    backup.restore(url, path, tools, progress)
+    restoring.restore(url, path, tools, progress)
     before = fingerprint.Fingerprint.from_json(metadata.fingerprint)
     after = fingerprint.take(url, tools, progress, digest=before.digest)
     return fingerprint.differences(before, after)
@@ -511,6 +600,9 @@ def run(
     record.identity = pre.identity.to_json()
     record.warnings += pre.warnings
     record.rehearsal = rehearsal
+    record.checks += pre.checked
+    record.accepted_drift = pre.accepted_drift
+    record.exemptions = [exemption.to_json() for exemption in options.exemptions]
     pending = ", ".join(m.label for m in pre.pending) or "none"
     record.steps.append(
         StepRecord(
@@ -521,8 +613,9 @@ def run(
         )
     )
     record.autosave(options.report_dir, options.database_url)
+    window = Run(options, pre, record, progress, confirm)
     try:
-        Run(options, pre, record, progress, confirm).carry_out()
+        window.carry_out()
     except (OSError, psycopg.Error) as exc:  # not a verdict on the migrations: the run could not go on
         record.stop(
             record.steps[-1].name, f"unexpected error: {first_line(exc)}", "unexpected_error", EXIT_FAILED
@@ -537,5 +630,8 @@ def run(
             with deferred_interrupts(progress):
                 append_to_history(options, record, progress)
         paths = record.write(options.report_dir, options.database_url)
+        window.after_window(options.report_dir / JSON_NAME)
+        if options.after_window is not None:
+            paths = record.write(options.report_dir, options.database_url)
         progress(f"change record: {paths[1]} ({record.outcome})")
     return record

@@ -1,9 +1,12 @@
 """The playbook's first stage: everything that can be known before touching anything.
 
-Any problem is one line and exit 2, and nothing is written: the migrations and the
-catalog of checks load, the ledger agrees with the files, the backup path and the report
+Any problem is one line and exit 2, and nothing is written: the migrations, the
+corrections and the catalog of checks load, the ledger agrees with the files (an edited
+correction is refused like an edited migration), the backup path and the report
 directory are writable, the server answers, pg_dump/pg_restore/psql match its major
-version, and no session of ``fluxolab_devmode`` is connected (runbook 2.1).
+version, no session of ``fluxolab_devmode`` is connected (runbook 2.1; with a
+``--before-window`` command, once it has run), and last the catalog's preflight checks
+(``schema_drift``) pass on the database as found, unless ``--accept-drift`` says why not.
 """
 
 from __future__ import annotations
@@ -12,24 +15,32 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from warnings import catch_warnings, simplefilter
 
 import psycopg
 
 from migration_gate.checks import catalog
-from migration_gate.checks.catalog import Check
-from migration_gate.checks.grantees import AllowedGrantee
-from migration_gate.core import dsn, ledger, runner, settings
+from migration_gate.checks.catalog import Check, CheckContext, CheckSkipped
+from migration_gate.checks.failures import CheckFailed
+from migration_gate.core import corrections, dsn, ledger, runner, settings
+from migration_gate.core.allowed_grantees import AllowedGrantee
 from migration_gate.core.contract import APP_ROLE
+from migration_gate.core.corrections import Correction
+from migration_gate.core.drift import Reference
 from migration_gate.core.errors import UsageError
+from migration_gate.core.exemptions import Exemption
 from migration_gate.core.identity import DatabaseIdentity, identify
 from migration_gate.core.plan import Migration, load_plan, touched_tables
 from migration_gate.history import store as history_store
 from migration_gate.history.record import Target
-from migration_gate.operations import backup
+from migration_gate.operations import backup_metadata, client_tools
+from migration_gate.operations.report import CheckRecord
 from migration_gate.operations.smoke_step import SmokeStep
+from migration_gate.operations.validation import first_line
 
 Progress = Callable[[str], None]
 
@@ -86,6 +97,16 @@ class PlaybookOptions:
     # A migration waiting this long for a lock gives up and is retried, instead of queueing the application behind it.
     lock_timeout: str = settings.default("lock_timeout")
     allowed_grantees: tuple[AllowedGrantee, ...] = ()  # --allowed-grantee, for the privilege review
+    corrections_dir: Path | None = None  # --corrections-dir: applied at their places in the one transaction
+    accept_drift: str | None = (
+        None  # --accept-drift NOTE: run although schema_drift fails; the note is recorded
+    )
+    before_window: str | None = None  # shell commands at the window's edges (operations.callbacks)
+    after_window: str | None = None
+    callback_timeout: float = float(settings.default("callback_timeout"))
+    # Where schema_drift builds the expected schema (a rehearsal's own server; else one started for it).
+    reference: Reference = field(default_factory=Reference)
+    exemptions: tuple[Exemption, ...] = ()  # --exempt: a tenant table exempted from a rule, and why
     history: str | None = None  # --history: the change record's figures are appended there at the end
     history_target: Target | None = (
         None  # a rehearsal files its run under its source, not its disposable copy
@@ -95,11 +116,15 @@ class PlaybookOptions:
 @dataclass
 class Preflight:
     identity: DatabaseIdentity
-    tools: backup.ClientTools
+    tools: client_tools.ClientTools
     plan: list[Migration]
     pending: list[Migration]
     checks: list[Check]
     warnings: list[str] = field(default_factory=list)
+    corrections: list[Correction] = field(default_factory=list)  # every one in --corrections-dir
+    scheduled: list[Correction] = field(default_factory=list)  # those this run will apply
+    checked: list[CheckRecord] = field(default_factory=list)  # the preflight checks' results
+    accepted_drift: dict[str, object] | None = None
 
 
 def _probe_writable(directory: Path, what: str) -> None:
@@ -114,7 +139,7 @@ def _probe_writable(directory: Path, what: str) -> None:
 
 def check_backup_path(path: Path) -> None:
     """The backup goes to a new file in a writable directory: an existing backup is never overwritten."""
-    for existing in (path, backup.metadata_path(path)):
+    for existing in (path, backup_metadata.metadata_path(path)):
         if existing.exists():
             raise UsageError(
                 f"--backup {path}: {existing} already exists; a backup is never overwritten, choose a new path"
@@ -176,10 +201,73 @@ def app_sessions(conn: psycopg.Connection) -> list[str]:
     return [f"pid {pid} ({user}, {application}, from {client})" for pid, user, application, client in rows]
 
 
+PREFLIGHT = "preflight"  # the checkpoint the preflight checks are recorded at: the database as found
+
+
+def run_preflight_checks(
+    conn: psycopg.Connection, plan: list[Migration], checks: list[Check], options: PlaybookOptions, where: str
+) -> list[tuple[CheckRecord, CheckFailed | None]]:
+    """The catalog's preflight checks on the database as found, each recorded by name (and its failure)."""
+    results: list[tuple[CheckRecord, CheckFailed | None]] = []
+    context = CheckContext(
+        conn,
+        plan,
+        PREFLIGHT,
+        where,
+        migrations_dir=str(options.migrations_dir),
+        allowed_grantees=options.allowed_grantees,
+        reference=options.reference,
+    )
+    for check in (check for check in checks if check.preflight):
+        started = time.perf_counter()
+        with catch_warnings(record=True) as said:  # a note (built on another major) goes in the record
+            simplefilter("always")
+            try:
+                check.verify(context)
+                record, failure = (
+                    CheckRecord(check.name, "passed", "; ".join(str(w.message) for w in said)),
+                    None,
+                )
+            except CheckSkipped as skipped:
+                record, failure = CheckRecord(check.name, "skipped", skipped.reason), None
+            except CheckFailed as failed:
+                record, failure = CheckRecord(check.name, "failed", failed.summary, failed.render()), failed
+            except psycopg.Error as exc:  # the check could not say: no verdict, so no run either
+                failure = CheckFailed(check.name, f"the check's SQL failed: {first_line(exc)}")
+                record = CheckRecord(check.name, "failed", failure.summary)
+        record.checkpoint, record.seconds = PREFLIGHT, round(time.perf_counter() - started, 3)
+        results.append((record, failure))
+    return results
+
+
+def judge_drift(
+    results: list[tuple[CheckRecord, CheckFailed | None]], accept_drift: str | None
+) -> dict[str, object] | None:
+    """Refuse (UsageError) a failed preflight check, unless ``--accept-drift`` accepts it: then what was accepted."""
+    failed = [(record, failure) for record, failure in results if failure is not None]
+    if not failed:
+        return None
+    record, failure = failed[0]
+    if accept_drift is None:
+        raise UsageError(
+            f"{record.name}: {record.summary}; write them down as corrections (migration-gate correct) or pass "
+            "--accept-drift NOTE to run anyway: nothing was touched"
+        )
+    differences: list[str] = []
+    for record, failure in failed:
+        record.status = "accepted"
+        record.summary = f"accepted with --accept-drift ({accept_drift}): {record.summary}"
+        assert failure is not None
+        differences += dict(failure.sections).get("differences", failure.summary).splitlines()
+    return {"note": accept_drift, "differences": differences}
+
+
 def preflight(options: PlaybookOptions, progress: Progress) -> Preflight:
     """Everything that can be known before touching anything; any problem raises UsageError (exit 2)."""
     plan = load_plan(options.migrations_dir)
     checks = catalog.load(options.checks_dir)
+    found = corrections.load(options.corrections_dir, plan) if options.corrections_dir else []
+    catalog.check_exemptions(checks, options.exemptions)
     check_backup_path(options.backup_path)
     check_report_dir(options.report_dir)
     with dsn.connect(options.database_url) as conn:
@@ -200,16 +288,22 @@ def preflight(options: PlaybookOptions, progress: Progress) -> Preflight:
                     "with 'migration-gate baseline --database URL --to 004' (it checks the schema is exactly that)"
                 )
         todo = runner.plan_run(plan, applied)  # refuses drift and holes before anything runs
+        # Refuses an edited correction, or one whose place the database has passed.
+        placed = corrections.schedule(found, corrections.read(conn), applied, todo)
         sessions = app_sessions(conn)
         holders = lock_holders(conn, todo) if todo else []
         earlier = unfinished(conn)
         others_row = conn.execute(_OTHER_SESSIONS).fetchone()
         size_row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
-    tools = backup.find_tools(identity.server_major, options.prefer_bindirs)
+    tools = client_tools.find_tools(identity.server_major, options.prefer_bindirs)
     warnings = []
     if sessions:
         listed = "; ".join(sessions[:5]) + (f"; and {len(sessions) - 5} more" if len(sessions) > 5 else "")
-        if not options.allow_active_sessions:
+        if options.before_window and not options.allow_active_sessions:
+            progress(
+                f"{len(sessions)} session(s) of {APP_ROLE} connected: the --before-window command is to end them"
+            )
+        elif not options.allow_active_sessions:
             raise UsageError(
                 f"{len(sessions)} session(s) of {APP_ROLE} still connected to {identity.database} ({listed}): "
                 "stop the application first (playbook 2.1) or pass --allow-active-sessions"
@@ -229,6 +323,29 @@ def preflight(options: PlaybookOptions, progress: Progress) -> Preflight:
             f"{free} bytes free beside the backup for a {database_bytes}-byte database: "
             "the compressed dump is usually smaller, but watch it"
         )
+    for waiting in placed.waiting:
+        place = f"after {waiting.after:03d}" if waiting.after else "before the first pending migration"
+        warnings.append(f"correction {waiting.name} waits: its place ({place}) is not reached by this run")
+    if placed.pending:
+        progress(f"corrections to apply: {', '.join(c.name for c in placed.pending)}")
+    with dsn.connect(options.database_url) as conn:
+        checked = run_preflight_checks(conn, plan, checks, options, f"preflight ({identity.database})")
+    accepted = judge_drift(checked, options.accept_drift)
+    for record, _ in checked:
+        progress(f"{record.name}: {record.status}" + (f": {record.summary}" if record.summary else ""))
+    if accepted is not None:
+        warnings.append(f"schema drift accepted with --accept-drift: {options.accept_drift}")
     for warning in warnings:
         progress(f"warning: {warning}")
-    return Preflight(identity, tools, plan, todo, checks, warnings)
+    return Preflight(
+        identity,
+        tools,
+        plan,
+        todo,
+        checks,
+        warnings,
+        found,
+        placed.pending,
+        [record for record, _ in checked],
+        accepted,
+    )

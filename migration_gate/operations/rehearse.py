@@ -25,16 +25,18 @@ import psycopg
 from psycopg import sql
 
 from migration_gate.checks import catalog
-from migration_gate.checks.grantees import AllowedGrantee
-from migration_gate.core import dsn, settings
+from migration_gate.core import corrections, dsn, settings
+from migration_gate.core.allowed_grantees import AllowedGrantee
+from migration_gate.core.drift import Reference
 from migration_gate.core.errors import UsageError
+from migration_gate.core.exemptions import Exemption
 from migration_gate.core.identity import DatabaseIdentity, identify
 from migration_gate.core.installations import installation_for
 from migration_gate.core.plan import load_plan
 from migration_gate.core.server import SUPERUSER, DisposableServer
 from migration_gate.history import store as history_store
 from migration_gate.history.record import DISPOSABLE, Target
-from migration_gate.operations import backup, baseline, playbook, preflight
+from migration_gate.operations import backup, baseline, client_tools, playbook, preflight
 from migration_gate.operations.report import ChangeRecord
 
 Progress = playbook.Progress
@@ -58,6 +60,9 @@ class RehearsalOptions:
     # The source was migrated up to this version by another runner (no ledger): adopt the copy first.
     baseline: str | None = None
     allowed_grantees: tuple[AllowedGrantee, ...] = ()  # --allowed-grantee, for the privilege review
+    corrections_dir: Path | None = None  # replayed on the copy at their places, as on production
+    accept_drift: str | None = None
+    exemptions: tuple[Exemption, ...] = ()  # --exempt: a tenant table exempted from a rule, and why
     history: str | None = None  # --history: the rehearsal is appended there, as a run of its source
 
 
@@ -76,9 +81,11 @@ def _tool_error(done: subprocess.CompletedProcess[str], url: str, what: str) -> 
     return UsageError(f"{what}: {dsn.scrub(lines[-1] if lines else f'exit code {done.returncode}', url)}")
 
 
-def copy_roles(source_url: str, source_db: str, tools: backup.ClientTools, server: DisposableServer) -> int:
+def copy_roles(
+    source_url: str, source_db: str, tools: client_tools.ClientTools, server: DisposableServer
+) -> int:
     """The source cluster's roles into the disposable one (no passwords); how many statements ran."""
-    conninfo, env = backup.tool_connection(source_url, read_only=True)
+    conninfo, env = client_tools.tool_connection(source_url, read_only=True)
     done = subprocess.run(
         [str(Path(tools.pg_dump).with_name("pg_dumpall")), "--roles-only", "--no-role-passwords",
          f"--dbname={conninfo}", "-l", source_db],
@@ -107,7 +114,7 @@ def restore_copy(
     source_dump: Path,
     name: str,
     owner: str,
-    tools: backup.ClientTools,
+    tools: client_tools.ClientTools,
     server: DisposableServer,
     progress: Progress,
 ) -> str:
@@ -120,7 +127,7 @@ def restore_copy(
             )
         )
     url = server.url(name)
-    conninfo, env = backup.tool_connection(url)
+    conninfo, env = client_tools.tool_connection(url)
     started = time.perf_counter()
     progress(f"restoring the source's dump into the disposable database {name} …")
     done = subprocess.run(
@@ -160,8 +167,10 @@ def rehearse(options: RehearsalOptions, progress: Progress = lambda line: None) 
     Anything that stops before the playbook starts raises UsageError (exit 2): the source
     was only read, and no change record is written.
     """
-    plan = load_plan(options.migrations_dir)  # refuse bad migrations or checks before starting a server
-    catalog.load(options.checks_dir)
+    plan = load_plan(options.migrations_dir)  # refuse bad migrations, corrections or checks before a server
+    catalog.check_exemptions(catalog.load(options.checks_dir), options.exemptions)
+    if options.corrections_dir is not None:
+        corrections.load(options.corrections_dir, plan)
     preflight.check_report_dir(options.report_dir)
     if options.smoke_dir is not None and not options.smoke_dir.is_dir():
         raise UsageError(f"--smoke-dir {options.smoke_dir} does not exist (or pass --no-smoke)")
@@ -182,13 +191,13 @@ def rehearse(options: RehearsalOptions, progress: Progress = lambda line: None) 
     ):
         # The tools of the copy's installation: at least as new as the source, the copy's own.
         bindir = installation.bindir
-        tools = backup.find_tools(installation.major, [bindir])
+        tools = client_tools.find_tools(installation.major, [bindir])
         source_dump = Path(tmp) / "source.backup"
         started = time.perf_counter()
         progress("dumping the source (read-only) …")
         try:
             size = backup.dump(options.source_url, source_dump, tools, progress, read_only=True)
-        except backup.BackupFailed as exc:
+        except client_tools.ClientToolFailed as exc:
             raise UsageError(f"cannot dump the source: {exc}") from None
         dump_seconds = time.perf_counter() - started
         roles = copy_roles(options.source_url, identity.database, tools, server)
@@ -235,6 +244,10 @@ def rehearse(options: RehearsalOptions, progress: Progress = lambda line: None) 
             prefer_bindirs=(bindir,),
             command="rehearse",
             allowed_grantees=options.allowed_grantees,
+            corrections_dir=options.corrections_dir,
+            accept_drift=options.accept_drift,
+            reference=Reference(server=server),  # schema_drift's build beside the copy: no second server
+            exemptions=options.exemptions,
             history=options.history,
             # The copy is gone with its server: the run belongs to the source's series, as a disposable copy.
             history_target=replace(Target.of(identity, dsn.describe(options.source_url)), mode=DISPOSABLE),

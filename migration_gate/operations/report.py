@@ -1,8 +1,10 @@
 """The change record (runbook section 7, docs/contract.md §7): ``report.json`` for tools, ``report.md`` for people.
 
 Written whatever the outcome, it says what ran, how long each step and migration took,
-every invariant's count at each checkpoint, the profile audit, each check's result, the
-backup, and, when the run stopped, where and why and what state the database is in.
+what each migration added, altered or dropped (and, for each table it added, the rules
+that judged it), every invariant's count at each checkpoint, the profile audit, each
+check's result, the exemptions, the backup, and, when the run stopped, where and why and
+what state the database is in.
 Every string goes through ``dsn.scrub`` on the way out: no password reaches a report.
 
 It exists from the first step: written when the run starts and again at every step and
@@ -16,7 +18,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +28,7 @@ from typing import Any
 
 from migration_gate.checks.role_report import LABELS
 from migration_gate.core import dsn
+from migration_gate.core.schema import ADDED, ALTERED, DROPPED, Change
 
 JSON_NAME = "report.json"
 MARKDOWN_NAME = "report.md"
@@ -71,16 +75,136 @@ class CheckRecord:
 
 
 @dataclass
+class CallbackRecord:
+    """A window command (``--before-window``, ``--after-window``): what ran, how it ended, its output's tail."""
+
+    command: str
+    status: str = "running"  # ok, failed, timed out, interrupted, could not start
+    exit_status: int | None = None  # the shell's; negative: killed by that signal
+    seconds: float = 0.0
+    output_tail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def describe(self) -> str:
+        """``failed (exit status 3)``, ``timed out after 300 s``."""
+        if self.status == "failed":
+            return f"failed (exit status {self.exit_status})"
+        if self.status == "timed out":
+            return f"timed out after {self.seconds:.0f} s"
+        return self.status
+
+
+@dataclass
 class MigrationRecord:
     file_name: str
     seconds: float
     statements: list[dict[str, Any]] = field(default_factory=list)
+    # What it added, altered or dropped: {action, kind, name, parent, before, after} (core.schema.Change).
+    changes: list[dict[str, str]] = field(default_factory=list)
+    # Each table it added → each rule that judged it → passed, failed, or skipped: <why>.
+    new_tables: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+def judged_new_tables(
+    changes: list[dict[str, str]], results: Mapping[str, Mapping[str, str]]
+) -> dict[str, dict[str, str]]:
+    """Each table ``changes`` add, with the outcome of each rule that judged it (``results``: table → rule → outcome).
+
+    The rules judge the tenant tables of public, by bare name; a table elsewhere gets none.
+    """
+    added = [c["name"] for c in changes if c["action"] == ADDED and c["kind"] == "table"]
+    return {
+        name: dict(results.get(name.removeprefix("public."), {})) if name.startswith("public.") else {}
+        for name in added
+    }
+
+
+MAX_CHANGE_LINE = 300
+
+
+def changes_markdown(migrations: list[dict[str, Any]], heading: str = "##") -> list[str]:
+    """What each migration changed, and the rules that judged each table it added: a reviewer's section.
+
+    ``migrations`` are ``{file_name, changes, new_tables}`` (a change record's, or the pytest
+    gate's); one row each, then each one's changes in a collapsed list.
+    """
+    if not any(migration.get("changes") for migration in migrations):
+        return []
+    out = [
+        f"{heading} What each migration changed",
+        "",
+        "Read from the catalog before and after each migration: tables, columns, indexes, constraints, "
+        "functions, schemas and grants.",
+        "",
+    ]
+    rows = []
+    for migration in migrations:
+        counts = Counter(change["action"] for change in migration["changes"])
+        judged = migration.get("new_tables", {})
+        tables = [
+            f"`{table}`: " + _outcomes(judged.get(table))
+            for table in judged_new_tables(migration["changes"], {})
+        ]
+        rows.append(
+            [
+                f"`{migration['file_name']}`",
+                counts[ADDED],
+                counts[ALTERED],
+                counts[DROPPED],
+                "; ".join(tables) or "-",
+            ]
+        )
+    out += _table(
+        ["migration", "added", "altered", "dropped", "new tables: the rules that judged them"], rows
+    )
+    for migration in migrations:
+        if not migration["changes"]:
+            continue
+        lines = [Change.from_json(change).line() for change in migration["changes"]]
+        out += [
+            f"<details><summary><code>{migration['file_name']}</code>: {len(lines)} change(s)</summary>",
+            "",
+            *(f"- `{_clip(line)}`" for line in lines),
+            "",
+            "</details>",
+            "",
+        ]
+    return out
+
+
+def _outcomes(outcomes: dict[str, str] | None) -> str:
+    if outcomes is None:  # the run stopped before the last checkpoint, where the rules run
+        return "not judged: the rules run at the last checkpoint"
+    return ", ".join(f"{rule} {outcome}" for rule, outcome in outcomes.items()) or (
+        "no rule judged it (not a tenant table of public)"
+    )
+
+
+def _clip(line: str) -> str:
+    line = " ".join(line.replace("`", "'").split())
+    return line if len(line) <= MAX_CHANGE_LINE else line[: MAX_CHANGE_LINE - 1] + "…"
+
+
+def exemptions_markdown(exemptions: list[dict[str, str]], heading: str = "##") -> list[str]:
+    """Every exemption the operator declared, with its reason (docs/contract.md §8)."""
+    if not exemptions:
+        return []
+    return [
+        f"{heading} Exemptions ({len(exemptions)})",
+        "",
+        *(f"- `{e['rule']}[{e['table']}]`: {e['reason']}" for e in exemptions),
+        "",
+    ]
 
 
 @dataclass
 class ChangeRecord:
     command: str
     target: str
+    run_id: str | None = None  # MIGRATION_GATE_RUN_ID for the window commands; migration_gate.runs
     started_at: str = field(default_factory=now)
     finished_at: str | None = None
     outcome: str = "not_finished"
@@ -95,6 +219,12 @@ class ChangeRecord:
     steps: list[StepRecord] = field(default_factory=list)
     backup: dict[str, Any] | None = None
     migrations: list[MigrationRecord] = field(default_factory=list)
+    # Each correction this run applied: name, reason, checksum, declared and actual place, seconds.
+    corrections: list[dict[str, Any]] = field(default_factory=list)
+    # --accept-drift: the operator's note and the differences accepted (None: no drift, or not accepted).
+    accepted_drift: dict[str, Any] | None = None
+    # The window commands by name (before_window, after_window), as they ran.
+    callbacks: dict[str, CallbackRecord] = field(default_factory=dict)
     checkpoints: dict[str, dict[str, int]] = field(default_factory=dict)
     profile_audit: dict[str, dict[str, int]] = field(default_factory=dict)
     # The cluster's roles at the last checkpoint, by figure (login, superuser, ...): reported, not asserted.
@@ -107,6 +237,8 @@ class ChangeRecord:
     restore: dict[str, Any] | None = None
     next_action: str | None = None
     rehearsal: dict[str, Any] | None = None
+    # Tables the operator exempts from a rule: {rule, table, reason}.
+    exemptions: list[dict[str, str]] = field(default_factory=list)
 
     _autosave: tuple[Path, str | None] | None = field(default=None, repr=False, compare=False)
 
@@ -135,6 +267,11 @@ class ChangeRecord:
         """The migration now running (None: none), saved at once: a kill -9 leaves it in the record."""
         self.in_progress["migration"] = file_name
         self.save()
+
+    def failed_callback(self, name: str) -> CallbackRecord | None:
+        """The window command ``name`` when it ran and did not end well."""
+        ran = self.callbacks.get(name)
+        return ran if ran is not None and not ran.ok else None
 
     def stop(self, where: str, reason: str, outcome: str, exit_code: int) -> None:
         self.stopped_at, self.reason, self.outcome, self.exit_code = where, reason, outcome, exit_code
@@ -236,6 +373,22 @@ def markdown(data: dict[str, Any]) -> str:
         out += ["## What to do now", "", "```", data["next_action"], "```", ""]
     if data.get("warnings"):
         out += ["## Warnings", ""] + [f"- {w}" for w in data["warnings"]] + [""]
+    if data.get("accepted_drift"):
+        accepted = data["accepted_drift"]
+        out += ["## Schema drift accepted (--accept-drift)", "", f"Note: {accepted['note']}", ""]
+        out += ["```", *accepted["differences"], "```", ""]
+    if data.get("callbacks"):
+        out += ["## Window commands", ""]
+        out += _table(
+            ["when", "command", "status", "exit status", "seconds"],
+            [
+                [name, f"`{c['command']}`", c["status"], c["exit_status"], f"{c['seconds']:.3f}"]
+                for name, c in data["callbacks"].items()
+            ],
+        )
+        for name, ran in data["callbacks"].items():
+            if ran["output_tail"]:
+                out += [f"### {name}: the end of its output", "", "```", ran["output_tail"], "```", ""]
     if data.get("rehearsal"):
         out += ["## Rehearsal", ""] + [f"- **{k}:** {v}" for k, v in data["rehearsal"].items()] + [""]
     out += ["## Steps", ""]
@@ -249,6 +402,23 @@ def markdown(data: dict[str, Any]) -> str:
         out += ["## Migrations", ""]
         out += _table(
             ["file", "seconds"], [[m["file_name"], f"{m['seconds']:.3f}"] for m in data["migrations"]]
+        )
+        out += changes_markdown(data["migrations"])
+    out += exemptions_markdown(data.get("exemptions", []))
+    if data.get("corrections"):
+        out += ["## Corrections", ""]
+        out += _table(
+            ["correction", "after", "reason", "sha256", "seconds"],
+            [
+                [
+                    c["name"],
+                    f"{c['applied_after']:03d}",
+                    c["reason"],
+                    c["checksum"][:16] + "…",
+                    f"{c['seconds']:.3f}",
+                ]
+                for c in data["corrections"]
+            ],
         )
     if data["checkpoints"]:
         names = sorted({name for counts in data["checkpoints"].values() for name in counts})

@@ -5,15 +5,24 @@ transaction, with its ledger row). After 006 and after 007 (the runbook's pauses
 docs/contract.md §3) and after the last migration, the catalog's checks that hold there
 run, each in a savepoint of its own so that an SQL error fails that check and not the
 transaction; each result is recorded under the check's catalog name, with the
-checkpoint. Any failure raises ``Stop``: the caller rolls back. The checks the catalog
-marks ``after_commit`` (the plans of the application's queries) run once the transaction
-has committed, on a connection of their own.
+checkpoint. At the last checkpoint the rule families are expanded to every table they
+judge there (``<rule>[<table>]``). Any failure raises ``Stop``: the caller rolls back. The
+checks the catalog marks ``after_commit`` (the plans of the application's queries) run
+once the transaction has committed, on a connection of their own; those it marks
+``preflight`` (``schema_drift``) ran before the backup, on the database as found.
+Corrections run in the same transaction, each at its place (``core.corrections``), and
+are recorded with their reason and checksum.
+
+The catalog is read before and after each migration, in the same transaction
+(``schema.ChangeProbe``): the record keeps what each one added, altered or dropped, and
+for each table it added, how each rule that judged it went.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 
 import psycopg
 from psycopg import sql
@@ -21,13 +30,15 @@ from psycopg import sql
 from migration_gate.checks import catalog, explain, profile_audit, role_report
 from migration_gate.checks.catalog import Check, CheckContext, CheckSkipped, LegacySnapshot
 from migration_gate.checks.failures import CheckFailed
-from migration_gate.checks.grantees import AllowedGrantee
-from migration_gate.core import ledger, runner
+from migration_gate.core import corrections, ledger, runner, schema
+from migration_gate.core.allowed_grantees import AllowedGrantee
+from migration_gate.core.corrections import Correction
 from migration_gate.core.errors import MigrationFailed
+from migration_gate.core.exemptions import Exemption
 from migration_gate.core.locks import LOCK_RETRY, LockWatch
 from migration_gate.core.plan import Checkpoint, Migration, checkpoint_name, checkpoints
 from migration_gate.core.signals import Cancellation
-from migration_gate.operations.report import ChangeRecord, CheckRecord, MigrationRecord
+from migration_gate.operations.report import ChangeRecord, CheckRecord, MigrationRecord, judged_new_tables
 
 Progress = Callable[[str], None]
 
@@ -63,10 +74,15 @@ class Validation:
         progress: Progress,
         migrations_dir: str = "",
         allowed_grantees: tuple[AllowedGrantee, ...] = (),
+        corrections: Sequence[Correction] = (),
+        exemptions: tuple[Exemption, ...] = (),
     ) -> None:
         self.conn, self.plan, self.checks = conn, plan, checks
+        self.corrections = corrections
         self.record, self.progress, self.migrations_dir = record, progress, migrations_dir
         self.allowed_grantees = allowed_grantees
+        self.exemptions = exemptions
+        self.changes = schema.ChangeProbe()
         self.legacy: LegacySnapshot | None = None
         self.no_legacy_because = (
             "005 was already applied before this run: no pre-005 snapshot to compare with"
@@ -83,10 +99,13 @@ class Validation:
         """Apply what is pending, pausing at each checkpoint; raise Stop at the first failure."""
         conn = self.conn
         ledger.ensure(conn)  # a savepoint inside the run's transaction: rolled back with it
-        todo = runner.plan_run(self.plan, ledger.read(conn))  # again, now that we hold the lock
+        recorded = ledger.read(conn)
+        todo = runner.plan_run(self.plan, recorded)  # again, now that we hold the lock
+        placed = corrections.schedule(self.corrections, corrections.read(conn), recorded, todo)
         if not todo:
             self.progress("nothing to apply: every migration is already applied")
         pauses = {point.version: point for point in checkpoints(self.plan)[:-1] if not point.legacy}
+        self.correct(placed.first, placed.start)
         for migration in todo:
             if migration.version == SCOPING_VERSION:
                 self.legacy = LegacySnapshot.take(conn)
@@ -96,7 +115,7 @@ class Validation:
                 applied = runner.apply_retrying(
                     conn,
                     migration,
-                    [self.cancellation] if self.cancellation is not None else [],
+                    [*([self.cancellation] if self.cancellation is not None else []), self.changes],
                     retry=self.retry,
                     watch=self.watch,
                     progress=self.progress,
@@ -111,15 +130,33 @@ class Validation:
                         {"line": t.line, "seconds": round(t.seconds, 3), "statement": t.summary}
                         for t in applied.statements
                     ],
+                    [change.to_json() for change in self.changes.by_migration.get(migration.file_name, [])],
                 )
             )
             self.progress(f"{migration.file_name:<45} {applied.seconds:8.3f} s")
+            self.correct(placed.following(migration.version), migration.version)
             if migration.version in pauses:
                 self.checkpoint(pauses[migration.version], last=False)
         self.record.migrating(None)
         last_version = self.plan[-1].version
         self.last = checkpoint_name(last_version) if todo else CURRENT
         self.checkpoint(Checkpoint(self.last, last_version), last=True)
+
+    def correct(self, due: list[Correction], after: int) -> None:
+        """The corrections placed right after migration ``after``, each in a savepoint, recorded."""
+        for correction in due:
+            if self.cancellation is not None:
+                self.cancellation.check()
+            self.record.migrating(correction.name)
+            self.progress(f"applying correction {correction.name} …")
+            try:
+                seconds = runner.apply_correction(self.conn, correction, after)
+            except MigrationFailed as failed:
+                raise Stop(f"correction {correction.name}", str(failed)) from None
+            self.record.corrections.append(
+                {**correction.to_json(), "applied_after": after, "seconds": round(seconds, 3)}
+            )
+            self.progress(f"{correction.name:<45} {seconds:8.3f} s  (correction: {correction.reason})")
 
     def context(self, conn: psycopg.Connection, checkpoint: str) -> CheckContext:
         return CheckContext(
@@ -131,6 +168,7 @@ class Validation:
             self.no_legacy_because,
             self.migrations_dir,
             allowed_grantees=self.allowed_grantees,
+            exemptions=self.exemptions,
         )
 
     def checkpoint(self, point: Checkpoint, *, last: bool) -> None:
@@ -138,12 +176,16 @@ class Validation:
         due = [
             check
             for check in catalog.at_checkpoint(self.checks, point.version, last=last)
-            if not check.after_commit
+            if not check.after_commit and not check.preflight
         ]
+        if last:
+            due = catalog.expand(due, self.conn, holds_from=point.version)
         counts: dict[str, int] = {}
         context = self.context(self.conn, point.name)
         results = [self.run(check, context, counts) for check in due]
         self.record.checkpoints[point.name] = counts
+        if last:
+            self.judge_new_tables(due, point.name)
         audit = profile_audit.profile_audit(self.conn, point.name)
         self.record.profile_audit[point.name] = dict(audit.figures)
         shown = ", ".join(f"{n} {c}" for n, c in counts.items()) or "no invariant holds yet"
@@ -157,6 +199,21 @@ class Validation:
         if failed:
             offending = ", ".join(f"{name} = {counts[name]}" if name in counts else name for name in failed)
             raise Stop(f"checkpoint {point.name}", f"{len(failed)} check(s) failed: {offending}")
+
+    def judge_new_tables(self, judged: list[Check], checkpoint: str) -> None:
+        """For each table a migration added, how each rule that judged it went at the last checkpoint."""
+        outcomes = {
+            record.name: record.status + (f": {record.summary}" if record.status == "skipped" else "")
+            for record in self.record.checks
+            if record.checkpoint == checkpoint
+        }
+        results: dict[str, dict[str, str]] = defaultdict(dict)
+        for check in judged:
+            via = "" if check.family is not None else f" ({check.name})"
+            for rule, table in check.judges if check.name in outcomes else ():
+                results[table][rule] = outcomes[check.name] + via
+        for migration in self.record.migrations:
+            migration.new_tables = judged_new_tables(migration.changes, results)
 
     def report_roles(self) -> None:
         """The cluster's roles, as figures in the record (docs/contract.md §5): reported, never a verdict."""

@@ -20,7 +20,9 @@ from typing import Protocol
 import psycopg
 
 from migration_gate.checks.catalog import LegacySnapshot
-from migration_gate.core import dsn, runner
+from migration_gate.core import dsn, runner, schema
+from migration_gate.core.contract import LEGACY_VERSION
+from migration_gate.core.corrections import Correction
 from migration_gate.core.locks import LockProbe
 from migration_gate.core.plan import LEGACY_CHECKPOINT, Checkpoint, Migration, checkpoints
 from migration_gate.core.server import DisposableServer
@@ -55,6 +57,8 @@ class CheckpointDatabases:
     applied: list[runner.AppliedMigration] = field(default_factory=list)
     # Per migration, the pre-existing tables it held ACCESS EXCLUSIVE and for how long.
     locks: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Per migration, what it added, altered or dropped (the catalog before and after it).
+    changes: dict[str, list[schema.Change]] = field(default_factory=dict)
     seed_seconds: float = 0.0
     prefix: str = "gate"
     _clones: int = 0
@@ -104,14 +108,36 @@ class CheckpointDatabases:
         name = name or f"{self.prefix}_{checkpoint}_copy{self._clones}"
         return self.server.create_database(name, template=self.database(checkpoint))
 
-    def build(self, legacy_seed: Path, progress: runner.Progress = lambda line: None) -> CheckpointDatabases:
+    def build(
+        self,
+        legacy_seed: Path,
+        progress: runner.Progress = lambda line: None,
+        corrections: list[Correction] | None = None,
+    ) -> CheckpointDatabases:
+        """Each checkpoint's database; corrections at their places, as on production.
+
+        The legacy seed is staging's data at 004: a correction placed at 004 or later, or
+        at none (before the first pending migration), runs after it, where production
+        will meet it; one placed earlier runs before it.
+        """
         probe = LockProbe()  # as the bench measures them, on the gate's own database
+        changes = schema.ChangeProbe()
         previous = None
         for point in self.points:
             name = self.database(point.name)
             url = self.server.create_database(name, template=previous)
+            due = [
+                correction
+                for correction in corrections or []
+                if not point.legacy or (correction.after is not None and correction.after < LEGACY_VERSION)
+            ]
             self.applied += runner.migrate(
-                url, self.plan, stop=str(point.version), progress=progress, hooks=[probe]
+                url,
+                self.plan,
+                stop=str(point.version),
+                progress=progress,
+                hooks=[probe, changes],
+                corrections=due,
             )
             if point.name == LEGACY_CHECKPOINT:
                 started = time.perf_counter()
@@ -121,6 +147,7 @@ class CheckpointDatabases:
                 progress(f"{legacy_seed.name:<45} {self.seed_seconds:8.3f} s")
             previous = name
         self.locks = probe.by_migration
+        self.changes = changes.by_migration
         return self
 
     def legacy_snapshot(self) -> LegacySnapshot | None:

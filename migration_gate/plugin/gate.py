@@ -2,7 +2,9 @@
 
 ``checks/test_gate.py`` asks for ``check`` and ``checkpoint``; this module parametrizes
 them from the catalog (``migration_gate.checks.catalog``), with ids ``<name>-<checkpoint>``,
-and hands the test a ``check_context``: a connection to the database as it was at that
+each rule family expanded to the tables it judges at the last checkpoint
+(``tenant_foreign_key[api_keys]-after_009``: the gate databases are made at collection for
+that, ``plugin.session``), and hands the test a ``check_context``: a connection to the database as it was at that
 checkpoint (disposable mode), or to the existing database, read-only. On an existing
 database whose ledger has not reached the check's migration, the test is skipped with
 that reason; a check that cannot say anything here (no pre-005 snapshot, a table too
@@ -25,12 +27,14 @@ from migration_gate.checks import catalog
 from migration_gate.checks.catalog import Check, CheckContext, CheckSkipped
 from migration_gate.checks.failures import CheckFailed
 from migration_gate.core import dsn
+from migration_gate.core.drift import Reference
 from migration_gate.core.plan import load_plan
 from migration_gate.data import volume_checkpoint
 from migration_gate.plugin.config import CATALOG, GATE_CONFIG, POINTS, GateConfig
 from migration_gate.plugin.databases import CheckpointDatabases, GateDatabases
 from migration_gate.plugin.existing import CURRENT
-from migration_gate.plugin.summary import INVARIANT_COUNT
+from migration_gate.plugin.session import gate_session
+from migration_gate.plugin.summary import INVARIANT_COUNT, RULE_RESULT
 
 # The audit tests leave their figures as this user property: it reaches the terminal
 # summary from xdist workers too, and JUnit XML as a <property>.
@@ -72,6 +76,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             raise pytest.UsageError(
                 f"no checks directory {config.stash[GATE_CONFIG].checks_dir}: pass --checks-dir DIR"
             )
+        # The rules judge the schema the plan leaves: from its last migration on.
+        entries = gate_session(config).expand(entries, holds_from=config.stash[POINTS][-1].version)
         metafunc.parametrize(
             ("check", "checkpoint"),
             [
@@ -138,6 +144,12 @@ def check_context(
     invariant's count is left on the test's report, for the pull request's summary.
     """
     plan = gate.plan if isinstance(gate, CheckpointDatabases) else load_plan(gate_config.migrations_dir)
+    # schema_drift builds on the gate's own server; for an existing database, on one of its major.
+    reference = Reference(
+        gate.server if isinstance(gate, CheckpointDatabases) else None,
+        gate_config.pg_ctl,
+        gate_config.pg_version,
+    )
 
     @contextmanager
     def context(check: Check, checkpoint: str) -> Iterator[CheckContext]:
@@ -149,6 +161,10 @@ def check_context(
         else:
             opened = open_checkpoint(checkpoint, check.from_version, check.name)
             where = f"{checkpoint} ({dsn.describe(gate.url(checkpoint))})"
+        if checkpoint == gate.last:  # which rule it judges which table for, for the summary
+            via = "" if check.family is not None else check.name
+            for rule, table in check.judges:
+                request.node.user_properties.append((RULE_RESULT, (rule, table, via)))
         with opened as conn:
             try:
                 yield CheckContext(
@@ -160,6 +176,8 @@ def check_context(
                     migrations_dir=str(gate_config.migrations_dir),
                     realistic_volume=checkpoint == "volume",
                     allowed_grantees=gate_config.allowed_grantees,
+                    reference=reference,
+                    exemptions=gate_config.exemptions,
                 )
             except CheckSkipped as skipped:
                 # Reported at the test's own location and under the check's name (pytest -rs).

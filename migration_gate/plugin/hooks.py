@@ -7,7 +7,6 @@ their fixtures are in ``migration_gate.plugin.gate``.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,16 +14,15 @@ import pytest
 from migration_gate.checks import catalog
 from migration_gate.core.errors import EXIT_USAGE, GateError
 from migration_gate.core.installations import find_installation
-from migration_gate.core.locks import LockProbe
 from migration_gate.core.plan import Checkpoint, checkpoints, load_plan
-from migration_gate.core.runner import migrate
 from migration_gate.core.server import DisposableServer
 from migration_gate.core.signals import interrupt_on_signals
 from migration_gate.plugin import config as gate_config_module
 from migration_gate.plugin import summary
 from migration_gate.plugin.config import CATALOG, GATE_CONFIG, POINTS, GateConfig
-from migration_gate.plugin.databases import CheckpointDatabases, GateDatabases
+from migration_gate.plugin.databases import GateDatabases
 from migration_gate.plugin.existing import ExistingDatabase
+from migration_gate.plugin.session import SESSION, GateSession, ServerUnavailable, gate_session
 from migration_gate.plugin.smoke import SMOKE_ROWS
 from migration_gate.plugin.summary import AppliedRecord
 
@@ -53,6 +51,7 @@ def pytest_configure(config: pytest.Config) -> None:
         load_catalog(config, config.stash[GATE_CONFIG])
     except GateError as exc:
         raise pytest.UsageError(str(exc)) from None
+    config.stash[SESSION] = GateSession(config, config.stash[GATE_CONFIG])
 
 
 def load_catalog(config: pytest.Config, gate_config: GateConfig) -> None:
@@ -65,7 +64,9 @@ def load_catalog(config: pytest.Config, gate_config: GateConfig) -> None:
         "`version` has run (only the last one with last_only)",
     )
     # A checkout without a checks directory (smoke tests kept elsewhere) has no catalog to run.
-    config.stash[CATALOG] = catalog.load(gate_config.checks_dir) if gate_config.checks_dir.is_dir() else None
+    entries = catalog.load(gate_config.checks_dir) if gate_config.checks_dir.is_dir() else None
+    catalog.check_exemptions(entries or [], gate_config.exemptions)
+    config.stash[CATALOG] = entries
     try:
         config.stash[POINTS] = checkpoints(load_plan(gate_config.migrations_dir))
     except GateError:
@@ -101,67 +102,33 @@ def gate_config(pytestconfig: pytest.Config) -> GateConfig:
 
 
 @pytest.fixture(scope="session")
-def disposable_server(gate_config: GateConfig) -> Iterator[DisposableServer]:
-    """A throwaway PostgreSQL for this session (each xdist worker has its own)."""
+def disposable_server(pytestconfig: pytest.Config) -> DisposableServer:
+    """A throwaway PostgreSQL for this session (each xdist worker has its own): the gate's own."""
     try:
-        server = DisposableServer(gate_config.pg_ctl, pg_version=gate_config.pg_version).start()
-    except GateError as exc:
+        return gate_session(pytestconfig).server()
+    except ServerUnavailable as exc:
         pytest.exit(f"migration-gate: {exc}", returncode=EXIT_USAGE)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")
-def gate(request: pytest.FixtureRequest, gate_config: GateConfig) -> GateDatabases:
-    """The databases the checks read.
+def gate(pytestconfig: pytest.Config) -> GateDatabases:
+    """The databases the checks read (``plugin.session``): made once, at collection or here.
 
     Disposable (default): 001→004 plus the legacy seed, then a database at each checkpoint.
     With --database-url: that database as it is, read-only; with --migrate, pending
     migrations are applied first (for rehearsals on a copy).
     """
-    # Progress goes straight to the terminal: a session fixture's prints are captured.
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    progress = reporter.write_line if reporter is not None else (lambda line: None)
     try:
-        if gate_config.database_url is not None:
-            # The files only matter here to migrate: the checks that judge them load them themselves.
-            probe = LockProbe()
-            applied = (
-                migrate(
-                    gate_config.database_url,
-                    load_plan(gate_config.migrations_dir),
-                    progress=progress,
-                    hooks=[probe],
-                    lock_timeout=gate_config.lock_timeout,
-                )
-                if gate_config.migrate
-                else []
-            )
-            request.config.stash[GATE_APPLIED] = AppliedRecord.of(
-                "migrations applied by --migrate (existing database)", applied, probe.by_migration
-            )
-            return ExistingDatabase(gate_config.database_url, gate_config.statement_timeout)
-        server = request.getfixturevalue("disposable_server")
-        databases = CheckpointDatabases(server, load_plan(gate_config.migrations_dir)).build(
-            gate_config.legacy_seed
-        )
+        return gate_session(pytestconfig).databases()
+    except ServerUnavailable as exc:
+        pytest.exit(f"migration-gate: {exc}", returncode=EXIT_USAGE)
     except GateError as exc:
         pytest.fail(f"building the gate database failed: {exc}", pytrace=False)
-    seed_line = f"{f'(legacy seed {gate_config.legacy_seed.name}, loaded at 004)':<45} {databases.seed_seconds:8.3f} s"
-    request.config.stash[GATE_APPLIED] = AppliedRecord.of(
-        "migrations applied (disposable database, legacy seed)",
-        databases.applied,
-        databases.locks,
-        [seed_line],
-    )
-    return databases
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
-    applied = config.stash.get(GATE_APPLIED, None)
+    applied = config.stash[SESSION].applied if SESSION in config.stash else None
     # Under pytest-xdist each worker builds its own gate database and the controller,
     # which reports, builds none: a worker hands what it applied over.
     workeroutput = getattr(config, "workeroutput", None)
@@ -182,7 +149,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     outcome = (
         "passed" if exitstatus == 0 else f"failed ({len(failed)} test(s))" if failed else f"exit {exitstatus}"
     )
-    text = summary.markdown(applied, summary.invariant_counts(reports), failed, outcome)
+    text = summary.markdown(
+        applied,
+        summary.invariant_counts(reports),
+        failed,
+        outcome,
+        summary.rule_results(reports),
+        gate_config.exemptions,
+    )
     summary.write(gate_config.summary, text, append=gate_config.summary_append)
 
 
@@ -201,7 +175,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         terminalreporter.section("migration-gate: smoke rows on the deployment")
         for line in smoke_lines:
             terminalreporter.write_line(line)
-    own = config.stash.get(GATE_APPLIED, None)
+    own = config.stash[SESSION].applied if SESSION in config.stash else None
     received: list[tuple[str, AppliedRecord]] = config.stash.get(WORKER_SUMMARIES, [])
     records = ([("", own)] if own else []) + sorted(received, key=lambda pair: pair[0])
     for worker, record in records:

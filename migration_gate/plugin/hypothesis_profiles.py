@@ -13,8 +13,10 @@ import os
 
 from hypothesis import HealthCheck, Phase, settings
 
-PROFILE_ENV = "HYPOTHESIS_PROFILE"
-DEFAULT_PROFILE = "ci"
+from migration_gate.core import settings as gate_settings
+
+PROFILE_ENV = gate_settings.env("hypothesis_profile")
+DEFAULT_PROFILE = gate_settings.default("hypothesis_profile")
 
 # Each example migrates 005→008 in a transaction: tens of milliseconds, never a
 # deadline's business. Derandomized in CI so that the gate gives the same answer for

@@ -30,15 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from migration_gate.bench.scales import ACTIVITIES_PER_USER
 from migration_gate.core import dsn, runner
 from migration_gate.core.errors import UsageError
 from migration_gate.core.plan import Migration
 from migration_gate.core.server import DisposableServer
 from migration_gate.data import volume
 
-ACTIVITIES_PER_USER = 20
 TARGET_WINDOW_RATIO = 1.25  # issue 14: the playbook within 1.25 times the runbook by hand
-DEFAULT_WINDOW_SCALES = (100_000, 500_000, 1_000_000)
 
 # The runbook's section 3, as it is written (docs/contract.md §6 says what two of them are).
 RUNBOOK_QUERIES = """
