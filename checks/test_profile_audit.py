@@ -22,6 +22,7 @@ def test_profile_audit(
         users = conn.execute("SELECT count(*) FROM public.users").fetchone()
     # Shown in the terminal summary by checks/conftest.py, and kept in JUnit XML.
     record_property("profile_audit", audit.line())
+    record_property("profile_figures", (checkpoint, audit.figures))  # the same, as data, for --history
     # Figures, not a verdict: only that they are figures of this database's profiles and users.
     assert set(audit.figures) <= codes
     assert users is not None and audit.total <= users[0]

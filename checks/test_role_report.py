@@ -23,6 +23,7 @@ def test_role_report(
     # Shown in the terminal summary (one property a line, in order), and kept in JUnit XML.
     for line in report.lines():
         record_property("role_report", line)
+    record_property("role_figures", report.roles)  # the same, as data, for --history
     # Figures, not a verdict: only that they are roles of this cluster, and the gate's own login among them.
     assert report.every_role() <= roles
     assert session_user is not None and session_user[0] in report.roles["login"]

@@ -239,6 +239,7 @@ def cmd_playbook(args: argparse.Namespace) -> int:
         after_window=args.after_window,
         callback_timeout=args.callback_timeout,
         exemptions=tuple(args.exempt),
+        history=args.history,
     )
     record = playbook.run(options, _scrubbed_say(args.database), _confirmer(args.yes))
     return _conclude(record, args.database)
@@ -260,6 +261,7 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
         corrections_dir=args.corrections_dir,
         accept_drift=args.accept_drift,
         exemptions=tuple(args.exempt),
+        history=args.history,
     )
     record = rehearse.rehearse(options, _scrubbed_say(args.source))
     return _conclude(record, args.source)
@@ -280,6 +282,46 @@ def cmd_restore(args: argparse.Namespace) -> int:
         )
     _say("restored and verified: the database is exactly what the backup holds (schema and data)")
     return EXIT_OK
+
+
+def _warn(line: str) -> None:
+    sys.stderr.write(f"migration-gate: warning: {line}\n")
+
+
+def _output(option: str, path: Path | None) -> None:
+    """Refuse, before anything is written or posted, an output file that cannot be written."""
+    if path is None:
+        return
+    parent = path.absolute().parent
+    if path.is_dir() or not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise UsageError(f"{option} {path}: cannot write there (a file in an existing, writable directory)")
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    import json
+
+    from migration_gate.history import html, notify, report
+    from migration_gate.history.store import History
+
+    if args.notify_url is not None:
+        notify.check_url(args.notify_url)
+    _output("--json", args.json_file)
+    _output("--html", args.html_file)
+    with History(args.history) as history:
+        history.verify()
+        found = report.build(history, args.last, args.check)
+        for line in found.lines():
+            _say(line)
+        if args.json_file is not None:
+            args.json_file.write_text(json.dumps(found.to_json(), indent=2) + "\n", encoding="utf-8")
+            _say(f"wrote {args.json_file}")
+        if args.html_file is not None:
+            args.html_file.write_text(html.page(found), encoding="utf-8")
+            _say(f"wrote {args.html_file}")
+        if args.notify_url is not None:
+            posted = notify.notify(history, found, args.notify_url, _warn)
+            _say(f"posted {len(posted)} change(s) to --notify-url")
+    return found.exit_status
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -339,6 +381,7 @@ RUN_OPTIONS = (
     "corrections_dir",
     "accept_drift",
     "exempt",
+    "history",
 )
 
 COMMANDS = (
@@ -461,6 +504,17 @@ COMMANDS = (
         "database",
     ),
     Command(
+        "history",
+        "what the nightly runs remember: failing checks since when, trends, new and resolved, figures",
+        "Report the last runs kept in SOURCE (an SQLite file or a postgresql:// URL, as given to --history): "
+        "each check that failed among them, its state now, the run its failure began in, its count run by "
+        "run, what is new or resolved since the previous run, and the figures that changed. Exit 1 while the "
+        "latest run has a failing check, else 0; 2 for a SOURCE that is not a history (docs/history.md).",
+        cmd_history,
+        ("last", "check", "json_file", "html_file", "notify_url"),
+        positional=("history",),
+    ),
+    Command(
         "bench",
         "time 005→008 against bulk-loading the legacy volume, and the gate against its floor",
         "For each scale (activities; users and the rest in proportion) on a disposable server: "
@@ -512,7 +566,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(resolve(args, command)))
     except GateError as exc:
-        sys.stderr.write(f"migration-gate: {dsn.scrub(str(exc), secret_url)}\n")
+        message = dsn.scrub(str(exc), secret_url)
+        notify_url = getattr(args, "notify_url", None)
+        if notify_url:  # it carries the channel's token
+            message = message.replace(notify_url, "(--notify-url)")
+        sys.stderr.write(f"migration-gate: {message}\n")
         return exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("migration-gate: interrupted\n")

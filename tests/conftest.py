@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from migration_gate.core.drift import Reference
 from migration_gate.core.server import DisposableServer
 from migration_gate.plugin.config import GATE_CONFIG
 from migration_gate.plugin.databases import CheckpointDatabases, GateDatabases
+from migration_gate.plugin.smoke import WebhookReceiver
 
 REPO = Path(__file__).resolve().parents[1]
 CONTRACT = REPO / "smoke" / "openapi.yaml"
@@ -150,3 +152,15 @@ def run_cli(*args: str, timeout: float = 120) -> Run:
 @pytest.fixture
 def cli() -> Callable[..., Run]:
     return run_cli
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    """A loopback HTTP receiver recording every POST (paths under /fail answer 503), as a chat's webhook."""
+    with WebhookReceiver() as listening:
+        yield listening
+
+
+def posted_texts(receiver: WebhookReceiver, path: str) -> list[str]:
+    """The ``text`` of each Slack-style message posted to ``path``, in order."""
+    return [json.loads(delivery.body)["text"] for delivery in receiver.deliveries_to(path)]

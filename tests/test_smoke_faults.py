@@ -82,12 +82,6 @@ def start_smoke(disposable_gate: CheckpointDatabases) -> Iterator[StartSmoke]:
         yield start
 
 
-@pytest.fixture
-def receiver() -> Iterator[WebhookReceiver]:
-    with WebhookReceiver() as receiver:
-        yield receiver
-
-
 FLOWS = [
     (
         "test_credentials",

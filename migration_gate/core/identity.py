@@ -1,4 +1,8 @@
-"""Which database a connection reaches: enough to refuse restoring a backup into any other, and to name a target."""
+"""Which database a URL reaches: its name and OID, its cluster's system identifier, host, port, version.
+
+Enough to refuse restoring a backup into any other database, and to tell the database a
+history is kept in from the database under test; never a password (it is not asked for).
+"""
 
 from __future__ import annotations
 

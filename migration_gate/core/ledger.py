@@ -50,6 +50,12 @@ def read(conn: psycopg.Connection) -> dict[int, LedgerEntry]:
     return {row[0]: LedgerEntry(*row) for row in rows}
 
 
+def head(conn: psycopg.Connection) -> str | None:
+    """The file name of the last migration the ledger records (None: nothing applied)."""
+    applied = read(conn)
+    return applied[max(applied)].file_name if applied else None
+
+
 def record(conn: psycopg.Connection, migration: Migration, duration_ms: float) -> None:
     conn.execute(
         "INSERT INTO migration_gate.ledger (version, file_name, checksum, duration_ms) VALUES (%s, %s, %s, %s)",

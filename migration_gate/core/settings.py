@@ -365,6 +365,14 @@ SETTINGS = (
         pytest=True,
     ),
     Setting(
+        "history",
+        "append this run to the history at SOURCE: an SQLite file (created on first use) or the "
+        "postgresql:// URL of a history database, never the database under test (docs/history.md)",
+        env="MIGRATION_GATE_HISTORY",
+        metavar="SOURCE",
+        pytest=True,
+    ),
+    Setting(
         "exempt",
         "exempt one tenant table from one rule, saying why, e.g. 'tenant_workspace_index[audit_log]: "
         "append-only, read by id': the pair is skipped with its reason and listed in the summary and the "
@@ -435,6 +443,22 @@ SETTINGS = (
         "runs of the gate and its floor, median reported (0 leaves them out)",
         "3",
         kind="natural",
+    ),
+    # -- history ------------------------------------------------------------------------------
+    Setting("last", "the window: the last N runs of the latest run's target", "30", kind="count"),
+    Setting("check", "only this check (its name in the catalog)", metavar="NAME"),
+    Setting(
+        "html_file",
+        "also write one self-contained page with the charts",
+        kind="path",
+        flag="--html",
+        metavar="FILE",
+    ),
+    Setting(
+        "notify_url",
+        'post each change (a new failure, one resolved) once, as Slack\'s {"text": ...}; never printed '
+        "(it carries a token)",
+        kind="url",
     ),
     Setting(
         "json_file", "also write the results as JSON to FILE", kind="path", flag="--json", metavar="FILE"

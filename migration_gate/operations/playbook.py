@@ -36,6 +36,8 @@ from migration_gate.core.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, GateErr
 from migration_gate.core.identity import identify
 from migration_gate.core.locks import LockWatch
 from migration_gate.core.signals import cancelling, deferred_interrupts
+from migration_gate.history.record import Target, from_change_record
+from migration_gate.history.store import History
 from migration_gate.operations import backup, backup_metadata, callbacks, client_tools, fingerprint
 from migration_gate.operations import restore as restoring
 from migration_gate.operations.preflight import PlaybookOptions, Preflight, app_sessions, preflight
@@ -559,6 +561,27 @@ def restore_from_backup(
     return fingerprint.differences(before, after)
 
 
+def append_to_history(options: PlaybookOptions, record: ChangeRecord, progress: Progress) -> None:
+    """The change record's figures, appended to ``--history``; a failure is a warning in the record.
+
+    The exit code keeps saying what happened to the database: a run that migrated and
+    validated is not undone by a history that could not be written.
+    """
+    assert options.history is not None
+    try:
+        with dsn.connect(options.database_url) as conn:
+            target = options.history_target or Target.of(identify(conn), dsn.describe(options.database_url))
+            head = ledger.head(conn)
+        with History(options.history, create=True) as history:
+            number = history.append(from_change_record(record.to_json(), target, head))
+    except (GateError, psycopg.Error) as exc:
+        warning = f"this run was NOT appended to the history: {first_line(exc)}"
+        record.warnings.append(warning)
+        progress(f"warning: {warning}")
+        return
+    progress(f"history: run {number} appended to {history.described}")
+
+
 def run(
     options: PlaybookOptions,
     progress: Progress = lambda line: None,
@@ -603,6 +626,9 @@ def run(
         record.finished_at = now()
         if record.outcome != "interrupted":  # an interrupted run keeps saying where it was stopped
             record.in_progress = {"step": None, "migration": None}
+        if options.history is not None:
+            with deferred_interrupts(progress):
+                append_to_history(options, record, progress)
         paths = record.write(options.report_dir, options.database_url)
         window.after_window(options.report_dir / JSON_NAME)
         if options.after_window is not None:

@@ -35,6 +35,8 @@ from migration_gate.core.errors import UsageError
 from migration_gate.core.exemptions import Exemption
 from migration_gate.core.identity import DatabaseIdentity, identify
 from migration_gate.core.plan import Migration, load_plan, touched_tables
+from migration_gate.history import store as history_store
+from migration_gate.history.record import Target
 from migration_gate.operations import backup_metadata, client_tools
 from migration_gate.operations.report import CheckRecord
 from migration_gate.operations.smoke_step import SmokeStep
@@ -105,6 +107,10 @@ class PlaybookOptions:
     # Where schema_drift builds the expected schema (a rehearsal's own server; else one started for it).
     reference: Reference = field(default_factory=Reference)
     exemptions: tuple[Exemption, ...] = ()  # --exempt: a tenant table exempted from a rule, and why
+    history: str | None = None  # --history: the change record's figures are appended there at the end
+    history_target: Target | None = (
+        None  # a rehearsal files its run under its source, not its disposable copy
+    )
 
 
 @dataclass
@@ -267,6 +273,8 @@ def preflight(options: PlaybookOptions, progress: Progress) -> Preflight:
     with dsn.connect(options.database_url) as conn:
         identity = identify(conn)
         progress(f"target: {identity.describe()}")
+        if options.history is not None:  # refused now, not after the window: nothing is written yet
+            history_store.check(options.history, identity)
         applied = ledger.read(conn)
         if not applied:
             tables = conn.execute(

@@ -18,7 +18,7 @@ import re
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psycopg
@@ -34,6 +34,8 @@ from migration_gate.core.identity import DatabaseIdentity, identify
 from migration_gate.core.installations import installation_for
 from migration_gate.core.plan import load_plan
 from migration_gate.core.server import SUPERUSER, DisposableServer
+from migration_gate.history import store as history_store
+from migration_gate.history.record import DISPOSABLE, Target
 from migration_gate.operations import backup, baseline, client_tools, playbook, preflight
 from migration_gate.operations.report import ChangeRecord
 
@@ -61,6 +63,7 @@ class RehearsalOptions:
     corrections_dir: Path | None = None  # replayed on the copy at their places, as on production
     accept_drift: str | None = None
     exemptions: tuple[Exemption, ...] = ()  # --exempt: a tenant table exempted from a rule, and why
+    history: str | None = None  # --history: the rehearsal is appended there, as a run of its source
 
 
 def _source_identity(url: str) -> tuple[DatabaseIdentity, str]:
@@ -173,6 +176,8 @@ def rehearse(options: RehearsalOptions, progress: Progress = lambda line: None) 
         raise UsageError(f"--smoke-dir {options.smoke_dir} does not exist (or pass --no-smoke)")
     identity, owner = _source_identity(options.source_url)
     progress(f"source: {identity.describe()} (read-only)")
+    if options.history is not None:  # before the dump: a source that cannot be a history is refused now
+        history_store.check(options.history, identity)
     # The copy runs on the source's major when one is installed: a dump restores into the
     # same major or a newer one, never an older.
     installation, note = installation_for(
@@ -243,5 +248,8 @@ def rehearse(options: RehearsalOptions, progress: Progress = lambda line: None) 
             accept_drift=options.accept_drift,
             reference=Reference(server=server),  # schema_drift's build beside the copy: no second server
             exemptions=options.exemptions,
+            history=options.history,
+            # The copy is gone with its server: the run belongs to the source's series, as a disposable copy.
+            history_target=replace(Target.of(identity, dsn.describe(options.source_url)), mode=DISPOSABLE),
         )
         return playbook.run(run_options, progress, confirm=lambda question: True, rehearsal=rehearsal)

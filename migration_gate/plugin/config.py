@@ -7,6 +7,7 @@ The settings themselves (name, help, default, environment variable) are declared
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from migration_gate.core.exemptions import Exemption
 from migration_gate.core.plan import Checkpoint
 from migration_gate.core.settings import pytest_settings
 from migration_gate.core.settings import resolve as resolve_setting
+from migration_gate.history.store import is_postgres
 
 # GitHub's own variable: a job's steps append their summaries to the file it names.
 GITHUB_STEP_SUMMARY = "GITHUB_STEP_SUMMARY"
@@ -72,12 +74,20 @@ class GateConfig:
     summary: Path | None = None  # where the pull request's Markdown summary goes
     summary_append: bool = False  # $GITHUB_STEP_SUMMARY is shared by a job's steps: append to it
     allowed_grantees: tuple[AllowedGrantee, ...] = ()
+    history: str | None = None  # --history: an SQLite file (resolved against rootdir) or a postgresql:// URL
     corrections_dir: Path | None = None  # applied at their places (disposable, or with --migrate)
     exemptions: tuple[Exemption, ...] = ()  # tables the operator exempts from a rule, with the reason
 
     @property
     def disposable(self) -> bool:
         return self.database_url is None
+
+
+def _history(value: str | None, path: Callable[[Path], Path]) -> str | None:
+    """A history database's URL as it is; a file's path against rootdir, like every other path."""
+    if value is None:
+        return None
+    return value if is_postgres(value) else str(path(Path(value)))
 
 
 def resolve(config: pytest.Config) -> GateConfig:
@@ -121,6 +131,7 @@ def resolve(config: pytest.Config) -> GateConfig:
         smoke_delivery_timeout=values["smoke_delivery_timeout"],
         allowed_grantees=tuple(values["allowed_grantee"]),
         exemptions=tuple(values["exempt"]),
+        history=_history(values["history"], path),
     )
     if values["corrections_dir"] is not None:
         gate_config = replace(gate_config, corrections_dir=path(values["corrections_dir"]))

@@ -41,6 +41,13 @@ from migration_gate.plugin.summary import INVARIANT_COUNT, RULE_RESULT
 PROFILE_AUDIT_PROPERTY = "profile_audit"
 # The role report leaves one property per line, in order (checks/test_role_report.py).
 ROLE_REPORT_PROPERTY = "role_report"
+# The same figures as data, for the history (``--history``): (checkpoint, {code: users}) and {figure: [roles]}.
+PROFILE_FIGURES_PROPERTY = "profile_figures"
+ROLE_FIGURES_PROPERTY = "role_figures"
+# What a check counted (offending rows, grants, objects) whenever it knows: every invariant, and any
+# check whose failure carries a count. The summary's INVARIANT_COUNT names the invariant; this one
+# rides on the check's own report, for the history.
+CHECK_COUNT = "check_count"
 
 OpenCheckpoint = Callable[[str, int, str], AbstractContextManager[psycopg.Connection]]
 CheckContextFactory = Callable[[Check, str], AbstractContextManager[CheckContext]]
@@ -178,12 +185,15 @@ def check_context(
                     f"{check.name}: {skipped.reason}", _use_item_location=True
                 ) from None
             except CheckFailed as failed:
-                if check.invariant is not None and failed.count is not None:
-                    request.node.user_properties.append(
-                        (INVARIANT_COUNT, (check.name, checkpoint, failed.count))
-                    )
+                if failed.count is not None:
+                    request.node.user_properties.append((CHECK_COUNT, failed.count))
+                    if check.invariant is not None:
+                        request.node.user_properties.append(
+                            (INVARIANT_COUNT, (check.name, checkpoint, failed.count))
+                        )
                 raise
             if check.invariant is not None:
+                request.node.user_properties.append((CHECK_COUNT, 0))
                 request.node.user_properties.append((INVARIANT_COUNT, (check.name, checkpoint, 0)))
 
     return context

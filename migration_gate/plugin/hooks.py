@@ -26,7 +26,9 @@ from migration_gate.plugin.session import SESSION, GateSession, ServerUnavailabl
 from migration_gate.plugin.smoke import SMOKE_ROWS
 from migration_gate.plugin.summary import AppliedRecord
 
-pytest_plugins = ("migration_gate.plugin.gate",)
+pytest_plugins = ("migration_gate.plugin.gate", "migration_gate.plugin.history")
+# What the session applied, for the terminal and the pull request's summary.
+GATE_APPLIED = pytest.StashKey[AppliedRecord]()
 # Under pytest-xdist: the key of a worker's record in its workeroutput, and the records
 # the controller received, by worker id.
 WORKER_SUMMARY = "migration_gate_summary"
