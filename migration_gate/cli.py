@@ -537,6 +537,52 @@ COMMANDS = (
 )
 
 
+def options_markdown() -> str:
+    """Every option as docs/options.md shows it: flag, environment variable, default, where, meaning."""
+    from migration_gate.core.text import markdown_table
+
+    rows = []
+    for declared in settings.SETTINGS:
+        flagged = [c.name for c in COMMANDS if declared.name in c.options]
+        positional = [c.name for c in COMMANDS if declared.name in c.positional]
+        where = []
+        if declared.pytest:
+            where.append("pytest, ini" if declared.on_command_line else "pytest")
+        where += [f"`{name}`" for name in flagged]
+        where += [f"`{name}` (as `{declared.value_name}`)" for name in positional]
+        if not declared.on_command_line:
+            flag = "(environment only)"
+        elif declared.switch:
+            flag = f"`{declared.option}`"
+        else:
+            flag = f"`{declared.option} {declared.value_name}`"
+        defaults = [f"`{declared.default}`"] if declared.default is not None else []
+        defaults += [f"`{own}` for `{command}`" for command, own in declared.defaults.items()]
+        rows.append(
+            [
+                flag,
+                f"`{declared.env}`" if declared.env else "",
+                "; ".join(defaults),
+                ", ".join(where),
+                declared.help,
+            ]
+        )
+    lines = markdown_table(["option", "environment", "default", "where", "meaning"], rows)
+    return "\n".join(lines) + "\n"
+
+
+def usage_markdown() -> str:
+    """Each command's usage, as argparse prints it, for docs/commands.md."""
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    blocks = []
+    for command in COMMANDS:
+        sub = action.choices[command.name]
+        usage = " ".join(sub.format_usage().split()).removeprefix("usage: ")
+        blocks.append(f"- `{command.name}`: {command.help}\n\n  ```\n  {usage}\n  ```")
+    return "\n".join(blocks) + "\n"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="migration-gate", description="Gate FluxoLab's PostgreSQL migrations 001→008.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)

@@ -70,11 +70,3 @@ def test_no_import_cycles() -> None:
     for module in sorted(graph):
         visit(module, [module])
     assert cycles == []
-
-
-def test_the_readme_lists_the_catalog_as_migration_gate_checks_prints_it() -> None:
-    from migration_gate.checks import catalog
-
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    listed = readme.split("<!-- catalog:begin", 1)[1].split("-->", 1)[1].split("<!-- catalog:end -->", 1)[0]
-    assert listed.strip() == catalog.markdown(catalog.load(REPO / "checks")).strip()
