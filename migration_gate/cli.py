@@ -307,8 +307,22 @@ def _smoke(args: argparse.Namespace) -> Any:
     return SmokeStep(args.smoke_dir)
 
 
+def _window_budget(text: str) -> float:
+    from migration_gate.operations.forecast import parse_duration
+
+    try:
+        return parse_duration(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def cmd_playbook(args: argparse.Namespace) -> int:
     from migration_gate.operations import playbook, preflight
+
+    if args.window_budget is not None and args.forecast_from is None:
+        raise UsageError(
+            "--window-budget needs --forecast-from REPORT_JSON: a budget is judged against a forecast"
+        )
 
     options = preflight.PlaybookOptions(
         database_url=args.database,
@@ -322,6 +336,8 @@ def cmd_playbook(args: argparse.Namespace) -> int:
         smoke_skipped_because="--no-smoke",
         lock_timeout=args.lock_timeout,
         allowed_grantees=tuple(args.allowed_grantees),
+        forecast_from=args.forecast_from,
+        window_budget=args.window_budget,
     )
     record = playbook.run(options, _scrubbed_say(args.database), _confirmer(args.yes))
     return _conclude(record, args.database)
@@ -435,6 +451,19 @@ def _add_playbook(commands: argparse._SubParsersAction) -> None:
         help="run although fluxolab_devmode sessions are connected",
     )
     _add_lock_timeout(parser)
+    parser.add_argument(
+        "--forecast-from",
+        type=Path,
+        metavar="REPORT_JSON",
+        help="print the window's forecast at preflight, from a staging or rehearsal change record",
+    )
+    parser.add_argument(
+        "--window-budget",
+        type=_window_budget,
+        metavar="DURATION",
+        help="with --forecast-from: stop before the backup (exit 2) when the forecast window is longer "
+        "(e.g. 45min, 1h30min)",
+    )
     _add_run_options(parser)
     parser.set_defaults(handler=cmd_playbook)
 
@@ -476,8 +505,88 @@ def _add_restore(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=cmd_restore)
 
 
+def cmd_forecast(args: argparse.Namespace) -> int:
+    import json
+
+    from migration_gate.operations import forecast, target_stats
+
+    record = forecast.load_record(args.record)
+    plan = load_plan(args.migrations_dir)
+    target = target_stats.read(args.database)
+    expected = forecast.forecast(record, target, plan)
+    _say(f"forecast for {dsn.describe(args.database)} at {target.version:03d}, from {args.record}")
+    for line in expected.table():
+        _say(line)
+    if args.json:
+        try:
+            args.json.write_text(json.dumps(expected.to_json(), indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"--json {args.json}: cannot write it ({exc.strerror or exc})") from None
+        _say(f"wrote {args.json}")
+    return EXIT_OK
+
+
+def _add_forecast(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "forecast",
+        help="how long the window will be on --database, from a staging or rehearsal change record",
+        description="Read --database's catalog statistics read-only (never a count), scale each step, "
+        "migration and statement of --record by the rows and bytes it works on, and print each step's "
+        "seconds with a range, the window's, and the restore's in the worst case.",
+    )
+    _add_database(parser)
+    parser.add_argument(
+        "--record",
+        required=True,
+        type=Path,
+        metavar="REPORT_JSON",
+        help="a playbook's or rehearsal's report.json",
+    )
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the forecast as JSON")
+    parser.add_argument("--migrations-dir", type=Path, default=Path(DEFAULT_MIGRATIONS_DIR), metavar="DIR")
+    parser.set_defaults(handler=cmd_forecast)
+
+
+def cmd_notice(args: argparse.Namespace) -> int:
+    from migration_gate.operations import notice
+
+    text = notice.notice(args.database, load_plan(args.migrations_dir), args.record)
+    if args.output:
+        try:
+            args.output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"--output {args.output}: cannot write it ({exc.strerror or exc})") from None
+        _say(f"wrote {args.output}")
+    else:
+        print(text, end="")
+    return EXIT_OK
+
+
+def _add_notice(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "notice",
+        help="the squads' notice before the window: what the pending migrations remove, archive, lock, and freeze",
+        description="Read --database read-only (catalog statistics, never a count) and write Markdown ready to "
+        "send: the pending migrations, the tables and columns they remove, what moves to legacy_archive with "
+        "estimated rows, the tables locked, the integrations to freeze and, with --record, the expected window.",
+    )
+    _add_database(parser)
+    parser.add_argument(
+        "--record",
+        type=Path,
+        metavar="REPORT_JSON",
+        help="a staging or rehearsal change record: the window, measured shares",
+    )
+    parser.add_argument(
+        "--output", type=Path, metavar="FILE", help="write the notice there instead of stdout"
+    )
+    parser.add_argument("--migrations-dir", type=Path, default=Path(DEFAULT_MIGRATIONS_DIR), metavar="DIR")
+    parser.set_defaults(handler=cmd_notice)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from migration_gate.bench import run as bench
+    from migration_gate.bench.forecast_accuracy import DEFAULT_FORECAST_SCALES
     from migration_gate.bench.scales import DEFAULT_SCALES
     from migration_gate.bench.window import DEFAULT_WINDOW_SCALES
 
@@ -496,6 +605,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         window_scales=window_scales,
         migrations_dir=args.migrations_dir,
         pg_version=args.pg_version,
+        forecast_scales=[] if args.no_forecast else (args.forecast_scales or list(DEFAULT_FORECAST_SCALES)),
     )
     _say("")
     for line in result.table():
@@ -537,6 +647,14 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
         "(default 100000,500000,1000000)",
     )
     parser.add_argument("--no-window", action="store_true", help="leave the window section out")
+    parser.add_argument(
+        "--forecast-scales",
+        type=_scales,
+        metavar="N,N,...",
+        help="activities of the records whose forecasts are checked against the measured window at 2N and 4N "
+        "(default 1000000)",
+    )
+    parser.add_argument("--no-forecast", action="store_true", help="leave the forecast section out")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--seed", type=_non_negative_int, default=0, metavar="S")
     parser.add_argument(
@@ -633,6 +751,8 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_playbook,
     _add_rehearse,
     _add_restore,
+    _add_forecast,
+    _add_notice,
     _add_bench,
 ]
 

@@ -26,8 +26,8 @@ from migration_gate.core.contract import APP_ROLE
 from migration_gate.core.errors import UsageError
 from migration_gate.core.identity import DatabaseIdentity, identify
 from migration_gate.core.plan import Migration, load_plan, touched_tables
-from migration_gate.operations import backup_metadata, client_tools
-from migration_gate.operations.smoke_step import SmokeStep
+from migration_gate.operations import backup_metadata, client_tools, forecast, run_lock, target_stats
+from migration_gate.operations.smoke_step import SmokeStep, why_smoke_cannot_run
 
 Progress = Callable[[str], None]
 
@@ -84,6 +84,8 @@ class PlaybookOptions:
     # A migration waiting this long for a lock gives up and is retried, instead of queueing the application behind it.
     lock_timeout: str = settings.default("lock_timeout")
     allowed_grantees: tuple[AllowedGrantee, ...] = ()  # --allowed-grantee, for the privilege review
+    forecast_from: Path | None = None  # --forecast-from: a change record to forecast this window from
+    window_budget: float | None = None  # --window-budget, in seconds: a longer forecast stops the run here
 
 
 @dataclass
@@ -94,6 +96,10 @@ class Preflight:
     pending: list[Migration]
     checks: list[Check]
     warnings: list[str] = field(default_factory=list)
+    version: int = 0  # the ledger's head as the run found it
+    tables: list[target_stats.TableSize] = field(default_factory=list)  # rows and bytes at the start
+    forecast: forecast.Forecast | None = None
+    lock: run_lock.RunLock | None = None  # this run's hold on the database, until its last record
 
 
 def _probe_writable(directory: Path, what: str) -> None:
@@ -170,15 +176,23 @@ def app_sessions(conn: psycopg.Connection) -> list[str]:
     return [f"pid {pid} ({user}, {application}, from {client})" for pid, user, application, client in rows]
 
 
-def preflight(options: PlaybookOptions, progress: Progress) -> Preflight:
-    """Everything that can be known before touching anything; any problem raises UsageError (exit 2)."""
+def preflight(options: PlaybookOptions, progress: Progress, run_id: str = "preflight") -> Preflight:
+    """Everything that can be known before touching anything; any problem raises UsageError (exit 2).
+
+    Once everything passed, the run holds the database (``run_lock``) until the caller
+    releases ``Preflight.lock``.
+    """
     plan = load_plan(options.migrations_dir)
     checks = catalog.load(options.checks_dir)
+    record = forecast.load_record(options.forecast_from) if options.forecast_from else None
     check_backup_path(options.backup_path)
     check_report_dir(options.report_dir)
     with dsn.connect(options.database_url) as conn:
         identity = identify(conn)
         progress(f"target: {identity.describe()}")
+        busy = run_lock.other_run(conn)  # first: every other problem may be that run's doing
+        if busy is not None:
+            raise UsageError(f"{busy}: wait for it to finish (or stop it); nothing was changed")
         applied = ledger.read(conn)
         if not applied:
             tables = conn.execute(
@@ -192,11 +206,18 @@ def preflight(options: PlaybookOptions, progress: Progress) -> Preflight:
                     "with 'migration-gate baseline --database URL --to 004' (it checks the schema is exactly that)"
                 )
         todo = runner.plan_run(plan, applied)  # refuses drift and holes before anything runs
+        cannot_smoke = why_smoke_cannot_run(conn) if options.smoke is not None else None
+        if cannot_smoke is not None:
+            raise UsageError(
+                f"the smoke tests (runbook section 5) cannot run: {cannot_smoke}; or pass --no-smoke, "
+                "and the record will say section 5 did not run"
+            )
         sessions = app_sessions(conn)
         holders = lock_holders(conn, todo) if todo else []
         earlier = unfinished(conn)
         others_row = conn.execute(_OTHER_SESSIONS).fetchone()
         size_row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+        sizes = target_stats.table_sizes(conn)
     tools = client_tools.find_tools(identity.server_major, options.prefer_bindirs)
     warnings = []
     if sessions:
@@ -223,4 +244,33 @@ def preflight(options: PlaybookOptions, progress: Progress) -> Preflight:
         )
     for warning in warnings:
         progress(f"warning: {warning}")
-    return Preflight(identity, tools, plan, todo, checks, warnings)
+    version = max(applied, default=0)
+    expected = None
+    if record is not None:
+        expected = forecast_window(
+            record, target_stats.TargetStats(identity.database, version, sizes), plan, options, progress
+        )
+    lock = run_lock.RunLock.take(options.database_url, options.command, run_id)
+    return Preflight(identity, tools, plan, todo, checks, warnings, version, sizes, expected, lock)
+
+
+def forecast_window(
+    record: forecast.Record,
+    target: target_stats.TargetStats,
+    plan: list[Migration],
+    options: PlaybookOptions,
+    progress: Progress,
+) -> forecast.Forecast:
+    """The window forecast from ``record``, said; one longer than ``--window-budget`` stops the run here."""
+    expected = forecast.forecast(record, target, plan)
+    progress(f"forecast from {options.forecast_from}:")
+    for line in expected.table():
+        progress(f"  {line}")
+    budget = options.window_budget
+    if budget is not None and expected.window_s > budget:
+        raise UsageError(
+            f"the forecast window is {forecast.format_seconds(expected.window_s)} "
+            f"({forecast.format_seconds(expected.low_s)}-{forecast.format_seconds(expected.high_s)}), over the "
+            f"--window-budget of {forecast.format_seconds(budget)}: stopped before the backup, nothing was changed"
+        )
+    return expected
