@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from psycopg import sql
 
 from migration_gate.core import dsn
 from migration_gate.core.contract import APP_ROLE
@@ -76,20 +75,26 @@ def why_smoke_cannot_run(conn: psycopg.Connection) -> str | None:
     managed service's database owner usually is neither. The line names the grant to give.
     """
     row = conn.execute(
-        "SELECT current_user, r.oid IS NOT NULL, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),"
+        "SELECT current_user, quote_ident(current_user), r.oid IS NOT NULL, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),"
         " r.oid IS NOT NULL AND pg_has_role(current_user, r.oid,"
         " CASE WHEN current_setting('server_version_num')::int >= 160000 THEN 'SET' ELSE 'MEMBER' END)"
         " FROM (SELECT 1) one LEFT JOIN pg_roles r ON r.rolname = %s",
         (APP_ROLE,),
     ).fetchone()
     assert row is not None
-    role, exists, superuser, can_set = str(row[0]), bool(row[1]), bool(row[2]), bool(row[3])
+    role, quoted, exists, superuser, can_set = (
+        str(row[0]),
+        str(row[1]),
+        bool(row[2]),
+        bool(row[3]),
+        bool(row[4]),
+    )
     if superuser or can_set:
         return None
-    grant = f"GRANT {APP_ROLE} TO {sql.Identifier(role).as_string(conn)}"
+    grant = f"GRANT {APP_ROLE} TO {quoted}"
     if not exists:
         return f"the role {APP_ROLE} does not exist, and {role} is no superuser: create it, then {grant}"
-    return f"role {role} can neither SET ROLE {APP_ROLE} (which the reference API acts as) nor is a superuser: {grant}"
+    return f"role {role} is no superuser and cannot SET ROLE {APP_ROLE}, which the reference API acts as: {grant}"
 
 
 def _can_act_as_app(url: str) -> str | None:
