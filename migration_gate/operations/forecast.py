@@ -329,8 +329,11 @@ def _migration(
     return StepForecast.banded(migration.file_name, total, "migration", basis)
 
 
-def forecast(record: Record, target: TargetStats, plan: list[Migration]) -> Forecast:
-    """Each step's seconds on ``target``, from ``record`` (see the module for the model)."""
+def forecast(record: Record, target: TargetStats, plan: list[Migration], smoke: bool = True) -> Forecast:
+    """Each step's seconds on ``target``, from ``record`` (see the module for the model).
+
+    ``smoke=False``: the run it is for skips the smoke tests (``--no-smoke``), and so does the forecast.
+    """
     check_target(record, target)
     pending = _pending_of(record, plan)
     scaling = Scaling(record.tables, target.tables)
@@ -388,7 +391,8 @@ def forecast(record: Record, target: TargetStats, plan: list[Migration]) -> Fore
                 f"ANALYZE's sample, at most {ANALYZE_SAMPLE_PAGES} pages a table x{ratio:.2f}",
             )
         )
-    steps.append(_smoke(record, rows_ratio, notes))
+    if smoke:
+        steps.append(_smoke(record, rows_ratio, notes))
     leftover = float(record.data.get("seconds") or 0.0) - sum(
         float(s["seconds"]) for s in record.data["steps"]
     )

@@ -262,7 +262,7 @@ def forecast_window(
     progress: Progress,
 ) -> forecast.Forecast:
     """The window forecast from ``record``, said; one longer than ``--window-budget`` stops the run here."""
-    expected = forecast.forecast(record, target, plan)
+    expected = forecast.forecast(record, target, plan, smoke=options.smoke is not None)
     progress(f"forecast from {options.forecast_from}:")
     for line in expected.table():
         progress(f"  {line}")
