@@ -149,3 +149,10 @@ def test_a_bad_record_or_target_is_one_line_exit_2_and_nothing_is_written(
     )
     assert unreachable.returncode == 2 and "cannot connect" in one_error_line(unreachable)
     assert not output.exists() and bad_record.stdout == ""
+
+
+def test_a_database_another_runner_migrated_is_refused_rather_than_guessed(staging: str) -> None:
+    with dsn.connect(staging) as conn:
+        conn.execute("DROP SCHEMA migration_gate CASCADE")  # as run-migrations.js leaves it: no ledger
+    run = migration_gate("notice", "--database", staging)
+    assert run.returncode == 2 and "no migration_gate.ledger" in one_error_line(run)

@@ -13,13 +13,13 @@ rule; in short:
   migrations (``core.schema_walk``: 008's new ``activities`` scales with the old one). The
   first ``STATEMENT_FIXED_S`` of each statement stay fixed (parsing, catalog work, a
   round trip); a statement's ratio is the sum of its tables' rows on the target over
-  their sum on the record, so the largest table it reads weighs most. ``ANALYZE`` reads a
-  sample of at most ``ANALYZE_SAMPLE_PAGES`` pages per table, and scales with those.
-  Index builds were measured against ``r·log r`` and found linear here (see the docs).
+  their sum on the record, so the largest table it reads weighs most. ``ANALYZE`` works on
+  a sample of at most ``ANALYZE_SAMPLE_ROWS`` rows a table, and scales with those. Index
+  builds were measured against ``r·log r`` and found no worse than linear (see the docs).
 * **the checks at the checkpoints**, and the rest of the one transaction (the counts,
   the audits, the commit): by the ratio of all rows, the first ``CHECK_FIXED_S`` of each
   check fixed.
-* **the index plans**: ``ANALYZE``'s sample pages, as above.
+* **the index plans**: ``ANALYZE``'s sample rows, as above; the plans themselves are fixed.
 * **the smoke step**: its clean-up's counts scan every table and scale with all rows; the
   tests themselves act on one tenant and stay fixed.
 * **the backup** (``pg_dump`` beside the fingerprint) by the bytes of the tables (heap
@@ -35,7 +35,6 @@ The range of each figure is the error the bench measured for that kind of step
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,9 +49,9 @@ from migration_gate.operations.target_stats import TableSize, TargetStats
 # What stays fixed, and what scales: see the module's docstring and docs/performance.md.
 STATEMENT_FIXED_S = 0.002
 CHECK_FIXED_S = 0.005
-ANALYZE_SAMPLE_PAGES = 30_000  # 300 x default_statistics_target (100) rows, from as many pages at most
-PAGE_BYTES = 8192
-RESTORE_OVER_BACKUP = 2.7  # restore / backup step on the same machine and data (bench, 100k-4M)
+ANALYZE_SAMPLE_ROWS = 30_000  # 300 x default_statistics_target (100): ANALYZE's sample, whatever the table's size
+# The restore over the backup step, same machine and data: median of 24 measured pairs, 1M-4M (docs).
+RESTORE_OVER_BACKUP = 2.4
 
 # Measured relative error (forecast against measured, bench's forecast section at 2x and 4x):
 # (how far below, how far above) the forecast the measured figure landed, at most.
@@ -278,14 +277,14 @@ class Scaling:
         return float(sum(_measure(side[name], measure) for name in names if name in side))
 
     def ratio(self, tables: frozenset[str] | None = None, measure: str = "rows") -> float:
-        """Target over record for ``tables`` (every table: None), by rows, bytes or analyzed pages."""
+        """Target over record for ``tables`` (every table: None), by rows, bytes or ANALYZE's sample rows."""
         before = self._sum(self.record, tables, measure)
         return self._sum(self.target, tables, measure) / before if before > 0 else 1.0
 
     def largest(self, tables: frozenset[str]) -> str:
         known = [name for name in tables if name in self.record]
         if not known:
-            return "no table of the record"
+            return "no table"
         name = max(known, key=lambda n: self.record[n].rows)
         return f"{name.removeprefix('public.')} x{self.ratio(frozenset({name})):.2f}"
 
@@ -295,8 +294,8 @@ def _measure(table: TableSize, measure: str) -> float:
         return table.rows
     if measure == "data bytes":  # what pg_dump and the fingerprint read: heap and TOAST
         return table.total_bytes - table.index_bytes
-    if measure == "analyzed pages":
-        return min(math.ceil(table.bytes / PAGE_BYTES), ANALYZE_SAMPLE_PAGES)
+    if measure == "sampled rows":
+        return min(table.rows, ANALYZE_SAMPLE_ROWS)
     raise ValueError(measure)
 
 
@@ -313,7 +312,7 @@ def _migration(
     total, statements_s, heaviest, heaviest_s = 0.0, 0.0, frozenset[str](), -1.0
     for timing in measured["statements"]:
         reading = by_line[timing["line"]]
-        measure = "analyzed pages" if reading.kind == "ANALYZE" else "rows"
+        measure = "sampled rows" if reading.kind == "ANALYZE" else "rows"
         seconds = float(timing["seconds"])
         statements_s += seconds
         total += scaled(
@@ -382,13 +381,13 @@ def forecast(record: Record, target: TargetStats, plan: list[Migration], smoke: 
         )
     plans = record.step(STEP_NAMES["index plans"])
     if plans is not None:
-        ratio = scaling.ratio(measure="analyzed pages")
+        ratio = scaling.ratio(measure="sampled rows")
         steps.append(
             StepForecast.banded(
                 "index plans",
                 float(plans["seconds"]) * ratio,
                 "checks",
-                f"ANALYZE's sample, at most {ANALYZE_SAMPLE_PAGES} pages a table x{ratio:.2f}",
+                f"ANALYZE's sample, at most {ANALYZE_SAMPLE_ROWS:,} rows a table x{ratio:.2f}",
             )
         )
     if smoke:

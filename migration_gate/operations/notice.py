@@ -30,6 +30,7 @@ import psycopg
 
 from migration_gate.core import dsn, ledger, runner
 from migration_gate.core.contract import ARCHIVE_SCHEMA
+from migration_gate.core.errors import UsageError
 from migration_gate.core.plan import Migration
 from migration_gate.core.schema_walk import Condition, Cte, Movement, Reading, SchemaWalk, Table
 from migration_gate.operations import forecast, target_stats
@@ -289,7 +290,13 @@ def notice(url: str, plan: list[Migration], record_path: Path | None = None) -> 
     record = forecast.load_record(record_path) if record_path is not None else None
     catalog = read_catalog(url)
     with dsn.connect(url, options=dsn.read_only_options(target_stats.READ_TIMEOUT)) as conn:
-        pending = runner.plan_run(plan, ledger.read(conn))
+        applied = ledger.read(conn)
+    if not applied and any(name.startswith("public.") for name in catalog.columns):
+        raise UsageError(
+            f"{catalog.database} has tables in public but no migration_gate.ledger: which migrations it holds is "
+            "not known; adopt it first with 'migration-gate baseline --database URL --to 004'"
+        )
+    pending = runner.plan_run(plan, applied)
     walk = SchemaWalk(catalog.columns)
     readings: list[Reading] = []
     for migration in pending:
