@@ -195,12 +195,11 @@ class Estimator:
         computed = source.computed.get(column)
         if computed is not None:
             return self._expression_null_share(computed)
+        # A table of the start, or one filled from one: the column as the start had it, if it did.
         for name in sorted(source.origin) if source.started_as is None else [source.started_as]:
-            started = self.walk.start.get(name, [])
-            renamed = column
-            if (name, renamed) in self.catalog.null_fractions and renamed in started:
-                share = self.catalog.null_fractions[(name, renamed)]
-                return share, f"null_frac({name.removeprefix('public.')}.{renamed}) {share:.4f}"
+            if column in self.walk.start.get(name, []) and (name, column) in self.catalog.null_fractions:
+                share = self.catalog.null_fractions[(name, column)]
+                return share, f"null_frac({name.removeprefix('public.')}.{column}) {share:.4f}"
         return None
 
     def _expression_null_share(self, computed: Condition) -> tuple[float, str] | None:
