@@ -176,7 +176,7 @@ def app_sessions(conn: psycopg.Connection) -> list[str]:
     return [f"pid {pid} ({user}, {application}, from {client})" for pid, user, application, client in rows]
 
 
-def preflight(options: PlaybookOptions, progress: Progress, run_id: str = "preflight") -> Preflight:
+def preflight(options: PlaybookOptions, progress: Progress, run_id: str) -> Preflight:
     """Everything that can be known before touching anything; any problem raises UsageError (exit 2).
 
     Once everything passed, the run holds the database (``run_lock``) until the caller
@@ -192,7 +192,7 @@ def preflight(options: PlaybookOptions, progress: Progress, run_id: str = "prefl
         progress(f"target: {identity.describe()}")
         busy = run_lock.other_run(conn)  # first: every other problem may be that run's doing
         if busy is not None:
-            raise UsageError(f"{busy}: wait for it to finish (or stop it); nothing was changed")
+            raise run_lock.refusal(busy)
         applied = ledger.read(conn)
         if not applied:
             tables = conn.execute(

@@ -90,6 +90,11 @@ def other_run(conn: psycopg.Connection) -> str | None:
     return None
 
 
+def refusal(busy: str) -> UsageError:
+    """The preflight's one line when another run holds the database."""
+    return UsageError(f"{busy}: wait for it to finish (or stop it); nothing was changed")
+
+
 class RunLock:
     """This run's claim on the database (see the module): a session holding ``RUN_LOCK_KEY`` until ``release``."""
 
@@ -110,7 +115,7 @@ class RunLock:
             if busy is None and not (got and got[0]):  # taken between the look and the lock
                 busy = other_run(conn) or "another run holds this database"
             if busy is not None:
-                raise UsageError(f"{busy}: wait for it to finish (or stop it); nothing was changed")
+                raise refusal(busy)
         except BaseException:
             conn.close()
             raise
