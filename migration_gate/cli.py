@@ -518,12 +518,17 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     for line in expected.table():
         _say(line)
     if args.json:
-        try:
-            args.json.write_text(json.dumps(expected.to_json(), indent=2) + "\n", encoding="utf-8")
-        except OSError as exc:
-            raise UsageError(f"--json {args.json}: cannot write it ({exc.strerror or exc})") from None
-        _say(f"wrote {args.json}")
+        _write("--json", args.json, json.dumps(expected.to_json(), indent=2) + "\n")
     return EXIT_OK
+
+
+def _write(option: str, path: Path, text: str) -> None:
+    """A command's output file, or one line (exit 2) saying why it cannot be written."""
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot write it ({exc.strerror or exc})") from None
+    _say(f"wrote {path}")
 
 
 def _add_forecast(commands: argparse._SubParsersAction) -> None:
@@ -552,11 +557,7 @@ def cmd_notice(args: argparse.Namespace) -> int:
 
     text = notice.notice(args.database, load_plan(args.migrations_dir), args.record)
     if args.output:
-        try:
-            args.output.write_text(text, encoding="utf-8")
-        except OSError as exc:
-            raise UsageError(f"--output {args.output}: cannot write it ({exc.strerror or exc})") from None
-        _say(f"wrote {args.output}")
+        _write("--output", args.output, text)
     else:
         print(text, end="")
     return EXIT_OK
