@@ -138,7 +138,7 @@ def cmd_serve_api(args: argparse.Namespace) -> int:
     from migration_gate.reference.webhook_delivery import DeliveryPolicy
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    policy = DeliveryPolicy(max_attempts=args.delivery_attempts, backoff_seconds=args.retry_backoff)
+    policy = DeliveryPolicy(attempts=args.delivery_attempts, backoff_seconds=args.retry_backoff)
     api = ReferenceApi(ApiSettings(args.database, args.host, args.port, policy)).bind()
     target = dsn.describe(args.database)
     _say(f"serving the reference API on {api.url} as {APP_ROLE} on {target}; Ctrl-C stops")

@@ -328,7 +328,7 @@ def test_a_worker_ignoring_the_receivers_answer_fails_the_retry_smoke_test(
 def test_a_worker_that_never_retries_fails_the_retry_smoke_test(
     start_smoke: StartSmoke, receiver: WebhookReceiver
 ) -> None:
-    deployment = start_smoke(policy=DeliveryPolicy(max_attempts=1, backoff_seconds=0.01))
+    deployment = start_smoke(policy=DeliveryPolicy(attempts=1, backoff_seconds=0.01))
     with pytest.raises(AssertionError, match="failed without a retry"):
         run_smoke_test("test_webhooks", FLOWS[5][1], deployment, receiver=receiver)
 
