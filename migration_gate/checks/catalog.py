@@ -42,6 +42,7 @@ from migration_gate.core.drift import Reference, ReferenceUnavailable
 from migration_gate.core.errors import UsageError
 from migration_gate.core.exemptions import Exemption
 from migration_gate.core.plan import Migration
+from migration_gate.core.text import markdown_table
 
 # Where an entry runs, among the checkpoints whose last migration is at least its ``from``:
 EVERY = "every"  # at each of them (after_006, after_007, after_NNN)
@@ -572,8 +573,7 @@ def at_checkpoint(catalog: Iterable[Check], version: int, *, last: bool) -> list
 
 def markdown(catalog: Iterable[Check]) -> str:
     """The catalog as the README's table: name, from, kind, what fails it."""
-    lines = ["| check | from | kind | what fails it |", "| --- | --- | --- | --- |"]
-    for check in catalog:
-        fails_when = check.fails_when.replace("|", "\\|")
-        lines.append(f"| `{check.name}` | {check.from_version:03d} | {check.kind} | {fails_when} |")
-    return "\n".join(lines) + "\n"
+    rows = [
+        [f"`{check.name}`", f"{check.from_version:03d}", check.kind, check.fails_when] for check in catalog
+    ]
+    return "\n".join(markdown_table(["check", "from", "kind", "what fails it"], rows)) + "\n"
