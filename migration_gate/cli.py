@@ -235,6 +235,11 @@ def _judging(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_playbook(args: argparse.Namespace) -> int:
     from migration_gate.operations import playbook, preflight
 
+    if args.window_budget is not None and args.forecast_from is None:
+        raise UsageError(
+            "--window-budget needs --forecast-from REPORT_JSON: a budget is judged against a forecast"
+        )
+
     options = preflight.PlaybookOptions(
         database_url=args.database,
         backup_path=args.backup,
@@ -246,6 +251,8 @@ def cmd_playbook(args: argparse.Namespace) -> int:
         before_window=args.before_window,
         after_window=args.after_window,
         callback_timeout=args.callback_timeout,
+        forecast_from=args.forecast_from,
+        window_budget=args.window_budget,
         **_judging(args),
     )
     record = playbook.run(options, _scrubbed_say(args.database), _confirmer(args.yes))
@@ -324,6 +331,43 @@ def cmd_history(args: argparse.Namespace) -> int:
     return found.exit_status
 
 
+def _write(option: str, path: Path, text: str) -> None:
+    """A command's output file, or one line (exit 2) saying why it cannot be written."""
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot write it ({exc.strerror or exc})") from None
+    _say(f"wrote {path}")
+
+
+def cmd_forecast(args: argparse.Namespace) -> int:
+    import json
+
+    from migration_gate.operations import forecast, target_stats
+
+    record = forecast.load_record(args.record)
+    plan = load_plan(args.migrations_dir)
+    target = target_stats.read(args.database)
+    expected = forecast.forecast(record, target, plan)
+    _say(f"forecast for {dsn.describe(args.database)} at {target.version:03d}, from {args.record}")
+    for line in expected.table():
+        _say(line)
+    if args.json_file:
+        _write("--json", args.json_file, json.dumps(expected.to_json(), indent=2) + "\n")
+    return EXIT_OK
+
+
+def cmd_notice(args: argparse.Namespace) -> int:
+    from migration_gate.operations import notice
+
+    text = notice.notice(args.database, load_plan(args.migrations_dir), args.record)
+    if args.output:
+        _write("--output", args.output, text)
+    else:
+        print(text, end="")
+    return EXIT_OK
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from migration_gate.bench import run as bench
 
@@ -342,6 +386,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         window_scales=window_scales,
         migrations_dir=args.migrations_dir,
         pg_version=args.pg_version,
+        forecast_scales=[] if args.no_forecast else args.forecast_scales,
     )
     _say("")
     for line in result.table():
@@ -479,6 +524,8 @@ COMMANDS = (
             "before_window",
             "after_window",
             "callback_timeout",
+            "forecast_from",
+            "window_budget",
             *RUN_OPTIONS,
         ),
         ("database", "backup", "report_dir"),
@@ -504,6 +551,28 @@ COMMANDS = (
         "database",
     ),
     Command(
+        "forecast",
+        "how long the window will be on --database, from a staging or rehearsal change record",
+        "Read --database's catalog statistics read-only (never a count), scale each step, migration and "
+        "statement of --record by the rows and bytes it works on, and print each step's seconds with a range, "
+        "the window's, and the restore's in the worst case (docs/production.md).",
+        cmd_forecast,
+        ("database", "record", "json_file", "migrations_dir"),
+        ("database", "record"),
+        "database",
+    ),
+    Command(
+        "notice",
+        "the squads' notice before the window: what the pending migrations remove, archive, lock, and freeze",
+        "Read --database read-only (catalog statistics, never a count) and write Markdown ready to send: the "
+        "pending migrations, the tables and columns they remove, what moves to legacy_archive with estimated "
+        "rows, the tables locked, the integrations to freeze and, with --record, the expected window.",
+        cmd_notice,
+        ("database", "record", "output", "migrations_dir"),
+        ("database",),
+        "database",
+    ),
+    Command(
         "history",
         "what the nightly runs remember: failing checks since when, trends, new and resolved, figures",
         "Report the last runs kept in SOURCE (an SQLite file or a postgresql:// URL, as given to --history): "
@@ -520,12 +589,15 @@ COMMANDS = (
         "For each scale (activities; users and the rest in proportion) on a disposable server: "
         "load_s (COPY of the generated legacy volume), migrate_s (005→008) and each migration's time and "
         "longest ACCESS EXCLUSIVE lock on a pre-existing table; then the gate against pg_ctl + psql; "
-        "then the whole window against the runbook by hand.",
+        "then the whole window against the runbook by hand; then forecasts from a record at N against the "
+        "measured window at 2N and 4N.",
         cmd_bench,
         (
             "scales",
             "window_scales",
             "no_window",
+            "forecast_scales",
+            "no_forecast",
             "json_file",
             "seed",
             "gate_runs",

@@ -60,7 +60,7 @@ def test_bench_reports_the_issue_json_shape(tmp_path: Path) -> None:
     target = tmp_path / "bench.json"
     bench.write_json(result, target)
     document = json.loads(target.read_text(encoding="utf-8"))
-    assert set(document) == {"scales", "gate", "window"}
+    assert set(document) == {"scales", "gate", "window", "forecast"}
     (scale,) = document["scales"]
     assert set(scale) == {"activities", "load_s", "migrate_s", "ratio", "per_migration"}
     assert scale["activities"] == 400
@@ -97,3 +97,30 @@ def test_repeated_runs_report_the_median_load_and_the_median_migration_run() -> 
     assert kept.load_s == 2.0
     assert kept.migrate_s == 5.0
     assert kept.ratio == 2.5
+
+
+def test_the_forecast_section_checks_a_record_against_runs_at_twice_and_four_times_its_size(
+    tmp_path: Path,
+) -> None:
+    plan = load_plan(REPO / "migrations")
+    result = bench.bench(plan, [], gate_runs=0, forecast_scales=[300], migrations_dir=REPO / "migrations")
+    target = tmp_path / "bench.json"
+    bench.write_json(result, target)
+    (section,) = json.loads(target.read_text(encoding="utf-8"))["forecast"]
+    assert section["record_activities"] == 300 and section["runs"] == 1
+    for multiple, activities in (("2x", 600), ("4x", 1200)):
+        point = section[multiple]
+        assert point["activities"] == activities
+        (forecast,), (measured,), (error,) = (
+            point["window_forecast_s"],
+            point["window_measured_s"],
+            point["window_error"],
+        )
+        assert forecast > 0 and measured > 0 and error == pytest.approx(forecast / measured - 1, abs=1e-3)
+        assert point["restore_measured_s"][0] > 0 and point["restore_forecast_s"][0] > 0
+        assert "008_webhooks_activities_alignment.sql" in point["steps_median"]
+    verdict = [text for text, met in result.verdicts() if text.startswith("forecast:")]
+    assert verdict == [
+        f"forecast: worst window error from 300 to 1,200 = {abs(section['4x']['window_error'][0]):.1%} (<= 25%)"
+    ]
+    assert sum(line.startswith("forecast from 300") for line in result.table()) == 2

@@ -218,7 +218,11 @@ def test_the_playbook_appends_its_change_records_figures_to_the_same_history(
         latest = history.latest()
         assert latest is not None
         (kept,) = history.runs(latest.target.series, 10)
-    assert (kept.kind, kept.outcome, kept.exit_status) == ("playbook", "migrated_and_validated", 0)
+    assert (kept.kind, kept.outcome, kept.exit_status) == (
+        "playbook",
+        "migrated_and_validated_without_smoke",
+        0,
+    )
     assert kept.ledger_head == "008_webhooks_activities_alignment.sql"
     assert kept.target.database == dsn.parse(staging)["dbname"] and kept.target.system_identifier
     assert kept.seconds == pytest.approx(sum(step["seconds"] for step in record["steps"]), abs=0.01)
@@ -270,7 +274,7 @@ def test_a_rehearsal_is_filed_under_its_source_not_under_its_disposable_copy(
     assert (kept.kind, kept.target.mode, kept.outcome) == (
         "rehearse",
         "disposable",
-        "migrated_and_validated",
+        "migrated_and_validated_without_smoke",
     )
     assert (kept.target.system_identifier, kept.target.database) == (
         staging_identity.system_identifier,

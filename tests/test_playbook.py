@@ -146,6 +146,10 @@ def test_the_playbook_migrates_validates_and_writes_the_change_record(
     markdown = (window["report"] / "report.md").read_text()
     assert "migrated_and_validated" in markdown and "users_without_default_workspace" in markdown
     assert "008_webhooks_activities_alignment.sql" in run.stdout  # progress as it goes
+    # Runbook section 7: the closing message for the squads ends the record, ready to paste.
+    assert record["squads_message"].startswith(f"**Maintenance of {dsn.parse(staging)['dbname']}: done.**")
+    assert "Moved to legacy_archive: activities " in record["squads_message"]
+    assert markdown.rstrip().endswith(record["squads_message"].rstrip())
     assert_no_password(migrator.password, run, window)
 
 
@@ -239,6 +243,11 @@ def test_a_nonzero_count_after_006_stops_before_007_and_leaves_the_database_exac
     assert record["fingerprint"]["matches"] is True and record["fingerprint"]["differences"] == []
     assert record["restore"] is None, "a rollback needs no restore"
     assert "checkpoint after_006" in (window["report"] / "report.md").read_text()
+    message = record["squads_message"]
+    assert (
+        "NOT completed at checkpoint after_006" in message
+        and "can come back on its current version" in message
+    )
     assert_no_password(migrator.password, run, window)
 
 

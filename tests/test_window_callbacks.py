@@ -123,7 +123,7 @@ def test_a_window_that_succeeds_runs_before_ahead_of_the_backup_and_after_once_t
 
     assert code == 0, stdout[-3000:] + stderr
     record = record_of(tmp_path / "record")
-    assert record["outcome"] == "migrated_and_validated" and record["exit_code"] == 0
+    assert record["outcome"] == "migrated_and_validated_without_smoke" and record["exit_code"] == 0
     before = record["callbacks"]["before_window"]
     assert before["command"] == before_command(marks, backup)
     assert before["status"] == "ok" and before["exit_status"] == 0 and before["seconds"] >= 0
@@ -133,7 +133,7 @@ def test_a_window_that_succeeds_runs_before_ahead_of_the_backup_and_after_once_t
     parts = dsn.parse(staging)
     assert seen["MIGRATION_GATE_TARGET"] == f"{migrator.name}@127.0.0.1:{parts['port']}/{parts['dbname']}"
     assert "MIGRATION_GATE_OUTCOME" not in seen
-    assert_after_saw(marks, tmp_path, record, "migrated_and_validated")
+    assert_after_saw(marks, tmp_path, record, "migrated_and_validated_without_smoke")
     steps = [step["name"] for step in record["steps"]]
     assert steps[:3] == ["preflight", "before-window command", "backup and fingerprint (one snapshot)"]
     assert steps[-1] == "after-window command"
@@ -230,11 +230,11 @@ def test_a_failing_after_command_is_exit_3_and_says_the_application_may_still_be
     assert code == 3, stdout[-3000:] + stderr
     assert stderr.strip().splitlines()[-1] == (
         "migration-gate: the --after-window command failed (exit status 5): the application may still be in "
-        "maintenance mode (the database: migrated_and_validated; see the record)"
+        "maintenance mode (the database: migrated_and_validated_without_smoke; see the record)"
     )
     record = record_of(tmp_path / "record")
     # The database's outcome is what it was; the exit code and a warning carry the after command's failure.
-    assert record["outcome"] == "migrated_and_validated" and record["exit_code"] == 3
+    assert record["outcome"] == "migrated_and_validated_without_smoke" and record["exit_code"] == 3
     assert record["callbacks"]["after_window"]["exit_status"] == 5
     assert "cannot reach the balancer" in record["callbacks"]["after_window"]["output_tail"]
     assert any("may still be in maintenance mode" in warning for warning in record["warnings"])

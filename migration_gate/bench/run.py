@@ -2,7 +2,7 @@
 
 The sections: per scale, 005→008 against bulk-loading the volume (``scales``); the gate
 against its floor (``floor``); the whole maintenance window against the runbook by hand
-(``window``). Performance is judged here, never in a timed test.
+(``window``); the forecast against the windows it forecast (``forecast_accuracy``). Performance is judged here, never in a timed test.
 """
 
 from __future__ import annotations
@@ -14,6 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from migration_gate.bench.floor import GateRun, run_gate
+from migration_gate.bench.forecast_accuracy import (
+    MULTIPLES,
+    TARGET_FORECAST_ERROR,
+    ForecastScale,
+    run_forecast,
+)
 from migration_gate.bench.scales import ScaleRun, median_run, run_scale
 from migration_gate.bench.window import TARGET_WINDOW_RATIO, WindowScale, run_window
 from migration_gate.core.errors import UsageError
@@ -35,12 +41,14 @@ class BenchResult:
     scales: list[ScaleRun]
     gate: GateRun | None
     window: list[WindowScale] = field(default_factory=list)
+    forecast: list[ForecastScale] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
             "scales": [scale.as_json() for scale in self.scales],
             "gate": self.gate.as_json() if self.gate else None,
             "window": [scale.as_json() for scale in self.window],
+            "forecast": [scale.as_json() for scale in self.forecast],
         }
 
     def verdicts(self) -> list[tuple[str, bool]]:
@@ -77,6 +85,15 @@ class BenchResult:
                     window.ratio <= TARGET_WINDOW_RATIO,
                 )
             )
+        for forecast in self.forecast:
+            worst = forecast.worst_error(MULTIPLES[-1])
+            found.append(
+                (
+                    f"forecast: worst window error from {forecast.activities:,} to {forecast.activities * MULTIPLES[-1]:,} "
+                    f"= {worst:.1%} (<= {TARGET_FORECAST_ERROR:.0%})",
+                    worst <= TARGET_FORECAST_ERROR,
+                )
+            )
         return found
 
     def table(self) -> list[str]:
@@ -103,6 +120,14 @@ class BenchResult:
                 f"window at {window.activities:,}: by hand {data['by_hand_s']:.3f} s, playbook {data['playbook_s']:.3f} s, "
                 f"ratio {data['ratio']:.2f} ({steps}); restore {data['restore_s']:.3f} s for {data['backup_bytes']} bytes"
             )
+        for forecast in self.forecast:
+            for point in forecast.points:
+                lines.append(
+                    f"forecast from {forecast.activities:,} to {forecast.activities * point.multiple:,}: window "
+                    f"{point.window_s:.1f} s ({point.low_s:.1f}-{point.high_s:.1f}) against {point.measured_s:.1f} s "
+                    f"measured, error {point.error:+.1%}{'' if point.in_range else ' (outside the range)'}; restore "
+                    f"{point.restore_forecast_s:.1f} s against {point.restore_s:.1f} s ({point.restore_error:+.1%})"
+                )
         return lines
 
 
@@ -117,11 +142,13 @@ def bench(
     window_scales: list[int] | None = None,
     migrations_dir: Path | None = None,
     pg_version: object = None,
+    forecast_scales: list[int] | None = None,
 ) -> BenchResult:
     """Measure every scale (``repeats`` times, medians kept) on one disposable server, then the gate.
 
     With ``window_scales``, also the whole window: the playbook against the runbook by hand
-    (``window``), ``repeats`` pairs per scale, from the files of ``migrations_dir``.
+    (``window``), ``repeats`` pairs per scale, from the files of ``migrations_dir``. With
+    ``forecast_scales``, a record at each and the forecast checked at 2x and 4x (``forecast_accuracy``).
     """
     if not any(m.version == 4 for m in plan) or plan[-1].version <= 4:
         raise UsageError("the benchmark needs migrations 001-004 and at least one after them")
@@ -129,6 +156,7 @@ def bench(
     progress(f"on {installation.describe()}")
     results = []
     windows = []
+    forecasts = []
     with DisposableServer(installation=installation) as server:
         for activities in scales:
             runs = [run_scale(server, plan, activities, seed, progress) for _ in range(max(1, repeats))]
@@ -138,8 +166,13 @@ def bench(
             windows.append(
                 run_window(server, plan, migrations_dir, activities, seed, max(1, repeats), progress)
             )
+        for activities in forecast_scales or ():
+            assert migrations_dir is not None, "the forecast runs the playbook on the files of a directory"
+            forecasts.append(
+                run_forecast(server, plan, migrations_dir, activities, seed, max(1, repeats), progress)
+            )
     gate = run_gate(installation, plan, gate_runs, progress) if gate_runs else None
-    return BenchResult(results, gate, windows)
+    return BenchResult(results, gate, windows, forecasts)
 
 
 def write_json(result: BenchResult, path: Path) -> None:

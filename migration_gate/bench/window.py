@@ -96,7 +96,8 @@ class WindowScale:
         }
 
 
-def _run(command: list[str], what: str) -> float:
+def run_timed(command: list[str], what: str) -> float:
+    """Run a command to its end; its wall clock, or UsageError with its last line."""
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
     seconds = time.perf_counter() - started
@@ -110,7 +111,7 @@ def by_hand(server: DisposableServer, url: str, pending: list[Migration], workdi
     """The runbook as the seed does it: dump, each file in one transaction with psql, then section 3."""
     psql = [server.binary("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", f"--dbname={url}"]
     started = time.perf_counter()
-    _run(
+    run_timed(
         [
             server.binary("pg_dump"),
             "--format=custom",
@@ -120,8 +121,10 @@ def by_hand(server: DisposableServer, url: str, pending: list[Migration], workdi
         "pg_dump",
     )
     for migration in pending:
-        _run([*psql, "--single-transaction", "-f", str(migration.path)], f"psql -f {migration.file_name}")
-    _run([*psql, "-c", RUNBOOK_QUERIES], "the runbook's queries")
+        run_timed(
+            [*psql, "--single-transaction", "-f", str(migration.path)], f"psql -f {migration.file_name}"
+        )
+    run_timed([*psql, "-c", RUNBOOK_QUERIES], "the runbook's queries")
     return time.perf_counter() - started
 
 
@@ -132,7 +135,7 @@ def cli(*args: str) -> list[str]:
 def playbook(url: str, workdir: Path, migrations_dir: Path) -> tuple[float, dict[str, Any]]:
     """``migration-gate playbook --yes`` as an operator runs it: its wall clock and its change record."""
     backup, record = workdir / "playbook.backup", workdir / "record"
-    seconds = _run(
+    seconds = run_timed(
         cli("playbook", "--database", url, "--backup", str(backup), "--report-dir", str(record), "--yes",
             "--migrations-dir", str(migrations_dir)),
         "the playbook",
@@ -145,7 +148,16 @@ def playbook(url: str, workdir: Path, migrations_dir: Path) -> tuple[float, dict
 
 def restore(url: str, backup: Path) -> float:
     """A failure after the commit: the playbook's backup restored into its database, verified."""
-    return _run(cli("restore", "--database", url, "--backup", str(backup), "--yes"), "the restore")
+    return run_timed(cli("restore", "--database", url, "--backup", str(backup), "--yes"), "the restore")
+
+
+def fill_legacy(url: str, plan: list[Migration], activities: int, seed: int) -> None:
+    """The empty database at ``url`` to 004 with the generated legacy volume, analyzed and checkpointed as staging is."""
+    runner.migrate(url, plan, stop="004")
+    volume.generate(url, max(1, activities // ACTIVITIES_PER_USER), activities, seed)
+    with dsn.connect(url) as conn:
+        conn.execute("VACUUM ANALYZE")
+        conn.execute("CHECKPOINT")
 
 
 def run_window(
@@ -162,11 +174,7 @@ def run_window(
     scale = WindowScale(activities)
     with server.temporary_database(f"window_{activities}") as url:
         base = str(dsn.parse(url)["dbname"])
-        runner.migrate(url, plan, stop="004")
-        volume.generate(url, max(1, activities // ACTIVITIES_PER_USER), activities, seed)
-        with dsn.connect(url) as conn:
-            conn.execute("VACUUM ANALYZE")
-            conn.execute("CHECKPOINT")
+        fill_legacy(url, plan, activities, seed)
         for attempt in range(repeats):
             with (
                 tempfile.TemporaryDirectory(prefix="migration-gate-window-") as tmp,

@@ -193,9 +193,21 @@ CREATE TABLE IF NOT EXISTS migration_gate.runs (
     finished_at timestamptz,
     outcome     text NOT NULL,
     report_dir  text NOT NULL,
-    backup      text NOT NULL
+    backup      text NOT NULL,
+    backend_pid integer,
+    backend_start timestamptz
 )
 """
+# A journal an older migration-gate created lacks the holder's columns.
+_ADD_HOLDER = (
+    "ALTER TABLE migration_gate.runs ADD COLUMN IF NOT EXISTS backend_pid integer,"
+    " ADD COLUMN IF NOT EXISTS backend_start timestamptz"
+)
+# The session that holds the run (operations.run_lock): pid and start tell a live run from a dead one.
+_RUN_COLUMNS = (
+    "run_id, command, started_at, report_dir, backup,"
+    " (to_jsonb(r) ->> 'backend_pid')::int, (to_jsonb(r) ->> 'backend_start')::timestamptz"
+)
 
 
 @dataclass(frozen=True)
@@ -205,12 +217,22 @@ class RunEntry:
     started_at: datetime
     report_dir: str
     backup: str
+    backend_pid: int | None = None  # the run's own session, while it runs (None: an older run)
+    backend_start: datetime | None = None
 
 
 def begin_run(
-    conn: psycopg.Connection, run_id: str, command: str, report_dir: str, backup: str
+    conn: psycopg.Connection,
+    run_id: str,
+    command: str,
+    report_dir: str,
+    backup: str,
+    holder_pid: int | None = None,
 ) -> list[RunEntry]:
     """Record this run as not finished; the earlier runs that never finished, now marked superseded.
+
+    ``holder_pid`` is the session that holds the run: with its start time, it tells the next
+    preflight whether this run is still alive.
 
     Only where the ledger's schema exists already: creating it here would be a change to the
     database outside the backup and the window.
@@ -219,14 +241,21 @@ def begin_run(
         return []
     with conn.transaction():
         conn.execute(CREATE_RUNS)
+        holder_columns = conn.execute(
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'backend_pid'",
+            (RUNS_TABLE,),
+        ).fetchone()
+        if not (holder_columns and holder_columns[0]):
+            conn.execute(_ADD_HOLDER)
         rows = conn.execute(
-            "UPDATE migration_gate.runs SET outcome = %s WHERE outcome = %s"
-            " RETURNING run_id, command, started_at, report_dir, backup",
+            "UPDATE migration_gate.runs r SET outcome = %s WHERE outcome = %s RETURNING " + _RUN_COLUMNS,
             (f"{NOT_FINISHED} (superseded by {run_id})", NOT_FINISHED),
         ).fetchall()
         conn.execute(
-            "INSERT INTO migration_gate.runs (run_id, command, outcome, report_dir, backup) VALUES (%s, %s, %s, %s, %s)",
-            (run_id, command, NOT_FINISHED, report_dir, backup),
+            "INSERT INTO migration_gate.runs (run_id, command, outcome, report_dir, backup, backend_pid, backend_start)"
+            " SELECT %s, %s, %s, %s, %s, pid, backend_start FROM (SELECT %s::int) AS holder(held_by)"
+            " LEFT JOIN pg_stat_activity ON pid = held_by",
+            (run_id, command, NOT_FINISHED, report_dir, backup, holder_pid),
         )
     return [RunEntry(*row) for row in rows]
 
@@ -244,8 +273,7 @@ def unfinished_runs(conn: psycopg.Connection) -> list[RunEntry]:
     if not exists(conn, RUNS_TABLE):
         return []
     rows = conn.execute(
-        "SELECT run_id, command, started_at, report_dir, backup FROM migration_gate.runs"
-        " WHERE outcome = %s ORDER BY started_at",
+        "SELECT " + _RUN_COLUMNS + " FROM migration_gate.runs r WHERE outcome = %s ORDER BY started_at",
         (NOT_FINISHED,),
     ).fetchall()
     return [RunEntry(*row) for row in rows]

@@ -154,9 +154,15 @@ def touched_tables(migrations: list[Migration]) -> set[str]:
     found: set[str] = set()
     for migration in migrations:
         for statement in migration.statements():
-            found |= _relations(statement.sql)
-            if re.match(r"(?is)^\s*DO\b", statement.sql):
-                found |= _plpgsql_relations(statement.sql)
+            found |= statement_tables(statement.sql)
+    return found
+
+
+def statement_tables(sql: str) -> set[str]:
+    """The tables one statement names, as written; a DO block's static SQL included."""
+    found = _relations(sql)
+    if re.match(r"(?is)^\s*DO\b", sql):
+        found |= _plpgsql_relations(sql)
     return found
 
 

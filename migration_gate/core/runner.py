@@ -41,7 +41,8 @@ class AppliedMigration:
     statements: list[StatementTiming] = field(default_factory=list)
 
 
-def _summary(sql: str) -> str:
+def statement_summary(sql: str) -> str:
+    """The statement on one line, cut at 80 characters: how records name it."""
     return " ".join(sql.split())[:80]
 
 
@@ -79,7 +80,7 @@ def execute_statement(conn: psycopg.Connection, file_name: str, statement: State
         raise MigrationFailed(
             file_name, _failing_line(statement, error), _pg_message(error), error.diag.sqlstate
         ) from None
-    return StatementTiming(statement.line, time.perf_counter() - started, _summary(statement.sql))
+    return StatementTiming(statement.line, time.perf_counter() - started, statement_summary(statement.sql))
 
 
 def execute_statements(

@@ -39,6 +39,22 @@ def _duration(text: str) -> str:
     return text.strip()
 
 
+_SPAN_PART = re.compile(r"(\d+(?:\.\d+)?)(h|min|m|s)")
+_SPAN_UNITS = {"h": 3600.0, "min": 60.0, "m": 60.0, "s": 1.0}
+
+
+def _span(text: str) -> float:
+    """A length of time with its units, in seconds: 45min, 1h30min, 90s, 1.5h (a bare number is refused)."""
+    compact = text.strip().lower().replace(" ", "")
+    parts = _SPAN_PART.findall(compact)
+    if not compact or "".join(f"{n}{u}" for n, u in parts) != compact:
+        raise ValueError("expected a length of time with its unit, such as 45min, 1h30min or 90s")
+    seconds = sum(float(number) * _SPAN_UNITS[unit] for number, unit in parts)
+    if seconds <= 0:
+        raise ValueError("expected a length of time above zero")
+    return seconds
+
+
 def _seconds(text: str) -> float:
     """A number of seconds above 0 (a fraction allowed), finite."""
     try:
@@ -126,6 +142,7 @@ KINDS: dict[str, tuple[Callable[[str], Any], str]] = {
     "path": (lambda text: Path(_text(text)), "PATH"),
     "duration": (_duration, "DURATION"),
     "seconds": (_seconds, "SECONDS"),
+    "span": (_span, "DURATION"),
     "count": (_integer(1, "a positive integer"), "N"),
     "natural": (_integer(0, "a non-negative integer"), "N"),
     "port": (_port, "PORT"),
@@ -407,6 +424,18 @@ SETTINGS = (
         metavar="NOTE",
     ),
     Setting(
+        "forecast_from",
+        "print the window's forecast at preflight, from a staging or rehearsal change record",
+        kind="path",
+        metavar="REPORT_JSON",
+    ),
+    Setting(
+        "window_budget",
+        "with --forecast-from: stop before the backup (exit 2) when the forecast window is longer "
+        "(e.g. 45min, 1h30min)",
+        kind="span",
+    ),
+    Setting(
         "baseline",
         "the source was migrated to this version by another runner (no ledger): adopt the copy first",
         metavar="Y",
@@ -437,6 +466,13 @@ SETTINGS = (
         kind="scales",
     ),
     Setting("no_window", "leave the window section out", kind="flag"),
+    Setting(
+        "forecast_scales",
+        "activities of the records whose forecasts are checked against the measured window at 2N and 4N",
+        "1000000",
+        kind="scales",
+    ),
+    Setting("no_forecast", "leave the forecast section out", kind="flag"),
     Setting("repeats", "runs per scale on a fresh database each, medians reported", "1", kind="count"),
     Setting(
         "gate_runs",
@@ -444,6 +480,14 @@ SETTINGS = (
         "3",
         kind="natural",
     ),
+    # -- forecast and notice ---------------------------------------------------------------------
+    Setting(
+        "record",
+        "a playbook's or rehearsal's change record (report.json)",
+        kind="path",
+        metavar="REPORT_JSON",
+    ),
+    Setting("output", "write it there instead of the standard output", kind="path", metavar="FILE"),
     # -- history ------------------------------------------------------------------------------
     Setting("last", "the window: the last N runs of the latest run's target", "30", kind="count"),
     Setting("check", "only this check (its name in the catalog)", metavar="NAME"),

@@ -52,6 +52,10 @@ Confirm = Callable[[str], bool]
 EXIT_INTERRUPTED = 130  # as a shell reports a process stopped by SIGINT
 # After the --before-window command, the application's sessions get this long to go.
 APP_SESSIONS_GRACE_SECONDS = 5.0
+# Migrated and validated, but the runbook's section 5 did not run (--no-smoke, or no test ran).
+WITHOUT_SMOKE = "migrated_and_validated_without_smoke"
+# A failed smoke step's reason names this many tests; the record keeps every one.
+SMOKE_FAILURES_NAMED = 3
 
 # What the record says of the database in each state the run can leave it in.
 UNCHANGED = "unchanged: nothing was touched"
@@ -95,14 +99,14 @@ class Run:
         record: ChangeRecord,
         progress: Progress,
         confirm: Confirm,
+        run_id: str,
     ) -> None:
         self.options = options
         self.pre = pre
         self.record = record
         self.progress = progress
         self.confirm = confirm
-        self.run_id = record.run_id or uuid.uuid4().hex[:12]
-        record.run_id = self.run_id
+        self.run_id = run_id
         self.before: fingerprint.Fingerprint | None = None
         self.validation: Validation | None = None
 
@@ -275,6 +279,7 @@ class Run:
                     self.options.command,
                     str(self.options.report_dir.absolute()),
                     str(self.options.backup_path.absolute()),
+                    self.pre.lock.pid if self.pre.lock is not None else None,
                 )
         except (GateError, psycopg.Error) as exc:
             self.record.warnings.append(f"this run is not in migration_gate.runs: {first_line(exc)}")
@@ -377,37 +382,35 @@ class Run:
             raise Interrupted(where, _signal_name(interrupt)) from None
 
     def smoke(self) -> None:
+        """The runbook's section 5; a run without it says so in its outcome (``WITHOUT_SMOKE``)."""
         record, options = self.record, self.options
         if options.smoke is None:
             record.smoke.append(CheckRecord("smoke", "skipped", options.smoke_skipped_because))
-        else:
-            result = SmokeResult()
-            try:
-                with self.step("smoke tests"):
-                    options.smoke(options.database_url, self.progress, result)
-            finally:
-                record.smoke, record.smoke_cleanup = result.records, result.cleanup
-            failed = [s.name for s in record.smoke if s.status == "failed"]
-            if failed:
-                record.steps[-1].status = "failed"
-                record.stop(
-                    "smoke tests",
-                    f"{len(failed)} smoke test(s) failed: {', '.join(failed)}",
-                    "needs_restore",
-                    EXIT_FAILED,
-                )
-                self.restore()
-                return
-            if not result.proven:
-                problems = "; ".join(result.cleanup.get("problems", [])) or "no report"
-                record.stop(
-                    "smoke clean-up",
-                    f"the smoke step's clean-up is not proven: {problems}",
-                    "cleanup_not_proven",
-                    EXIT_FAILED,
-                )
-                return
-        record.outcome, record.exit_code = "migrated_and_validated", EXIT_OK
+            record.outcome, record.exit_code = WITHOUT_SMOKE, EXIT_OK
+            return
+        result = SmokeResult()
+        try:
+            with self.step("smoke tests"):
+                options.smoke(options.database_url, self.progress, result)
+        finally:
+            record.smoke, record.smoke_cleanup = result.records, result.cleanup
+        failed = [s.name for s in record.smoke if s.status == "failed"]
+        if failed:
+            record.steps[-1].status = "failed"
+            record.stop("smoke tests", smoke_failures(failed), "needs_restore", EXIT_FAILED)
+            self.restore()
+            return
+        if not result.proven:
+            problems = "; ".join(result.cleanup.get("problems", [])) or "no report"
+            record.stop(
+                "smoke clean-up",
+                f"the smoke step's clean-up is not proven: {problems}",
+                "cleanup_not_proven",
+                EXIT_FAILED,
+            )
+            return
+        ran = any(s.status == "passed" for s in record.smoke)
+        record.outcome, record.exit_code = ("migrated_and_validated" if ran else WITHOUT_SMOKE), EXIT_OK
 
     def index_plans(self) -> bool:
         """After the commit: do the application's queries use their indexes? (False: stopped, restored.)
@@ -503,6 +506,15 @@ class Run:
         record.save()
 
 
+def smoke_failures(failed: list[str]) -> str:
+    """``33 smoke test(s) failed: a, b, c and 30 more (all in the record)``: one readable line."""
+    named = ", ".join(failed[:SMOKE_FAILURES_NAMED])
+    more = len(failed) - SMOKE_FAILURES_NAMED
+    return f"{len(failed)} smoke test(s) failed: {named}" + (
+        f" and {more} more (every one in the change record)" if more > 0 else ""
+    )
+
+
 @contextmanager
 def _nothing() -> Iterator[None]:
     yield None
@@ -596,9 +608,28 @@ def run(
     rolled back and verified before the commit, a restore (asked, or --yes) after it.
     """
     started = time.perf_counter()
-    pre = preflight(options, progress)
-    record = ChangeRecord(options.command, dsn.describe(options.database_url))
+    run_id = uuid.uuid4().hex[:12]
+    pre = preflight(options, progress, run_id)
+    try:
+        return _carry_out(options, pre, run_id, started, progress, confirm, rehearsal)
+    finally:
+        if pre.lock is not None:  # after the last record: the next run may start
+            pre.lock.release()
+
+
+def _carry_out(
+    options: PlaybookOptions,
+    pre: Preflight,
+    run_id: str,
+    started: float,
+    progress: Progress,
+    confirm: Confirm,
+    rehearsal: dict[str, Any] | None,
+) -> ChangeRecord:
+    record = ChangeRecord(options.command, dsn.describe(options.database_url), run_id=run_id)
     record.identity = pre.identity.to_json()
+    record.start_version, record.tables = pre.version, [table.to_json() for table in pre.tables]
+    record.forecast = pre.forecast.to_json() if pre.forecast is not None else None
     record.warnings += pre.warnings
     record.rehearsal = rehearsal
     record.checks += pre.checked
@@ -614,7 +645,7 @@ def run(
         )
     )
     record.autosave(options.report_dir, options.database_url)
-    window = Run(options, pre, record, progress, confirm)
+    window = Run(options, pre, record, progress, confirm, run_id)
     try:
         window.carry_out()
     except (OSError, psycopg.Error) as exc:  # not a verdict on the migrations: the run could not go on
@@ -625,6 +656,7 @@ def run(
             record.next_action = restore_command(options)
     finally:
         record.finished_at = now()
+        record.seconds = round(time.perf_counter() - started, 3)
         if record.outcome != "interrupted":  # an interrupted run keeps saying where it was stopped
             record.in_progress = {"step": None, "migration": None}
         if options.history is not None:

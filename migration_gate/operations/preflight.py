@@ -38,9 +38,9 @@ from migration_gate.core.plan import Migration, load_plan, touched_tables
 from migration_gate.core.text import first_line
 from migration_gate.history import store as history_store
 from migration_gate.history.record import Target
-from migration_gate.operations import backup_metadata, client_tools
+from migration_gate.operations import backup_metadata, client_tools, forecast, run_lock, target_stats
 from migration_gate.operations.report import CheckRecord
-from migration_gate.operations.smoke_step import SmokeStep
+from migration_gate.operations.smoke_step import SmokeStep, why_smoke_cannot_run
 
 Progress = Callable[[str], None]
 
@@ -111,6 +111,8 @@ class PlaybookOptions:
     history_target: Target | None = (
         None  # a rehearsal files its run under its source, not its disposable copy
     )
+    forecast_from: Path | None = None  # --forecast-from: a change record to forecast this window from
+    window_budget: float | None = None  # --window-budget, in seconds: a longer forecast stops the run here
 
 
 @dataclass
@@ -125,6 +127,10 @@ class Preflight:
     scheduled: list[Correction] = field(default_factory=list)  # those this run will apply
     checked: list[CheckRecord] = field(default_factory=list)  # the preflight checks' results
     accepted_drift: dict[str, object] | None = None
+    version: int = 0  # the ledger's head as the run found it
+    tables: list[target_stats.TableSize] = field(default_factory=list)  # rows and bytes at the start
+    forecast: forecast.Forecast | None = None
+    lock: run_lock.RunLock | None = None  # this run's hold on the database, until its last record
 
 
 def _probe_writable(directory: Path, what: str) -> None:
@@ -262,12 +268,17 @@ def judge_drift(
     return {"note": accept_drift, "differences": differences}
 
 
-def preflight(options: PlaybookOptions, progress: Progress) -> Preflight:
-    """Everything that can be known before touching anything; any problem raises UsageError (exit 2)."""
+def preflight(options: PlaybookOptions, progress: Progress, run_id: str) -> Preflight:
+    """Everything that can be known before touching anything; any problem raises UsageError (exit 2).
+
+    Once everything passed, the run holds the database (``run_lock``) until the caller
+    releases ``Preflight.lock``.
+    """
     plan = load_plan(options.migrations_dir)
     checks = catalog.load(options.checks_dir)
     found = corrections.load(options.corrections_dir, plan) if options.corrections_dir else []
     catalog.check_exemptions(checks, options.exemptions)
+    forecast_record = forecast.load_record(options.forecast_from) if options.forecast_from else None
     check_backup_path(options.backup_path)
     check_report_dir(options.report_dir)
     with dsn.connect(options.database_url) as conn:
@@ -275,6 +286,9 @@ def preflight(options: PlaybookOptions, progress: Progress) -> Preflight:
         progress(f"target: {identity.describe()}")
         if options.history is not None:  # refused now, not after the window: nothing is written yet
             history_store.check(options.history, identity)
+        busy = run_lock.other_run(conn)  # first: every other problem may be that run's doing
+        if busy is not None:
+            raise run_lock.refusal(busy)
         applied = ledger.read(conn)
         if not applied:
             tables = conn.execute(
@@ -290,11 +304,18 @@ def preflight(options: PlaybookOptions, progress: Progress) -> Preflight:
         todo = runner.plan_run(plan, applied)  # refuses drift and holes before anything runs
         # Refuses an edited correction, or one whose place the database has passed.
         placed = corrections.schedule(found, corrections.read(conn), applied, todo)
+        cannot_smoke = why_smoke_cannot_run(conn) if options.smoke is not None else None
+        if cannot_smoke is not None:
+            raise UsageError(
+                f"the smoke tests (runbook section 5) cannot run: {cannot_smoke}; or pass --no-smoke, "
+                "and the record will say section 5 did not run"
+            )
         sessions = app_sessions(conn)
         holders = lock_holders(conn, todo) if todo else []
         earlier = unfinished(conn)
         others_row = conn.execute(_OTHER_SESSIONS).fetchone()
         size_row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+        sizes = target_stats.table_sizes(conn)
     tools = client_tools.find_tools(identity.server_major, options.prefer_bindirs)
     warnings = []
     if sessions:
@@ -337,15 +358,52 @@ def preflight(options: PlaybookOptions, progress: Progress) -> Preflight:
         warnings.append(f"schema drift accepted with --accept-drift: {options.accept_drift}")
     for warning in warnings:
         progress(f"warning: {warning}")
+    version = max(applied, default=0)
+    expected = None
+    if forecast_record is not None:
+        expected = forecast_window(
+            forecast_record,
+            target_stats.TargetStats(identity.database, version, sizes),
+            plan,
+            options,
+            progress,
+        )
+    lock = run_lock.RunLock.take(options.database_url, options.command, run_id)
     return Preflight(
         identity,
         tools,
         plan,
         todo,
         checks,
-        warnings,
-        found,
-        placed.pending,
-        [record for record, _ in checked],
-        accepted,
+        warnings=warnings,
+        corrections=found,
+        scheduled=placed.pending,
+        checked=[record for record, _ in checked],
+        accepted_drift=accepted,
+        version=version,
+        tables=sizes,
+        forecast=expected,
+        lock=lock,
     )
+
+
+def forecast_window(
+    record: forecast.Record,
+    target: target_stats.TargetStats,
+    plan: list[Migration],
+    options: PlaybookOptions,
+    progress: Progress,
+) -> forecast.Forecast:
+    """The window forecast from ``record``, said; one longer than ``--window-budget`` stops the run here."""
+    expected = forecast.forecast(record, target, plan, smoke=options.smoke is not None)
+    progress(f"forecast from {options.forecast_from}:")
+    for line in expected.table():
+        progress(f"  {line}")
+    budget = options.window_budget
+    if budget is not None and expected.window_s > budget:
+        raise UsageError(
+            f"the forecast window is {forecast.format_seconds(expected.window_s)} "
+            f"({forecast.format_seconds(expected.low_s)}-{forecast.format_seconds(expected.high_s)}), over the "
+            f"--window-budget of {forecast.format_seconds(budget)}: stopped before the backup, nothing was changed"
+        )
+    return expected

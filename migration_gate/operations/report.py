@@ -30,6 +30,7 @@ from migration_gate.checks.role_report import LABELS
 from migration_gate.core import dsn
 from migration_gate.core.schema import ADDED, ALTERED, DROPPED, Change
 from migration_gate.core.text import markdown_table
+from migration_gate.operations.squads_message import closing
 
 JSON_NAME = "report.json"
 MARKDOWN_NAME = "report.md"
@@ -42,6 +43,8 @@ OUTCOMES: dict[str, str] = {
     "interrupted": "a signal (Ctrl-C, SIGTERM, SIGHUP) stopped the run: the database's state is said below",
     "unexpected_error": "the run could not go on (an error that is no verdict on the migrations): check the database",
     "migrated_and_validated": "every pending migration is applied and every check passed",
+    "migrated_and_validated_without_smoke": "every pending migration is applied and every check passed, but the "
+    "smoke tests did NOT run: the runbook's section 5 is not done (why below, under Smoke tests)",
     "rolled_back": "stopped before committing: the database is exactly as it was (verified)",
     "restored": "stopped after committing: the backup was restored and the database is exactly as it was (verified)",
     "needs_restore": "stopped, and the database is NOT as it was: restore the backup (command below)",
@@ -107,6 +110,11 @@ class MigrationRecord:
     changes: list[dict[str, str]] = field(default_factory=list)
     # Each table it added → each rule that judged it → passed, failed, or skipped: <why>.
     new_tables: dict[str, dict[str, str]] = field(default_factory=dict)
+    # operations.migration_effects: tables locked (seconds), rewritten (how), rows written per table.
+    locked: dict[str, float] = field(default_factory=dict)
+    rewritten: dict[str, str] = field(default_factory=dict)
+    rows: dict[str, dict[str, int]] = field(default_factory=dict)
+    renamed: dict[str, str] = field(default_factory=dict)
 
 
 def judged_new_tables(
@@ -205,7 +213,9 @@ def exemptions_markdown(exemptions: list[dict[str, str]], heading: str = "##") -
 class ChangeRecord:
     command: str
     target: str
-    run_id: str | None = None  # MIGRATION_GATE_RUN_ID for the window commands; migration_gate.runs
+    run_id: str | None = (
+        None  # MIGRATION_GATE_RUN_ID for the window commands; migration_gate.runs; its session's name
+    )
     started_at: str = field(default_factory=now)
     finished_at: str | None = None
     outcome: str = "not_finished"
@@ -216,6 +226,11 @@ class ChangeRecord:
     stopped_at: str | None = None
     reason: str | None = None
     identity: dict[str, Any] | None = None
+    # The ledger's head and every table's rows and bytes when the run started (operations.target_stats).
+    start_version: int | None = None
+    tables: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float | None = None  # the whole run, preflight to the last record
+    forecast: dict[str, Any] | None = None  # --forecast-from: what the window was expected to take
     warnings: list[str] = field(default_factory=list)
     steps: list[StepRecord] = field(default_factory=list)
     backup: dict[str, Any] | None = None
@@ -291,6 +306,7 @@ class ChangeRecord:
         data = asdict(self)
         data.pop("_autosave")
         data["meaning"] = OUTCOMES.get(self.outcome, "")
+        data["squads_message"] = closing(data)  # runbook section 7, ready to paste
         return data
 
     def write(self, directory: Path, secret_url: str | None) -> tuple[Path, Path]:
@@ -472,4 +488,14 @@ def markdown(data: dict[str, Any]) -> str:
         out += [""]
     if data.get("restore"):
         out += ["## Restore", ""] + [f"- **{k}:** {v}" for k, v in data["restore"].items()] + [""]
+    if data.get("forecast"):
+        expected = data["forecast"]
+        out += ["## Forecast (--forecast-from)", ""]
+        out += [
+            f"- **Window:** {expected['window_s']:.1f} s forecast ({expected['low_s']:.1f}-{expected['high_s']:.1f}); "
+            f"this run took {data.get('seconds') or 0:.1f} s",
+            f"- **Restore in the worst case:** {expected['restore_s']:.1f} s",
+            "",
+        ]
+    out += ["## Message to the squads (runbook section 7, ready to paste)", "", data["squads_message"]]
     return "\n".join(out).rstrip() + "\n"

@@ -22,6 +22,7 @@ import logging
 import socket
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -66,16 +67,39 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _can_act_as_app(url: str) -> str | None:
-    """Why the smoke tests cannot act as the application's role here, or None."""
-    with dsn.connect(url) as conn:
-        row = conn.execute("SELECT pg_has_role(current_user, %s, 'MEMBER')", (APP_ROLE,)).fetchone()
-    if row and row[0]:
-        return None
-    return (
-        f"the playbook's role cannot SET ROLE {APP_ROLE}, which the reference API acts as: "
-        f"GRANT {APP_ROLE} TO the migrating role to smoke-test from the playbook"
+def why_smoke_cannot_run(conn: psycopg.Connection) -> str | None:
+    """Why the smoke tests could not act as the application's role as this session's role, or None.
+
+    The reference API they speak to runs ``SET ROLE fluxolab_devmode``: the role needs to be a
+    superuser or to have been granted that role (with its SET option, from PostgreSQL 16). A
+    managed service's database owner usually is neither. The line names the grant to give.
+    """
+    row = conn.execute(
+        "SELECT current_user, quote_ident(current_user), r.oid IS NOT NULL, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),"
+        " r.oid IS NOT NULL AND pg_has_role(current_user, r.oid,"
+        " CASE WHEN current_setting('server_version_num')::int >= 160000 THEN 'SET' ELSE 'MEMBER' END)"
+        " FROM (SELECT 1) one LEFT JOIN pg_roles r ON r.rolname = %s",
+        (APP_ROLE,),
+    ).fetchone()
+    assert row is not None
+    role, quoted, exists, superuser, can_set = (
+        str(row[0]),
+        str(row[1]),
+        bool(row[2]),
+        bool(row[3]),
+        bool(row[4]),
     )
+    if superuser or can_set:
+        return None
+    grant = f"GRANT {APP_ROLE} TO {quoted}"
+    if not exists:
+        return f"the role {APP_ROLE} does not exist, and {role} is no superuser: create it, then {grant}"
+    return f"role {role} is no superuser and cannot SET ROLE {APP_ROLE}, which the reference API acts as: {grant}"
+
+
+def _can_act_as_app(url: str) -> str | None:
+    with dsn.connect(url) as conn:
+        return why_smoke_cannot_run(conn)
 
 
 class _Results:
@@ -246,7 +270,12 @@ def clean_up(
     receiver_url: str,
     progress: Progress,
 ) -> dict[str, Any]:
-    """Remove the run's tenant in one transaction, then prove every business table is as it was."""
+    """Remove the run's tenant in one transaction, then prove every business table is as it was.
+
+    Its seconds are kept (``seconds``): the counts scan every table, so this is the part of
+    the step that grows with the data (the forecast scales it, and keeps the rest fixed).
+    """
+    started = time.perf_counter()
     report: dict[str, Any] = {"run_id": run_id, "users": actors.users, "workspaces": actors.workspaces}
     try:
         with dsn.connect(url) as conn:
@@ -259,7 +288,9 @@ def clean_up(
             ).fetchone()
     except (GateError, psycopg.Error) as exc:
         report.update(
-            proven=False, problems=[f"the clean-up could not run: {str(exc).strip().splitlines()[0]}"]
+            proven=False,
+            problems=[f"the clean-up could not run: {str(exc).strip().splitlines()[0]}"],
+            seconds=round(time.perf_counter() - started, 3),
         )
         progress(f"smoke clean-up FAILED: {report['problems'][0]}")
         return report
@@ -267,7 +298,7 @@ def clean_up(
         problems.append(
             f"{pointing[0]} webhook registration(s) still point at the smoke receiver {receiver_url}"
         )
-    report.update(proven=not problems, problems=problems)
+    report.update(proven=not problems, problems=problems, seconds=round(time.perf_counter() - started, 3))
     removed = ", ".join(f"{table} {count}" for table, count in report["removed"].items() if count)
     progress(
         f"smoke clean-up: removed {removed or 'nothing'}; " + ("proven" if not problems else "NOT proven")

@@ -39,6 +39,7 @@ from migration_gate.core.locks import LOCK_RETRY, LockWatch
 from migration_gate.core.plan import Checkpoint, Migration, checkpoint_name, checkpoints
 from migration_gate.core.signals import Cancellation
 from migration_gate.core.text import first_line
+from migration_gate.operations.migration_effects import EffectsProbe
 from migration_gate.operations.report import ChangeRecord, CheckRecord, MigrationRecord, judged_new_tables
 
 Progress = Callable[[str], None]
@@ -107,11 +108,14 @@ class Validation:
                 self.legacy = LegacySnapshot.take(conn)
             self.record.migrating(migration.file_name)  # in the record before it is said
             self.progress(f"applying {migration.file_name} …")
+            effects = (
+                EffectsProbe()
+            )  # what it locks, rewrites and writes: the forecast's and the notice's facts
             try:
                 applied = runner.apply_retrying(
                     conn,
                     migration,
-                    [*([self.cancellation] if self.cancellation is not None else []), self.changes],
+                    [effects, *([self.cancellation] if self.cancellation is not None else []), self.changes],
                     retry=self.retry,
                     watch=self.watch,
                     progress=self.progress,
@@ -126,7 +130,10 @@ class Validation:
                         {"line": t.line, "seconds": round(t.seconds, 3), "statement": t.summary}
                         for t in applied.statements
                     ],
-                    [change.to_json() for change in self.changes.by_migration.get(migration.file_name, [])],
+                    changes=[
+                        change.to_json() for change in self.changes.by_migration.get(migration.file_name, [])
+                    ],
+                    **effects.finish(conn).to_json(),
                 )
             )
             self.progress(f"{migration.file_name:<45} {applied.seconds:8.3f} s")
