@@ -14,7 +14,6 @@ Profiles: ``ci`` (default, 120 derandomized examples) and ``nightly`` (5000, ran
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -40,15 +39,13 @@ def property_harness(request: pytest.FixtureRequest, gate_config: GateConfig) ->
         pytest.skip("the property tests migrate generated datasets: they need the disposable server")
     server: DisposableServer = request.getfixturevalue("disposable_server")
     plan = load_plan(gate_config.migrations_dir)
-    name = f"props_legacy_{uuid.uuid4().hex[:8]}"
-    url = server.create_database(name)
-    runner.migrate(url, plan, stop="004")
-    harness = PropertyHarness(
-        url, [m for m in plan if m.version >= 5], invariants.load(gate_config.checks_dir)
-    )
-    yield harness
-    harness.close()
-    server.drop_database(name)
+    with server.temporary_database("props_legacy") as url:
+        runner.migrate(url, plan, stop="004")
+        harness = PropertyHarness(
+            url, [m for m in plan if m.version >= 5], invariants.load(gate_config.checks_dir)
+        )
+        yield harness
+        harness.close()
 
 
 @given(dataset=legacy_datasets())

@@ -138,7 +138,7 @@ def cmd_serve_api(args: argparse.Namespace) -> int:
     from migration_gate.reference.webhook_delivery import DeliveryPolicy
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    policy = DeliveryPolicy(max_attempts=args.delivery_attempts, backoff_seconds=args.retry_backoff)
+    policy = DeliveryPolicy(attempts=args.delivery_attempts, backoff_seconds=args.retry_backoff)
     api = ReferenceApi(ApiSettings(args.database, args.host, args.port, policy)).bind()
     target = dsn.describe(args.database)
     _say(f"serving the reference API on {api.url} as {APP_ROLE} on {target}; Ctrl-C stops")
@@ -218,13 +218,23 @@ def _smoke(args: argparse.Namespace) -> Any:
     return SmokeStep(args.smoke_dir)
 
 
+def _judging(args: argparse.Namespace) -> dict[str, Any]:
+    """What a playbook and a rehearsal both take from their flags, by the name of their options' field."""
+    return {
+        "report_dir": args.report_dir,
+        "migrations_dir": args.migrations_dir,
+        "checks_dir": args.checks_dir,
+        "allowed_grantees": tuple(args.allowed_grantee),
+        "corrections_dir": args.corrections_dir,
+        "accept_drift": args.accept_drift,
+        "exemptions": tuple(args.exempt),
+        "history": args.history,
+    }
+
+
 def cmd_playbook(args: argparse.Namespace) -> int:
     from migration_gate.operations import playbook, preflight
 
-    if args.window_budget is not None and args.forecast_from is None:
-        raise UsageError(
-            "--window-budget needs --forecast-from REPORT_JSON: a budget is judged against a forecast"
-        )
     if args.window_budget is not None and args.forecast_from is None:
         raise UsageError(
             "--window-budget needs --forecast-from REPORT_JSON: a budget is judged against a forecast"
@@ -233,24 +243,17 @@ def cmd_playbook(args: argparse.Namespace) -> int:
     options = preflight.PlaybookOptions(
         database_url=args.database,
         backup_path=args.backup,
-        report_dir=args.report_dir,
-        migrations_dir=args.migrations_dir,
-        checks_dir=args.checks_dir,
         assume_yes=args.yes,
         allow_active_sessions=args.allow_active_sessions,
         smoke=_smoke(args),
         smoke_skipped_because="--no-smoke",
         lock_timeout=args.lock_timeout,
-        allowed_grantees=tuple(args.allowed_grantee),
-        corrections_dir=args.corrections_dir,
-        accept_drift=args.accept_drift,
         before_window=args.before_window,
         after_window=args.after_window,
         callback_timeout=args.callback_timeout,
-        exemptions=tuple(args.exempt),
-        history=args.history,
         forecast_from=args.forecast_from,
         window_budget=args.window_budget,
+        **_judging(args),
     )
     record = playbook.run(options, _scrubbed_say(args.database), _confirmer(args.yes))
     return _conclude(record, args.database)
@@ -261,18 +264,11 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
 
     options = rehearse.RehearsalOptions(
         source_url=args.source,
-        report_dir=args.report_dir,
-        migrations_dir=args.migrations_dir,
-        checks_dir=args.checks_dir,
         smoke_dir=None if args.no_smoke else args.smoke_dir,
         pg_ctl=args.pg_ctl,
         pg_version=args.pg_version,
         baseline=args.baseline,
-        allowed_grantees=tuple(args.allowed_grantee),
-        corrections_dir=args.corrections_dir,
-        accept_drift=args.accept_drift,
-        exemptions=tuple(args.exempt),
-        history=args.history,
+        **_judging(args),
     )
     record = rehearse.rehearse(options, _scrubbed_say(args.source))
     return _conclude(record, args.source)

@@ -113,7 +113,7 @@ def test_an_undeliverable_event_is_retried_then_ends_failed(
     )
     assert all(signature_is_valid(a.body, secret, a.headers.get(SIGNATURE_HEADER.lower())) for a in attempts)
     if deployment.delivery is not None:
-        assert event["attempts"] == deployment.delivery.max_attempts, event
+        assert event["attempts"] == deployment.delivery.attempts, event
 
     row = stored_event(deployment, queued["id"])
     assert row == ("failed", ws, ws, True, event["attempts"]), (

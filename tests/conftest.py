@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
-import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,47 +54,41 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 @pytest.fixture
 def fresh_database(disposable_server: DisposableServer) -> Iterator[str]:
     """The URL of a new, empty database, dropped after the test."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    url = disposable_server.create_database(name)
-    yield url
-    disposable_server.drop_database(name)
+    with disposable_server.temporary_database("t") as url:
+        yield url
+
+
+def disposable(gate: GateDatabases) -> CheckpointDatabases:
+    """``gate`` when its databases are throwaway; otherwise (--database-url) the test is skipped."""
+    if not isinstance(gate, CheckpointDatabases):
+        pytest.skip(
+            "faults are injected into clones of the disposable gate database (run without --database-url)"
+        )
+    return gate
+
+
+@pytest.fixture(scope="session")
+def disposable_gate(gate: GateDatabases) -> CheckpointDatabases:
+    """The gate's throwaway checkpoint databases; a test that needs them is skipped with --database-url."""
+    return disposable(gate)
 
 
 @pytest.fixture
-def clone(gate: GateDatabases) -> Iterator[Callable[[str], str]]:
+def clone(disposable_gate: CheckpointDatabases) -> Iterator[Callable[[str], str]]:
     """``clone(checkpoint)``: the URL of a private copy of the gate database there; dropped afterwards."""
-    if not isinstance(gate, CheckpointDatabases):
-        pytest.skip("these tests write to clones of the disposable gate database")
-    databases = gate
-    names: list[str] = []
-
-    def make(checkpoint: str) -> str:
-        names.append(f"clone_{checkpoint}_{uuid.uuid4().hex[:8]}")
-        return databases.clone(checkpoint, names[-1])
-
-    yield make
-    for name in names:
-        databases.server.drop_database(name)
+    with ExitStack() as clones:
+        yield lambda checkpoint: clones.enter_context(disposable_gate.clone(checkpoint, "clone"))
 
 
 # The checkpoint name of a private clone of the gate database after the last migration.
 MIGRATED = "migrated"
 
 
-def disposable(gate: GateDatabases) -> CheckpointDatabases:
-    if not isinstance(gate, CheckpointDatabases):
-        pytest.skip("injecting faults needs the disposable server (run without --database-url)")
-    return gate
-
-
 @pytest.fixture(scope="module")
-def migrated_clone(gate: GateDatabases) -> Iterator[str]:
+def migrated_clone(disposable_gate: CheckpointDatabases) -> Iterator[str]:
     """A private copy of the database after the last migration, for one test module."""
-    databases = disposable(gate)
-    name = f"faults_{uuid.uuid4().hex[:8]}"
-    url = databases.clone(databases.last, name)
-    yield url
-    databases.server.drop_database(name)
+    with disposable_gate.clone(disposable_gate.last, "faults") as url:
+        yield url
 
 
 def rolled_back_context(
@@ -136,22 +132,45 @@ class Run:
         return self.stdout + self.stderr
 
 
-def run_cli(*args: str, timeout: float = 120) -> Run:
-    """The real command line, in a subprocess, as a person would run it."""
+# The command line and a gate session as a person or CI starts them; a test that signals one uses Popen.
+CLI = [sys.executable, "-m", "migration_gate.cli"]
+PYTEST = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"]
+
+
+def _run(command: list[str], env: dict[str, str], timeout: float) -> Run:
+    # stdin is no terminal: nothing is ever confirmed by accident.
     done = subprocess.run(
-        [sys.executable, "-m", "migration_gate.cli", *args],
+        command,
         capture_output=True,
         text=True,
-        timeout=timeout,
         cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        timeout=timeout,
         check=False,
     )
     return Run(done.returncode, done.stdout, done.stderr)
 
 
-@pytest.fixture
-def cli() -> Callable[..., Run]:
-    return run_cli
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> Run:
+    """``migration-gate ARGS``: the real command line, in a subprocess; ``env`` added to this one's."""
+    return _run([*CLI, *args], {**os.environ, **(env or {})}, timeout)
+
+
+def run_pytest(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> Run:
+    """``pytest ARGS``: a gate session in a subprocess, as CI runs it, skips reported.
+
+    This shell's FLUXOLAB_* variables are left out (a test names the deployment it means);
+    ``env`` is added, an empty value counting as unset.
+    """
+    inherited = {name: value for name, value in os.environ.items() if not name.startswith("FLUXOLAB_")}
+    return _run([*PYTEST, "-rs", *args], {**inherited, **(env or {})}, timeout)
+
+
+def record_of(report_dir: Path) -> dict[str, Any]:
+    """The change record (``report.json``) a run wrote to its --report-dir."""
+    record: dict[str, Any] = json.loads((report_dir / "report.json").read_text())
+    return record
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ from migration_gate.bench import run as bench
 from migration_gate.bench import scales
 from migration_gate.core import dsn, ledger
 from migration_gate.core.plan import Migration, load_plan
-from tests.conftest import REPO, Run
+from tests.conftest import REPO, run_cli
 
 
 def migration(tmp_path: Path, sql: str) -> Migration:
@@ -78,14 +77,14 @@ def test_bench_reports_the_issue_json_shape(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("scales", ["0", "ten", "1000,,2000", "-5"])
-def test_cli_refuses_bad_scales_in_one_line(cli: Callable[..., Run], scales: str) -> None:
-    run = cli("bench", "--scales", scales)
+def test_cli_refuses_bad_scales_in_one_line(scales: str) -> None:
+    run = run_cli("bench", "--scales", scales)
     assert run.returncode == 2
     assert run.stderr.count("\n") == 1 and "Traceback" not in run.output
 
 
-def test_cli_refuses_a_missing_migrations_directory(cli: Callable[..., Run], tmp_path: Path) -> None:
-    run = cli("bench", "--scales", "100", "--migrations-dir", str(tmp_path / "nowhere"))
+def test_cli_refuses_a_missing_migrations_directory(tmp_path: Path) -> None:
+    run = run_cli("bench", "--scales", "100", "--migrations-dir", str(tmp_path / "nowhere"))
     assert run.returncode == 2
     assert "does not exist" in run.stderr and run.stderr.count("\n") == 1
 

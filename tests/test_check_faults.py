@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +28,8 @@ from migration_gate.core.allowed_grantees import parse_allowed_grantees
 from migration_gate.core.contract import PUBLIC_TABLES
 from migration_gate.core.plan import load_plan
 from migration_gate.core.server import DisposableServer
-from migration_gate.plugin.databases import GateDatabases
-from tests.conftest import MIGRATED, REPO, disposable, rolled_back_context
+from migration_gate.plugin.databases import CheckpointDatabases, GateDatabases
+from tests.conftest import MIGRATED, REPO, rolled_back_context
 
 CATALOG = {check.name: check for check in catalog.load(REPO / "checks")}
 INVARIANTS = {name: check.invariant for name, check in CATALOG.items() if check.invariant is not None}
@@ -839,14 +838,12 @@ def run_check(name: str, ctx: CheckContext) -> CheckFailed | None:
 
 
 @pytest.fixture(scope="module")
-def volume_clone(gate: GateDatabases) -> Iterator[str]:
+def volume_clone(disposable_gate: CheckpointDatabases) -> Iterator[str]:
     from migration_gate.data import volume_checkpoint
 
-    databases = disposable(gate)
-    name = f"faults_volume_{uuid.uuid4().hex[:8]}"
-    url = volume_checkpoint.build(databases.server, databases.plan, name)
-    yield url
-    databases.server.drop_database(name)
+    with disposable_gate.server.temporary_database("faults_volume") as url:
+        volume_checkpoint.fill(url, disposable_gate.plan)
+        yield url
 
 
 @pytest.fixture
@@ -920,7 +917,7 @@ def test_a_grantee_declared_for_some_privileges_is_refused_any_other(context: Ch
 
 
 @pytest.fixture
-def maintain_context(gate: GateDatabases, context: CheckContext) -> Iterator[CheckContext]:
+def maintain_context(disposable_gate: CheckpointDatabases, context: CheckContext) -> Iterator[CheckContext]:
     """The session's server when it knows MAINTAIN (17 and newer), else a newer one installed here, migrated."""
     if context.conn.info.server_version >= privileges.MAINTAIN_FROM_SERVER_VERSION:
         yield context
@@ -930,9 +927,8 @@ def maintain_context(gate: GateDatabases, context: CheckContext) -> Iterator[Che
         pytest.skip(
             "MAINTAIN is a table privilege from PostgreSQL 17 on, and no such server is installed here"
         )
-    with DisposableServer(installation=newer[0]) as server:
-        url = server.create_database("maintain")
-        plan = disposable(gate).plan
+    plan = disposable_gate.plan
+    with DisposableServer(installation=newer[0]) as server, server.temporary_database("maintain") as url:
         runner.migrate(url, plan)
         with dsn.connect(url) as conn, conn.transaction(force_rollback=True):
             yield CheckContext(conn, plan, MIGRATED)

@@ -11,7 +11,6 @@ worker refuses, and fails the test on, any other target).
 from __future__ import annotations
 
 import copy
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -26,10 +25,10 @@ from hypothesis import HealthCheck, settings
 from psycopg.types.json import Jsonb
 from schemathesis.checks import CHECKS, load_all_checks
 
-from migration_gate.plugin.databases import CheckpointDatabases, GateDatabases
+from migration_gate.plugin.databases import CheckpointDatabases
 from migration_gate.plugin.smoke import Actors, Deployment, WebhookReceiver, reference_deployment
 from migration_gate.reference.webhook_delivery import DeliveryWorker
-from tests.conftest import CONTRACT, REPO
+from tests.conftest import CONTRACT, run_pytest
 
 pytestmark = pytest.mark.fuzzes_the_api
 
@@ -111,14 +110,13 @@ def receiver() -> Iterator[WebhookReceiver]:
 
 
 @pytest.fixture(scope="module")
-def deployment(gate: GateDatabases, receiver: WebhookReceiver) -> Iterator[Deployment]:
-    if not isinstance(gate, CheckpointDatabases):
-        pytest.skip("the contract is fuzzed on a clone of the disposable gate database, never on another one")
+def deployment(disposable_gate: CheckpointDatabases, receiver: WebhookReceiver) -> Iterator[Deployment]:
+    """The contract is fuzzed on a clone of the disposable gate database, never on another one."""
 
     def prepare(conn: psycopg.Connection, actors: Actors) -> None:
         seed(conn, receiver)
 
-    with reference_deployment(gate, prepare=prepare, contract=CONTRACT) as deployment:
+    with reference_deployment(disposable_gate, prepare=prepare, contract=CONTRACT) as deployment:
         yield deployment
 
 
@@ -219,24 +217,7 @@ def test_every_operation_of_the_contract_is_fuzzed() -> None:
 
 def test_fuzzing_is_refused_in_one_line_against_a_deployment() -> None:
     deployment = "http://127.0.0.1:9/"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            str(Path(__file__)),
-            "--api-url",
-            deployment,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-        env={**os.environ, "FLUXOLAB_API_URL": ""},
-        check=False,
-    )
+    done = run_pytest(str(Path(__file__)), "--api-url", deployment, timeout=120)
     assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stdout + done.stderr
     errors = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and errors[0].startswith(

@@ -6,10 +6,8 @@ Staging is a private copy of the gate's ``legacy`` checkpoint (004 and the legac
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,9 +16,9 @@ from migration_gate.core.corrections import Correction
 from migration_gate.core.plan import checksum, load_plan
 from migration_gate.plugin.config import GateConfig
 from migration_gate.plugin.databases import CheckpointDatabases
-from tests.conftest import REPO
+from tests.conftest import REPO, record_of, run_cli
 from tests.databases import full_dump
-from tests.test_playbook import ledger_versions, migration_gate, one_error_line
+from tests.test_playbook import ledger_versions, one_error_line
 
 INDEX_BY_HAND = """\
 -- reason: tmp_fix_idx was made by hand on staging during the May slowness of the credentials page (INC-123)
@@ -62,11 +60,6 @@ def has_index(url: str, name: str) -> bool:
     return bool(row and row[0])
 
 
-def change_record(report: Path) -> dict[str, Any]:
-    record: dict[str, Any] = json.loads((report / "report.json").read_text())
-    return record
-
-
 def test_corrections_run_once_at_their_place_are_listed_in_the_record_and_replay_on_another_database(
     gate: CheckpointDatabases,
     staging: str,
@@ -75,13 +68,13 @@ def test_corrections_run_once_at_their_place_are_listed_in_the_record_and_replay
     tmp_path: Path,
 ) -> None:
     report = tmp_path / "record"
-    run = migration_gate(
+    run = run_cli(
         "playbook", "--database", staging, "--backup", str(tmp_path / "staging.backup"),
         "--report-dir", str(report), "--no-smoke", "--corrections-dir", str(corrections_dir),
     )  # fmt: skip
     assert run.returncode == 0, run.output[-4000:]
 
-    record = change_record(report)
+    record = record_of(report)
     listed = [
         (c["name"], c["after"], c["applied_after"], c["reason"], c["checksum"]) for c in record["corrections"]
     ]
@@ -98,14 +91,14 @@ def test_corrections_run_once_at_their_place_are_listed_in_the_record_and_replay
     assert has_index(staging, "tmp_fix_idx")
 
     # Applied once: the next run with the same directory has nothing to apply.
-    again = migration_gate("migrate", "--database", staging, "--corrections-dir", str(corrections_dir))
+    again = run_cli("migrate", "--database", staging, "--corrections-dir", str(corrections_dir))
     assert again.returncode == 0, again.output
     assert "(correction:" not in again.stdout
     assert len(recorded(staging)) == 2
 
     # "Production": the same directory, each correction at its place in the plan.
     production = clone("legacy")
-    replay = migration_gate("migrate", "--database", production, "--corrections-dir", str(corrections_dir))
+    replay = run_cli("migrate", "--database", production, "--corrections-dir", str(corrections_dir))
     assert replay.returncode == 0, replay.output
     order = [
         line.split()[0]
@@ -136,7 +129,7 @@ def assert_refused_everywhere(
          str(tmp_path / "record"), "--no-smoke", "--corrections-dir", str(corrections_dir)),
         ("correct", str(file), "--database", url),
     ):  # fmt: skip
-        run = migration_gate(*args)
+        run = run_cli(*args)
         assert run.returncode == 2, run.output
         assert expect in one_error_line(run)
     assert full_dump(gate.server, url) == before
@@ -146,7 +139,7 @@ def assert_refused_everywhere(
 def test_an_edited_correction_is_refused_naming_it_and_nothing_changes(
     gate: CheckpointDatabases, staging: str, corrections_dir: Path, tmp_path: Path
 ) -> None:
-    first = migration_gate(
+    first = run_cli(
         "migrate", "--database", staging, "--to", "005", "--corrections-dir", str(corrections_dir)
     )
     assert first.returncode == 0, first.output
@@ -179,7 +172,7 @@ def test_correct_applies_one_now_under_the_lock_once_and_refuses_what_is_not_its
 ) -> None:
     migrated = clone("after_008")
     fix = corrections_dir / "credentials_provider_idx.sql"
-    run = migration_gate("correct", str(fix), "--database", migrated)
+    run = run_cli("correct", str(fix), "--database", migrated)
     assert run.returncode == 0, run.output
     assert "applied credentials_provider_idx.sql" in run.stdout and "recorded after 008" in run.stdout
     assert has_index(migrated, "tmp_fix_idx")
@@ -187,7 +180,7 @@ def test_correct_applies_one_now_under_the_lock_once_and_refuses_what_is_not_its
         ("credentials_provider_idx.sql", 8)
     ]
 
-    again = migration_gate("correct", str(fix), "--database", migrated)
+    again = run_cli("correct", str(fix), "--database", migrated)
     assert again.returncode == 0 and "already applied" in again.stdout
     assert len(recorded(migrated)) == 1
 
@@ -195,13 +188,13 @@ def test_correct_applies_one_now_under_the_lock_once_and_refuses_what_is_not_its
     at_004 = clone("legacy")
     later = tmp_path / "after_007.sql"
     later.write_text("-- reason: credentials need it once 007 scoped them\n-- after: 007\nSELECT 1;\n")
-    refused = migration_gate("correct", str(later), "--database", at_004)
+    refused = run_cli("correct", str(later), "--database", at_004)
     assert refused.returncode == 2
     assert "belongs after 007, and this database is at 004" in one_error_line(refused)
 
     failing = tmp_path / "failing.sql"
     failing.write_text("-- reason: a typo\n\nCREATE INDEX nope ON public.no_such_table (id);\n")
-    broken = migration_gate("correct", str(failing), "--database", migrated)
+    broken = run_cli("correct", str(failing), "--database", migrated)
     assert broken.returncode == 1
     assert "failing.sql:3: ERROR:" in one_error_line(broken)
     assert len(recorded(migrated)) == 1, "a failed correction is not recorded"
@@ -209,7 +202,7 @@ def test_correct_applies_one_now_under_the_lock_once_and_refuses_what_is_not_its
     unknown = tmp_path / "unknown.sql"
     unknown.write_text("-- reason: r\n-- after: 042\nSELECT 1;\n")
     assert "unknown migration version" in one_error_line(
-        migration_gate("correct", str(unknown), "--database", migrated)
+        run_cli("correct", str(unknown), "--database", migrated)
     )
 
 
@@ -241,8 +234,7 @@ def test_the_gate_applies_corrections_at_their_place_around_the_legacy_seed(
                 "corrected",
             )
     finally:
-        for checkpoint in built.checkpoints:
-            gate.server.drop_database(built.database(checkpoint))
+        built.drop()
 
 
 def test_a_rehearsal_replays_the_corrections_on_its_copy_and_never_on_the_source(
@@ -250,12 +242,12 @@ def test_a_rehearsal_replays_the_corrections_on_its_copy_and_never_on_the_source
 ) -> None:
     before = full_dump(gate.server, staging)
     report = tmp_path / "rehearsal"
-    run = migration_gate(
+    run = run_cli(
         "rehearse", "--source", staging, "--report-dir", str(report), "--no-smoke",
         "--corrections-dir", str(corrections_dir),
     )  # fmt: skip
     assert run.returncode == 0, run.output[-4000:]
-    record = change_record(report)
+    record = record_of(report)
     assert [(c["name"], c["applied_after"]) for c in record["corrections"]] == [
         ("credentials_provider_idx.sql", 4),
         ("users_trim_names.sql", 5),

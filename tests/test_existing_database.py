@@ -7,9 +7,6 @@ of a gate checkpoint, as a role with a password the server checks, and compares 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 
 import psycopg
@@ -18,22 +15,8 @@ import pytest
 from migration_gate.core import dsn
 from migration_gate.plugin.databases import CheckpointDatabases
 from migration_gate.plugin.existing import ExistingDatabase
-from tests.conftest import REPO, Run
+from tests.conftest import run_pytest
 from tests.databases import PasswordRole, full_dump, password_role
-
-
-def run_gate(*args: str, env: dict[str, str] | None = None) -> Run:
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**{k: v for k, v in os.environ.items() if not k.startswith("FLUXOLAB_")}, **(env or {})},
-        stdin=subprocess.DEVNULL,
-        timeout=600,
-        check=False,
-    )
-    return Run(done.returncode, done.stdout, done.stderr)
 
 
 @pytest.fixture
@@ -59,7 +42,7 @@ def test_the_whole_gate_against_an_existing_database_changes_nothing_and_says_wh
     gate: CheckpointDatabases, migrated: str, reader: PasswordRole
 ) -> None:
     before = full_dump(gate.server, migrated)
-    run = run_gate("checks", "--database-url", reader.url(migrated))
+    run = run_pytest("checks", "--database-url", reader.url(migrated))
     after = full_dump(gate.server, migrated)
 
     assert after == before, "the read-only gate changed the database (schema or data)"
@@ -75,7 +58,7 @@ def test_the_whole_gate_against_an_existing_database_changes_nothing_and_says_wh
 def test_checks_that_need_the_pre_005_snapshot_or_a_generated_volume_are_skipped_with_the_reason(
     migrated: str, reader: PasswordRole
 ) -> None:
-    run = run_gate(
+    run = run_pytest(
         "checks/test_gate.py", "-m", "conservation or index", "--database-url", reader.url(migrated)
     )
     assert run.returncode == 0, run.output[-4000:]
@@ -93,7 +76,7 @@ def test_the_ledger_check_fails_on_a_pending_migration_and_nothing_is_applied(
 ) -> None:
     before = full_dump(gate.server, pending_008)
     # The URL from the environment, as the nightly run passes it.
-    run = run_gate(
+    run = run_pytest(
         "checks/test_gate.py", "-m", "ledger", env={"FLUXOLAB_DATABASE_URL": reader.url(pending_008)}
     )
     assert run.returncode == 1, run.output[-4000:]
@@ -104,7 +87,7 @@ def test_the_ledger_check_fails_on_a_pending_migration_and_nothing_is_applied(
 
 
 def test_migrate_applies_the_pending_migrations_first(gate: CheckpointDatabases, pending_008: str) -> None:
-    run = run_gate(
+    run = run_pytest(
         "checks/test_gate.py", "-m", "ledger or invariant", "--database-url", pending_008, "--migrate"
     )
     assert run.returncode == 0, run.output[-4000:]

@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from migration_gate.bench.window import legacy_database
+from migration_gate.bench.window import fill_legacy
 from migration_gate.core import dsn
 from migration_gate.plugin.databases import CheckpointDatabases
+from tests.conftest import record_of, run_cli
 from tests.databases import full_dump
-from tests.test_playbook import migration_gate, one_error_line
+from tests.test_playbook import one_error_line
 
 RECORD_ACTIVITIES = 2_000
 TARGET_ACTIVITIES = 8_000
@@ -49,26 +50,23 @@ def scans(url: str) -> list[tuple[Any, ...]]:
 
 
 @pytest.fixture(scope="module")
-def generated(gate: CheckpointDatabases) -> Iterator[Callable[[int], str]]:
+def generated(disposable_gate: CheckpointDatabases) -> Iterator[Callable[[int], str]]:
     """``generated(activities)``: a new legacy database at 004 with that volume (dropped after the module)."""
-    if not isinstance(gate, CheckpointDatabases):
-        pytest.skip("these tests generate volumes on the disposable server")
-    names: list[str] = []
+    with ExitStack() as made:
 
-    def make(activities: int) -> str:
-        names.append(f"forecast_{activities}_{uuid.uuid4().hex[:8]}")
-        return legacy_database(gate.server, gate.plan, names[-1], activities, seed=0)
+        def make(activities: int) -> str:
+            url = made.enter_context(disposable_gate.server.temporary_database(f"forecast_{activities}"))
+            fill_legacy(url, disposable_gate.plan, activities, seed=0)
+            return url
 
-    yield make
-    for name in names:
-        gate.server.drop_database(name)
+        yield make
 
 
 @pytest.fixture(scope="module")
 def staging_record(generated: Callable[[int], str], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The change record of a playbook on a small legacy volume: what staging hands production."""
     directory = tmp_path_factory.mktemp("staging")
-    run = migration_gate(
+    run = run_cli(
         "playbook", "--database", generated(RECORD_ACTIVITIES), "--backup", str(directory / "staging.backup"),
         "--report-dir", str(directory / "record"), "--yes",
     )  # fmt: skip
@@ -83,7 +81,7 @@ def production(generated: Callable[[int], str]) -> str:
 
 
 def forecast(url: str, record: Path, *extra: str) -> Any:
-    return migration_gate("forecast", "--database", url, "--record", str(record), *extra)
+    return run_cli("forecast", "--database", url, "--record", str(record), *extra)
 
 
 def test_a_record_from_a_smaller_run_forecasts_a_larger_database_and_only_reads_its_catalog(
@@ -133,7 +131,7 @@ def test_the_playbook_prints_the_forecast_and_a_window_over_budget_stops_before_
     staging_record: Path, production: str, tmp_path: Path
 ) -> None:
     backup, report = tmp_path / "production.backup", tmp_path / "record"
-    run = migration_gate(
+    run = run_cli(
         "playbook", "--database", production, "--backup", str(backup), "--report-dir", str(report),
         "--forecast-from", str(staging_record), "--window-budget", "1s", "--no-smoke",
     )  # fmt: skip
@@ -150,12 +148,12 @@ def test_within_budget_the_run_goes_on_and_its_record_keeps_the_forecast(
     generated: Callable[[int], str], staging_record: Path, tmp_path: Path
 ) -> None:
     target = generated(TARGET_ACTIVITIES)
-    run = migration_gate(
+    run = run_cli(
         "playbook", "--database", target, "--backup", str(tmp_path / "b.backup"), "--report-dir",
         str(tmp_path / "record"), "--forecast-from", str(staging_record), "--window-budget", "1h30min", "--no-smoke",
     )  # fmt: skip
     assert run.returncode == 0, run.output[-4000:]
-    record = json.loads((tmp_path / "record" / "report.json").read_text())
+    record = record_of(tmp_path / "record")
     assert record["forecast"]["window_s"] > 0 and record["forecast"]["steps"]
     assert "## Forecast" in (tmp_path / "record" / "report.md").read_text()
 
@@ -203,7 +201,7 @@ def test_a_target_at_another_version_or_out_of_reach_is_refused(
 def test_a_budget_that_does_not_parse_is_refused_before_anything(
     staging_record: Path, tmp_path: Path, budget: str
 ) -> None:
-    run = migration_gate(
+    run = run_cli(
         "playbook", "--database", "postgresql://nobody@127.0.0.1:1/x", "--backup", str(tmp_path / "b"),
         "--report-dir", str(tmp_path / "r"), "--forecast-from", str(staging_record), "--window-budget", budget,
     )  # fmt: skip
@@ -213,7 +211,7 @@ def test_a_budget_that_does_not_parse_is_refused_before_anything(
 
 
 def test_a_budget_needs_a_forecast(tmp_path: Path) -> None:
-    run = migration_gate(
+    run = run_cli(
         "playbook", "--database", "postgresql://nobody@127.0.0.1:1/x", "--backup", str(tmp_path / "b"),
         "--report-dir", str(tmp_path / "r"), "--window-budget", "1h",
     )  # fmt: skip

@@ -9,14 +9,12 @@ cluster migrated by an ordinary role that owns its database passes every privile
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from psycopg import sql
@@ -33,10 +31,9 @@ from migration_gate.core.server import DisposableServer
 from migration_gate.plugin import config as gate_config_module
 from migration_gate.plugin.config import GateConfig
 from migration_gate.plugin.databases import CheckpointDatabases
-from tests.conftest import REPO
+from tests.conftest import REPO, record_of, run_cli, run_pytest
 from tests.databases import PasswordRole, password_role
-from tests.test_existing_database import run_gate
-from tests.test_playbook import migration_gate, one_error_line
+from tests.test_playbook import one_error_line
 
 pytest_plugins = ("pytester",)
 
@@ -80,7 +77,7 @@ def test_a_malformed_declaration_is_one_line(text: str, message: str) -> None:
 
 
 def test_a_malformed_declaration_is_a_pytest_usage_error_in_one_line() -> None:
-    run = run_gate("checks/test_gate.py", "--collect-only", "--allowed-grantee", "reporting:FLY")
+    run = run_pytest("checks/test_gate.py", "--collect-only", "--allowed-grantee", "reporting:FLY")
     assert run.returncode == pytest.ExitCode.USAGE_ERROR, run.output
     errors = [line for line in run.stderr.splitlines() if line.strip()]
     assert errors == [
@@ -98,7 +95,7 @@ def test_a_malformed_declaration_is_exit_2_for_the_command_line_and_nothing_is_w
     if command == "rehearse":
         target = ["--source", "postgresql://nobody@127.0.0.1:1/staging"]
     report = tmp_path / "record"
-    run = migration_gate(command, *target, "--report-dir", str(report), "--allowed-grantee", "reporting:")
+    run = run_cli(command, *target, "--report-dir", str(report), "--allowed-grantee", "reporting:")
     assert run.returncode == 2, run.output
     assert "argument --allowed-grantee: 'reporting:': no privilege after ':'" in one_error_line(run)
     assert not report.exists() and not (tmp_path / "b").exists()
@@ -214,7 +211,7 @@ def nightly(gate: CheckpointDatabases) -> Iterator[PasswordRole]:
 def test_each_of_the_five_grants_fails_the_nightly_run_naming_object_grantee_and_privilege(
     granted: str, issue_grants: IssueGrants, nightly: PasswordRole
 ) -> None:
-    run = run_gate("checks", "-rf", "--database-url", nightly.url(granted))
+    run = run_pytest("checks", "-rf", "--database-url", nightly.url(granted))
 
     assert run.returncode == 1, run.output[-4000:]
     failed = set(re.findall(r"^FAILED checks/test_gate\.py::test_check\[(.+)-current\]", run.stdout, re.M))
@@ -298,16 +295,11 @@ def staging_with_reporting(clone: Callable[[str], str], reporting: str) -> str:
     return url
 
 
-def record_of(report: Path) -> dict[str, Any]:
-    record: dict[str, Any] = json.loads((report / "report.json").read_text())
-    return record
-
-
 def test_the_playbook_passes_a_declared_grantee_and_records_the_roles(
     staging_with_reporting: str, reporting: str, tmp_path: Path
 ) -> None:
     report = tmp_path / "record"
-    run = migration_gate(
+    run = run_cli(
         "playbook", "--database", staging_with_reporting, "--backup", str(tmp_path / "staging.backup"),
         "--report-dir", str(report), "--no-smoke", "--allowed-grantee", f"{reporting}:SELECT",
     )  # fmt: skip
@@ -327,7 +319,7 @@ def test_the_playbook_rolls_back_on_a_grant_its_declaration_does_not_cover(
     staging_with_reporting: str, reporting: str, tmp_path: Path
 ) -> None:
     report = tmp_path / "record"
-    run = migration_gate(
+    run = run_cli(
         "playbook", "--database", staging_with_reporting, "--backup", str(tmp_path / "staging.backup"),
         "--report-dir", str(report), "--no-smoke", "--allowed-grantee", f"{reporting}:INSERT",
     )  # fmt: skip
@@ -348,7 +340,7 @@ def test_a_rehearsal_takes_the_declarations_too(
 ) -> None:
     report = tmp_path / "rehearsal"
     with password_role(gate.server, grants=("pg_read_all_data",)) as reader:
-        run = migration_gate(
+        run = run_cli(
             "rehearse", "--source", reader.url(staging_with_reporting), "--report-dir", str(report),
             "--no-smoke", "--allowed-grantee", f"{reporting}:SELECT",
         )  # fmt: skip

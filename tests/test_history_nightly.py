@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,11 +23,10 @@ from migration_gate.history import schema
 from migration_gate.history.store import History
 from migration_gate.plugin.databases import CheckpointDatabases
 from migration_gate.plugin.smoke import WebhookReceiver
-from tests.conftest import REPO, Run, posted_texts, run_cli
+from tests.conftest import PYTEST, REPO, Run, posted_texts, record_of, run_cli, run_pytest
 from tests.databases import PasswordRole, password_role
 from tests.test_check_faults import FAULTS
-from tests.test_existing_database import run_gate
-from tests.test_playbook import change_record, one_error_line, playbook
+from tests.test_playbook import one_error_line, playbook
 
 LEAK = "credentials_outside_member_workspace"
 MOVE_CREDENTIAL = next(
@@ -62,7 +60,7 @@ def test_clean_nights_then_a_cross_tenant_credential_then_the_fix(
     superuser = f"night_owl_{uuid.uuid4().hex[:8]}"
 
     def night() -> Run:
-        return run_gate("checks", "--database-url", nightly.url(migrated), "--history", str(source))
+        return run_pytest("checks", "--database-url", nightly.url(migrated), "--history", str(source))
 
     def history() -> Run:
         return run_cli("history", str(source), "--html", str(page), "--notify-url", receiver.url(hook))
@@ -128,7 +126,7 @@ def test_two_jobs_appending_at_once_lose_nothing_and_under_xdist_the_controller_
     args = ["checks", "--database-url", nightly.url(migrated), "--history", str(source)]
     jobs = [
         subprocess.Popen(
-            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args, *extra],
+            [*PYTEST, "-q", *args, *extra],
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -183,7 +181,7 @@ def test_a_history_the_run_could_not_append_to_is_refused_before_the_first_test(
 ) -> None:
     (tmp_path / "notes.txt").write_text("not a history\n")
     url, other = nightly.url(migrated), nightly.url(clone("legacy"))
-    run = run_gate("checks", "--database-url", url, "--history", history(tmp_path, url, other))
+    run = run_pytest("checks", "--database-url", url, "--history", history(tmp_path, url, other))
     assert run.returncode == 2, run.output[-4000:]
     assert says in one_error_line(run)
     assert " passed" not in run.stdout, "tests ran although the history was refused"
@@ -215,12 +213,16 @@ def test_the_playbook_appends_its_change_records_figures_to_the_same_history(
     run = playbook(migrator.url(staging), window, "--no-smoke", "--history", str(source))
     assert run.returncode == 0, run.output[-4000:]
     assert f"history: run 1 appended to {source}" in run.stdout
-    record = change_record(window)
+    record = record_of(window["report"])
     with History(str(source)) as history:
         latest = history.latest()
         assert latest is not None
         (kept,) = history.runs(latest.target.series, 10)
-    assert (kept.kind, kept.outcome, kept.exit_status) == ("playbook", "migrated_and_validated_without_smoke", 0)
+    assert (kept.kind, kept.outcome, kept.exit_status) == (
+        "playbook",
+        "migrated_and_validated_without_smoke",
+        0,
+    )
     assert kept.ledger_head == "008_webhooks_activities_alignment.sql"
     assert kept.target.database == dsn.parse(staging)["dbname"] and kept.target.system_identifier
     assert kept.seconds == pytest.approx(sum(step["seconds"] for step in record["steps"]), abs=0.01)

@@ -18,9 +18,10 @@ import pytest
 
 from migration_gate.core import dsn
 from migration_gate.plugin.databases import CheckpointDatabases
+from tests.conftest import run_cli
 from tests.databases import full_dump
 from tests.test_forecast import scans
-from tests.test_playbook import migration_gate, one_error_line
+from tests.test_playbook import one_error_line
 
 
 def analyzed(url: str) -> str:
@@ -35,7 +36,7 @@ def staging(clone: Callable[[str], str]) -> str:
 
 
 def notice(url: str, *extra: str) -> tuple[int, str, str]:
-    run = migration_gate("notice", "--database", url, *extra)
+    run = run_cli("notice", "--database", url, *extra)
     return run.returncode, run.stdout, run.stderr
 
 
@@ -100,7 +101,7 @@ def test_with_a_record_the_notice_gives_the_window_and_the_measured_shares(
     gate: CheckpointDatabases, staging: str, clone: Callable[[str], str], tmp_path: Path
 ) -> None:
     rehearsed = analyzed(clone("legacy"))
-    run = migration_gate(
+    run = run_cli(
         "playbook", "--database", rehearsed, "--backup", str(tmp_path / "s.backup"),
         "--report-dir", str(tmp_path / "record"), "--no-smoke",
     )  # fmt: skip
@@ -140,11 +141,11 @@ def test_a_bad_record_or_target_is_one_line_exit_2_and_nothing_is_written(
 ) -> None:
     (tmp_path / "bad.json").write_text('{"outcome": "x"}')
     output = tmp_path / "notice.md"
-    bad_record = migration_gate(
+    bad_record = run_cli(
         "notice", "--database", staging, "--record", str(tmp_path / "bad.json"), "--output", str(output)
     )
     assert bad_record.returncode == 2 and "not a change record" in one_error_line(bad_record)
-    unreachable = migration_gate(
+    unreachable = run_cli(
         "notice", "--database", "postgresql://nobody@127.0.0.1:1/x", "--output", str(output)
     )
     assert unreachable.returncode == 2 and "cannot connect" in one_error_line(unreachable)
@@ -154,5 +155,5 @@ def test_a_bad_record_or_target_is_one_line_exit_2_and_nothing_is_written(
 def test_a_database_another_runner_migrated_is_refused_rather_than_guessed(staging: str) -> None:
     with dsn.connect(staging) as conn:
         conn.execute("DROP SCHEMA migration_gate CASCADE")  # as run-migrations.js leaves it: no ledger
-    run = migration_gate("notice", "--database", staging)
+    run = run_cli("notice", "--database", staging)
     assert run.returncode == 2 and "no migration_gate.ledger" in one_error_line(run)

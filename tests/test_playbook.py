@@ -8,11 +8,9 @@ compared line for line.
 
 from __future__ import annotations
 
-import json
 import os
 import pty
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,25 +24,10 @@ from migration_gate.core.identity import identify
 from migration_gate.core.plan import split
 from migration_gate.operations import backup, backup_metadata, client_tools, fingerprint
 from migration_gate.plugin.databases import CheckpointDatabases
-from tests.conftest import REPO, Run
+from tests.conftest import CLI, REPO, Run, record_of, run_cli
 from tests.databases import CONNECTION_PROBLEMS, PasswordRole, full_dump, password_role
 
 MIGRATION_008 = "008_webhooks_activities_alignment.sql"
-
-
-def migration_gate(*args: str, env: dict[str, str] | None = None) -> Run:
-    """The real command line; stdin is not a terminal, so nothing is ever confirmed by accident."""
-    done = subprocess.run(
-        [sys.executable, "-m", "migration_gate.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        stdin=subprocess.DEVNULL,
-        env={**os.environ, **(env or {})},
-        timeout=600,
-        check=False,
-    )
-    return Run(done.returncode, done.stdout, done.stderr)
 
 
 @pytest.fixture
@@ -67,7 +50,7 @@ def window(tmp_path: Path) -> dict[str, Path]:
 
 
 def playbook(url: str, window: dict[str, Path], *extra: str) -> Run:
-    return migration_gate(
+    return run_cli(
         "playbook",
         "--database",
         url,
@@ -77,11 +60,6 @@ def playbook(url: str, window: dict[str, Path], *extra: str) -> Run:
         str(window["report"]),
         *extra,
     )
-
-
-def change_record(window: dict[str, Path]) -> dict[str, Any]:
-    record: dict[str, Any] = json.loads((window["report"] / "report.json").read_text())
-    return record
 
 
 def assert_no_password(password: str, run: Run, window: dict[str, Path]) -> None:
@@ -112,7 +90,7 @@ def test_the_playbook_migrates_validates_and_writes_the_change_record(
 
     assert run.returncode == 0, run.output[-4000:]
     assert ledger_versions(staging) == list(range(1, 9))
-    record = change_record(window)
+    record = record_of(window["report"])
     assert record["outcome"] == "migrated_and_validated" and record["exit_code"] == 0
     assert [m["file_name"] for m in record["migrations"]] == [
         "005_workspace_scoping.sql",
@@ -196,7 +174,7 @@ def test_a_009_the_contract_never_named_is_judged_by_the_rules_and_recorded_by_n
     assert "checkpoint after_009" in one_error_line(
         run
     ) and "tenant_member_workspace[notes]" in one_error_line(run)
-    record = change_record(window)
+    record = record_of(window["report"])
     assert record["outcome"] == "rolled_back"
     at_009 = {c["name"]: c for c in record["checks"] if c["checkpoint"] == "after_009"}
     assert at_009["tenant_member_workspace[notes]"]["status"] == "failed"
@@ -250,7 +228,7 @@ def test_a_nonzero_count_after_006_stops_before_007_and_leaves_the_database_exac
     error = one_error_line(run)
     assert "checkpoint after_006" in error and "users_without_default_workspace = 1" in error
     assert full_dump(gate.server, staging) == before
-    record = change_record(window)
+    record = record_of(window["report"])
     assert record["outcome"] == "rolled_back" and record["exit_code"] == 1
     assert record["stopped_at"] == "checkpoint after_006"
     assert [m["file_name"] for m in record["migrations"]] == [
@@ -296,7 +274,7 @@ def test_a_failure_in_the_last_statement_of_008_rolls_everything_back(
     assert full_dump(gate.server, staging) == before
     with dsn.connect(staging) as conn:
         assert conn.execute("SELECT to_regnamespace('legacy_archive')").fetchone() == (None,)
-    record = change_record(window)
+    record = record_of(window["report"])
     assert record["outcome"] == "rolled_back" and record["stopped_at"] == f"migration {MIGRATION_008}"
     assert list(record["checkpoints"]) == ["after_006", "after_007"], "the checkpoints before it ran"
     assert record["fingerprint"]["matches"] is True
@@ -334,7 +312,7 @@ def test_a_failure_after_the_commit_restores_the_backup_exactly(
     error = one_error_line(run)
     assert "index plans" in error and "index_usable[idx_credentials_workspace]" in error
     assert full_dump(gate.server, staging) == before, "the restore left something behind or lost something"
-    record = change_record(window)
+    record = record_of(window["report"])
     assert record["outcome"] == "restored"
     assert record["restore"]["performed"] is True and record["restore"]["exact"] is True
     assert record["next_action"] is None
@@ -357,7 +335,7 @@ def test_without_yes_and_without_a_terminal_the_restore_is_refused_and_the_recor
     assert run.returncode == 1, run.output[-4000:]
     assert "no terminal to ask on and no --yes" in run.stdout
     assert ledger_versions(staging) == list(range(1, 10)), "not restored without confirmation"
-    record = change_record(window)
+    record = record_of(window["report"])
     assert record["outcome"] == "needs_restore" and record["restore"]["performed"] is False
     command = record["next_action"]
     assert command.startswith("migration-gate restore --database 'postgresql://")
@@ -366,7 +344,7 @@ def test_without_yes_and_without_a_terminal_the_restore_is_refused_and_the_recor
     assert_no_password(migrator.password, run, window)
 
     # The command the record names, as the operator runs it (password from the environment).
-    restored = migration_gate(
+    restored = run_cli(
         "restore", "--database", migrator.url(staging).replace(f":{migrator.password}@", "@"),
         "--backup", str(window["backup"]), "--yes",
         env={"PGPASSWORD": migrator.password},
@@ -385,7 +363,7 @@ def test_on_a_terminal_the_restore_is_asked_for_and_done_when_answered_yes(
     try:
         os.write(terminal, b"y\n")  # the operator's answer, waiting in the terminal's input
         done = subprocess.run(
-            [sys.executable, "-m", "migration_gate.cli", "playbook", "--database", staging,
+            [*CLI, "playbook", "--database", staging,
              "--backup", str(window["backup"]), "--report-dir", str(window["report"]),
              "--migrations-dir", str(migrations_copy), "--no-smoke"],
             stdin=program_side, capture_output=True, text=True, cwd=REPO, timeout=600, check=False,
@@ -395,7 +373,7 @@ def test_on_a_terminal_the_restore_is_asked_for_and_done_when_answered_yes(
         os.close(terminal)
     assert done.returncode == 1, done.stdout + done.stderr
     assert f"from {window['backup']}? [y/N]" in done.stdout
-    assert change_record(window)["outcome"] == "restored"
+    assert record_of(window["report"])["outcome"] == "restored"
     assert full_dump(gate.server, staging) == before
 
 
@@ -419,7 +397,7 @@ def test_a_failing_smoke_test_restores_the_backup(
 
     assert run.returncode == 1, run.output[-4000:]
     assert "smoke tests" in one_error_line(run)
-    record = change_record(window)
+    record = record_of(window["report"])
     failed = [s["name"] for s in record["smoke"] if s["status"] == "failed"]
     assert any("credential" in name for name in failed), failed
     assert record["outcome"] == "restored"
@@ -500,7 +478,7 @@ def test_sessions_of_the_application_role_stop_the_run_unless_allowed(
 
         allowed = playbook(staging, window, "--no-smoke", "--allow-active-sessions")
         assert allowed.returncode == 0, allowed.output[-4000:]
-        assert any("--allow-active-sessions" in w for w in change_record(window)["warnings"])
+        assert any("--allow-active-sessions" in w for w in record_of(window["report"])["warnings"])
 
 
 def test_a_corrupt_backup_is_refused_by_restore_and_nothing_is_touched(
@@ -512,7 +490,7 @@ def test_a_corrupt_backup_is_refused_by_restore_and_nothing_is_touched(
     path.write_bytes(bytes(data))
     before = full_dump(gate.server, staging)
 
-    run = migration_gate("restore", "--database", migrator.url(staging), "--backup", str(path), "--yes")
+    run = run_cli("restore", "--database", migrator.url(staging), "--backup", str(path), "--yes")
 
     assert run.returncode == 2, run.output
     assert "is not a readable pg_dump archive" in one_error_line(run)
@@ -526,7 +504,7 @@ def test_a_backup_is_only_ever_restored_into_the_database_it_was_taken_from(
     path = _playbook_backup(gate, staging, tmp_path)
     other = clone("legacy")  # same name pattern, same data, another database
     before = full_dump(gate.server, other)
-    run = migration_gate("restore", "--database", other, "--backup", str(path), "--yes")
+    run = run_cli("restore", "--database", other, "--backup", str(path), "--yes")
     assert run.returncode == 2, run.output
     assert "refusing to restore" in one_error_line(run)
     assert full_dump(gate.server, other) == before
@@ -564,7 +542,7 @@ def test_with_nothing_pending_the_playbook_only_validates(
     run = playbook(migrated, window, "--no-smoke")
     assert run.returncode == 0, run.output[-4000:]
     assert "nothing to apply" in run.stdout
-    record = change_record(window)
+    record = record_of(window["report"])
     assert record["migrations"] == []
     assert list(record["checkpoints"]) == ["current"] and set(record["checkpoints"]["current"].values()) == {
         0

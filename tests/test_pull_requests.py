@@ -26,9 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, Run
-from tests.test_existing_database import run_gate
-from tests.test_playbook import migration_gate, one_error_line
+from tests.conftest import REPO, Run, run_cli, run_pytest
+from tests.test_playbook import one_error_line
 
 WITHOUT = "not volume and not agree_with_the_model"
 
@@ -218,7 +217,7 @@ def migrations_with(directory: Path, pull_requests: list[PullRequest]) -> Path:
 
 def judge(migrations: Path, *extra: str, only: str = "") -> Run:
     selected = f"{WITHOUT} and ({only})" if only else WITHOUT
-    return run_gate("checks", "-k", selected, "-rfEs", "--migrations-dir", str(migrations), *extra)
+    return run_pytest("checks", "-k", selected, "-rfEs", "--migrations-dir", str(migrations), *extra)
 
 
 _FAILED = re.compile(
@@ -331,7 +330,7 @@ def test_an_exempted_table_is_skipped_with_its_reason_and_listed_in_the_summary(
 
 
 def test_a_malformed_exemption_is_a_pytest_usage_error_in_one_line() -> None:
-    run = run_gate("checks/test_gate.py", "--collect-only", "--exempt", "tenant_workspace_index[audit_log]")
+    run = run_pytest("checks/test_gate.py", "--collect-only", "--exempt", "tenant_workspace_index[audit_log]")
     assert run.returncode == pytest.ExitCode.USAGE_ERROR, run.output
     errors = [line for line in run.stderr.splitlines() if line.strip()]
     assert errors == [
@@ -373,7 +372,7 @@ def test_a_refused_exemption_is_exit_2_for_the_command_line_and_nothing_is_writt
     if command == "rehearse":
         target = ["--source", "postgresql://nobody@127.0.0.1:1/staging"]
     report = tmp_path / "record"
-    run = migration_gate(command, *target, "--report-dir", str(report), "--exempt", exemption)
+    run = run_cli(command, *target, "--report-dir", str(report), "--exempt", exemption)
     assert run.returncode == 2, run.output
     assert message in one_error_line(run)
     assert not report.exists() and not (tmp_path / "b").exists()

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from migration_gate.core.contract import APP_ROLE
-from migration_gate.plugin.databases import CheckpointDatabases, GateDatabases
+from migration_gate.plugin.databases import CheckpointDatabases
 from migration_gate.plugin.smoke import (
     Deployment,
     WebhookReceiver,
@@ -35,10 +35,9 @@ from tests.conftest import CONTRACT, REPO
 
 
 @pytest.fixture(scope="module")
-def deployment(gate: GateDatabases) -> Iterator[Deployment]:
-    if not isinstance(gate, CheckpointDatabases):
-        pytest.skip("the reference API is tested on a clone of the disposable gate database")
-    with reference_deployment(gate, contract=CONTRACT) as deployment:
+def deployment(disposable_gate: CheckpointDatabases) -> Iterator[Deployment]:
+    """The reference API, tested on a clone of the disposable gate database."""
+    with reference_deployment(disposable_gate, contract=CONTRACT) as deployment:
         yield deployment
 
 

@@ -6,7 +6,6 @@ may read everything and write nothing, with a password the server checks.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,8 +14,9 @@ import pytest
 
 from migration_gate.core import dsn, installations
 from migration_gate.plugin.databases import CheckpointDatabases
+from tests.conftest import record_of, run_cli
 from tests.databases import CONNECTION_PROBLEMS, PasswordRole, full_dump, password_role
-from tests.test_playbook import ledger_versions, migration_gate, one_error_line
+from tests.test_playbook import ledger_versions, one_error_line
 
 
 @pytest.fixture
@@ -31,12 +31,7 @@ def reader(gate: CheckpointDatabases) -> Iterator[PasswordRole]:
 
 
 def rehearse(url: str, report: Path, *extra: str) -> Any:
-    return migration_gate("rehearse", "--source", url, "--report-dir", str(report), *extra)
-
-
-def record_of(report: Path) -> dict[str, Any]:
-    record: dict[str, Any] = json.loads((report / "report.json").read_text())
-    return record
+    return run_cli("rehearse", "--source", url, "--report-dir", str(report), *extra)
 
 
 def test_a_rehearsal_runs_the_playbook_on_a_copy_and_never_writes_to_the_source(

@@ -11,12 +11,10 @@ Every case on a real server with real concurrent sessions and processes.
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from psycopg import sql
@@ -27,6 +25,7 @@ from migration_gate.operations import run_lock
 from migration_gate.operations.playbook import smoke_failures
 from migration_gate.operations.smoke_step import why_smoke_cannot_run
 from migration_gate.plugin.databases import CheckpointDatabases
+from tests.conftest import record_of
 from tests.databases import PasswordRole, password_role
 from tests.test_playbook import ledger_versions, one_error_line, playbook
 from tests.test_window_faults import DEADLINE, MIGRATION_008, start_playbook, wait_for_line
@@ -93,7 +92,7 @@ def test_an_owner_that_cannot_act_as_the_application_is_told_the_grant_and_no_sm
 
     assert without.returncode == 0, without.output[-4000:]
     assert "outcome: migrated_and_validated_without_smoke" in without.stdout
-    record = json.loads((window["report"] / "report.json").read_text())
+    record = record_of(window["report"])
     assert record["outcome"] == "migrated_and_validated_without_smoke" and record["exit_code"] == 0
     assert "section 5" in record["meaning"] and "did NOT run" in record["squads_message"]
     assert [(s["name"], s["status"], s["summary"]) for s in record["smoke"]] == [
@@ -133,7 +132,7 @@ def test_a_second_playbook_while_one_runs_is_refused_naming_the_first_and_when_i
     first = start_playbook(staging, tmp_path / "first", slow_008)
     try:
         wait_for_line(first, f"applying {MIGRATION_008}")
-        record: dict[str, Any] = json.loads((tmp_path / "first" / "record" / "report.json").read_text())
+        record = record_of(tmp_path / "first" / "record")
 
         second = playbook(staging, window, "--no-smoke")
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from migration_gate.core import dsn
-from tests.conftest import REPO, run_cli
+from tests.conftest import CLI, REPO, run_cli
 
 
 def ledger_rows(url: str) -> list[tuple[int, str, str]]:
@@ -163,16 +161,7 @@ def test_two_runners_at_once_do_not_interleave(fresh_database: str, migrations_c
     (migrations_copy / "009_slow.sql").write_text(
         "CREATE TABLE public.slow_marker (id int);\nSELECT pg_sleep(1.5);\nINSERT INTO public.slow_marker VALUES (1);\n"
     )
-    command = [
-        sys.executable,
-        "-m",
-        "migration_gate.cli",
-        "migrate",
-        "--database",
-        fresh_database,
-        "--migrations-dir",
-        str(migrations_copy),
-    ]
+    command = [*CLI, "migrate", "--database", fresh_database, "--migrations-dir", str(migrations_copy)]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     outputs = [process.communicate(timeout=120) for process in (first, second)]
@@ -207,18 +196,18 @@ def test_connection_and_url_errors_are_one_line_exit_2_without_the_password(
 def test_a_sql_error_reaches_the_user_without_a_traceback_or_password(
     disposable_server, migrations_copy: Path
 ) -> None:
-    url = disposable_server.create_database("t_secret_check")
-    with dsn.connect(url) as conn:
+    with disposable_server.admin() as conn:
         conn.execute("CREATE ROLE gate_user LOGIN SUPERUSER PASSWORD 'Sup3rS3cret'")
-    secret_url = url.replace("postgres@", "gate_user:Sup3rS3cret@")
     (migrations_copy / "009_fails.sql").write_text("SELECT 1/0;\n")
     try:
-        run = run_cli("migrate", "--database", secret_url, "--migrations-dir", str(migrations_copy))
-        assert run.returncode == 1
-        assert "009_fails.sql:1: ERROR: division by zero" in run.stderr
-        assert "Sup3rS3cret" not in run.output
-        assert "gate_user@127.0.0.1" in run.stdout
+        # The role owns what it migrated: its database goes first.
+        with disposable_server.temporary_database("t_secret_check") as url:
+            secret_url = url.replace("postgres@", "gate_user:Sup3rS3cret@")
+            run = run_cli("migrate", "--database", secret_url, "--migrations-dir", str(migrations_copy))
+            assert run.returncode == 1
+            assert "009_fails.sql:1: ERROR: division by zero" in run.stderr
+            assert "Sup3rS3cret" not in run.output
+            assert "gate_user@127.0.0.1" in run.stdout
     finally:
-        disposable_server.drop_database("t_secret_check")
-        with psycopg.connect(disposable_server.url(), autocommit=True) as conn:
+        with disposable_server.admin() as conn:
             conn.execute("DROP ROLE gate_user")

@@ -4,9 +4,6 @@ playbook's preflight say so, naming each; on the gate's own database it catches 
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,8 +15,8 @@ from migration_gate.core import drift, dsn, runner, schema
 from migration_gate.core.drift import Reference
 from migration_gate.core.plan import load_plan
 from migration_gate.plugin.databases import CheckpointDatabases
-from tests.conftest import REPO
-from tests.test_playbook import migration_gate, one_error_line
+from tests.conftest import Run, record_of, run_cli, run_pytest
+from tests.test_playbook import one_error_line
 
 HAND_INDEX = (
     "index public.tmp_fix_idx on public.activities (action): on the database, not built by the migrations"
@@ -27,19 +24,12 @@ HAND_INDEX = (
 HAND_COLUMN = "column public.credentials.note text: on the database, not built by the migrations"
 
 
-def nightly(url: str) -> subprocess.CompletedProcess[str]:
+def nightly(url: str) -> Run:
     """The nightly run, as CI runs it: the gate's checks against the database, read-only."""
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "checks", "--database-url", url, "-q", "-rfE"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    return run_pytest("checks", "--database-url", url, "-q", "-rfE")
 
 
-def failed_tests(run: subprocess.CompletedProcess[str]) -> list[str]:
+def failed_tests(run: Run) -> list[str]:
     return sorted(line.split()[1] for line in run.stdout.splitlines() if line.startswith("FAILED "))
 
 
@@ -67,7 +57,7 @@ def test_an_index_and_a_column_added_by_hand_fail_the_nightly_run_until_written_
         "ALTER TABLE public.credentials ADD COLUMN IF NOT EXISTS note text;\n"
     )
     for path in sorted(corrections.iterdir()):
-        run = migration_gate("correct", str(path), "--database", staging)
+        run = run_cli("correct", str(path), "--database", staging)
         assert run.returncode == 0, run.output
 
     written_down = nightly(staging)
@@ -89,7 +79,7 @@ def test_drift_stops_the_playbook_before_the_backup_unless_accepted_with_a_note(
         "--no-smoke",
     )
 
-    refused = migration_gate("playbook", "--database", staging, *window)
+    refused = run_cli("playbook", "--database", staging, *window)
     assert refused.returncode == 2, refused.output[-3000:]
     error = one_error_line(refused)
     assert error.startswith("migration-gate: schema_drift: 1 difference(s)") and HAND_INDEX in error
@@ -97,9 +87,9 @@ def test_drift_stops_the_playbook_before_the_backup_unless_accepted_with_a_note(
     assert not (tmp_path / "staging.backup").exists() and not (tmp_path / "record").exists()
 
     note = "INC-123: the index stays until 009 makes it; production will not have it"
-    accepted = migration_gate("playbook", "--database", staging, *window, "--accept-drift", note)
+    accepted = run_cli("playbook", "--database", staging, *window, "--accept-drift", note)
     assert accepted.returncode == 0, accepted.output[-3000:]
-    record = json.loads((tmp_path / "record" / "report.json").read_text())
+    record = record_of(tmp_path / "record")
     assert record["accepted_drift"] == {"note": note, "differences": [HAND_INDEX]}
     drift = next(check for check in record["checks"] if check["name"] == "schema_drift")
     assert drift["status"] == "accepted" and drift["checkpoint"] == "preflight" and note in drift["summary"]
@@ -110,12 +100,12 @@ def test_drift_stops_the_playbook_before_the_backup_unless_accepted_with_a_note(
 def test_without_drift_the_preflight_records_schema_drift_as_passed(
     clone: Callable[[str], str], tmp_path: Path
 ) -> None:
-    run = migration_gate(
+    run = run_cli(
         "playbook", "--database", clone("legacy"), "--backup", str(tmp_path / "b.backup"),
         "--report-dir", str(tmp_path / "record"), "--no-smoke",
     )  # fmt: skip
     assert run.returncode == 0, run.output[-3000:]
-    record = json.loads((tmp_path / "record" / "report.json").read_text())
+    record = record_of(tmp_path / "record")
     drift = [check for check in record["checks"] if check["name"] == "schema_drift"]
     assert [(check["status"], check["checkpoint"]) for check in drift] == [("passed", "preflight")]
     assert record["accepted_drift"] is None

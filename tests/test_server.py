@@ -17,12 +17,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from migration_gate.core import dsn, installations, server
 from migration_gate.core.errors import UsageError
 from migration_gate.core.server import DisposableServer
-from tests.conftest import REPO
+from tests.conftest import REPO, Run, run_pytest
 
 
 def _postmaster_uid(disposable: DisposableServer) -> int:
@@ -43,6 +44,44 @@ def test_it_listens_on_loopback_only(disposable_server: DisposableServer) -> Non
         assert conn.execute("SHOW listen_addresses").fetchone() == ("127.0.0.1",)
 
 
+def _exists(disposable: DisposableServer, url: str) -> bool:
+    with disposable.admin() as conn:
+        found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dsn.parse(url)["dbname"],))
+        return found.fetchone() is not None
+
+
+def test_a_temporary_database_is_dropped_when_its_block_raises_sessions_and_all(
+    disposable_server: DisposableServer,
+) -> None:
+    with (
+        pytest.raises(RuntimeError, match="the block failed"),
+        disposable_server.temporary_database("t_janitor") as url,
+    ):
+        assert _exists(disposable_server, url)
+        left_open = dsn.connect(url)  # a session the block forgot: the drop ends it
+        raise RuntimeError("the block failed")
+    assert not _exists(disposable_server, url)
+    with pytest.raises(psycopg.OperationalError):
+        left_open.execute("SELECT 1")
+    left_open.close()
+
+
+def test_temporary_databases_of_one_prefix_never_meet_and_copy_their_template(
+    disposable_server: DisposableServer,
+) -> None:
+    with disposable_server.temporary_database("t_janitor") as first:
+        with dsn.connect(first) as conn:
+            conn.execute("CREATE TABLE kept (n int)")
+        template = str(dsn.parse(first)["dbname"])
+        with disposable_server.temporary_database("t_janitor", template=template) as second:
+            assert second != first
+            with dsn.connect(second) as conn:
+                assert conn.execute("SELECT count(*) FROM kept").fetchone() == (0,)
+        assert not _exists(disposable_server, second)
+        assert _exists(disposable_server, first)
+    assert not _exists(disposable_server, first)
+
+
 def _hide_every_server(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(installations, "SEARCH_GLOBS", ())
     monkeypatch.setattr(installations, "PYPI_SERVERS", ())
@@ -59,33 +98,14 @@ def test_without_server_binaries_the_error_names_what_to_install(monkeypatch: py
         installations.find_installation()
 
 
-# Hides the system's servers and PyPI's from the plugin, as on a machine with neither.
-_WITHOUT_SERVERS = textwrap.dedent(
-    """
-    import sys, pytest
-    import migration_gate.core.installations as installations
-    installations.SEARCH_GLOBS = ()
-    installations.PYPI_SERVERS = ()
-    sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", *sys.argv[1:]]))
-    """
-)
-
-
-def _pytest_gate(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", _WITHOUT_SERVERS, str(REPO / "checks" / "test_gate.py"), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=120,
-        check=False,
-    )
+def _pytest_gate(*args: str, env: dict[str, str] | None = None) -> Run:
+    """The gate's collection, on a machine without any PostgreSQL server installed."""
+    return run_pytest("-q", "-p", "tests.hide_servers", "checks/test_gate.py", *args, env=env, timeout=120)
 
 
 def test_pytest_without_server_binaries_stops_with_one_line_and_exit_2() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MIGRATION_GATE_PG_")}
-    done = _pytest_gate({**env, "PATH": "/nonexistent"})
+    unset = {name: "" for name in os.environ if name.startswith("MIGRATION_GATE_PG_")}
+    done = _pytest_gate(env={**unset, "PATH": "/nonexistent"})
     assert done.returncode == 2, done.stdout + done.stderr
     assert "apt-get install postgresql" in done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
@@ -93,7 +113,7 @@ def test_pytest_without_server_binaries_stops_with_one_line_and_exit_2() -> None
 
 def test_a_pg_ctl_that_is_not_a_server_is_refused_not_skipped(tmp_path: Path) -> None:
     missing = tmp_path / "missing" / "pg_ctl"
-    done = _pytest_gate(dict(os.environ), f"--pg-ctl={missing}")
+    done = _pytest_gate(f"--pg-ctl={missing}")
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"--pg-ctl {missing}: not a PostgreSQL pg_ctl" in done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
@@ -101,7 +121,7 @@ def test_a_pg_ctl_that_is_not_a_server_is_refused_not_skipped(tmp_path: Path) ->
 
 @pytest.mark.parametrize("value", ["eighteen", "18.1", "7"])
 def test_a_pg_version_that_is_not_a_major_is_a_usage_error(value: str) -> None:
-    done = _pytest_gate({**os.environ, installations.PG_VERSION_ENV: value})
+    done = _pytest_gate(env={installations.PG_VERSION_ENV: value})
     assert done.returncode == 4, done.stdout + done.stderr
     assert f"--pg-version {value!r}: expected a PostgreSQL major version" in done.stderr
     assert "Traceback" not in done.stdout + done.stderr
@@ -117,21 +137,7 @@ def test_every_major_found_can_be_chosen_and_the_header_names_it(monkeypatch: py
         assert chosen.version.startswith(f"{major}.")
         for tool in ("pg_dump", "pg_restore", "psql"):
             assert chosen.binary(tool).exists(), f"{chosen}: no {tool} in its own bin directory"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "--co",
-            "checks/test_gate.py",
-            f"--pg-version={found[-1].major}",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-        check=False,
-    )
+    done = run_pytest("--co", "checks/test_gate.py", f"--pg-version={found[-1].major}", timeout=120)
     assert f"migration-gate: disposable PostgreSQL {found[-1].version} (" in done.stdout, done.stdout
 
 

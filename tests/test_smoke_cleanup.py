@@ -8,10 +8,8 @@ without.
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,24 +20,16 @@ import pytest
 from migration_gate.core import dsn
 from migration_gate.core.contract import ARCHIVE_SCHEMA
 from migration_gate.plugin.databases import CheckpointDatabases
-from tests.conftest import REPO
+from tests.conftest import CLI, REPO, Run, record_of, run_cli, run_pytest
 
 SMOKE_USERS = "SELECT count(*) FROM public.users WHERE email LIKE '%@migration-gate.invalid'"
 
 
-def playbook(url: str, directory: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable, "-m", "migration_gate.cli", "playbook", "--database", url,
-            "--backup", str(directory / "staging.backup"), "--report-dir", str(directory / "record"), *extra,
-        ],
-        cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600, check=False,
+def playbook(url: str, directory: Path, *extra: str) -> Run:
+    return run_cli(
+        "playbook", "--database", url,
+        "--backup", str(directory / "staging.backup"), "--report-dir", str(directory / "record"), *extra,
     )  # fmt: skip
-
-
-def record_of(directory: Path) -> dict[str, Any]:
-    record: dict[str, Any] = json.loads((directory / "record" / "report.json").read_text())
-    return record
 
 
 def business_rows(url: str) -> dict[str, list[tuple[Any, ...]]]:
@@ -87,7 +77,7 @@ def test_after_a_full_playbook_every_business_table_holds_what_a_no_smoke_playbo
     assert business_rows(with_smoke) == business_rows(without_smoke)
     with dsn.connect(with_smoke) as conn:
         assert conn.execute(SMOKE_USERS).fetchone() == (0,)
-    record = record_of(tmp_path / "a")
+    record = record_of(tmp_path / "a" / "record")
     assert any(s["status"] == "passed" for s in record["smoke"])
     cleanup = record["smoke_cleanup"]
     assert cleanup["proven"] is True and cleanup["problems"] == []
@@ -108,7 +98,7 @@ def test_the_smoke_step_never_writes_into_an_existing_users_workspace(
         legacy_users = {row[0] for row in conn.execute("SELECT id FROM public.users")}
     done = playbook(staging, tmp_path)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr
-    cleanup = record_of(tmp_path)["smoke_cleanup"]
+    cleanup = record_of(tmp_path / "record")["smoke_cleanup"]
     assert set(cleanup["users"]).isdisjoint(legacy_users), "the smoke tenant's users are its own"
 
 
@@ -155,7 +145,7 @@ def test_a_smoke_failure_in_the_middle_still_cleans_up_and_the_record_says_what_
     smoke = smoke_dir_with(tmp_path, "test_zz_fails.py", FAILS_AFTER_WRITING)
     done = playbook(staging, tmp_path, "--smoke-dir", str(smoke))  # no --yes: nothing is restored
     assert done.returncode == 1, done.stdout[-4000:] + done.stderr
-    record = record_of(tmp_path)
+    record = record_of(tmp_path / "record")
     assert record["outcome"] == "needs_restore"
     assert any(
         s["name"].endswith("test_writes_then_fails") and s["status"] == "failed" for s in record["smoke"]
@@ -176,7 +166,7 @@ def test_a_clean_up_that_cannot_be_proven_says_so_and_exits_1(
     smoke = smoke_dir_with(tmp_path, "test_zz_intruder.py", WRITES_OUTSIDE_THE_TENANT)
     done = playbook(staging, tmp_path, "--smoke-dir", str(smoke))
     assert done.returncode == 1, done.stdout[-4000:] + done.stderr
-    record = record_of(tmp_path)
+    record = record_of(tmp_path / "record")
     assert record["outcome"] == "cleanup_not_proven" and record["stopped_at"] == "smoke clean-up"
     cleanup = record["smoke_cleanup"]
     assert cleanup["proven"] is False
@@ -188,23 +178,13 @@ def test_a_clean_up_that_cannot_be_proven_says_so_and_exits_1(
 # -- A deployment (--api-url) ------------------------------------------------------------
 
 
-def run_pytest(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    import os
-
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs", *args],
-        capture_output=True, text=True, timeout=300, cwd=REPO,
-        env={**{k: v for k, v in os.environ.items() if not k.startswith("FLUXOLAB_")}, **(env or {})}, check=False,
-    )  # fmt: skip
-
-
 @pytest.fixture
 def deployment_url(gate: CheckpointDatabases, clone: Callable[[str], str]) -> tuple[str, str]:
     """A migrated database served by serve-api: (API URL, database URL)."""
     url = clone(gate.last)
     port = port_for.select_random()
     server = subprocess.Popen(
-        [sys.executable, "-m", "migration_gate.cli", "serve-api", "--database", url, "--port", str(port),
+        [*CLI, "serve-api", "--database", url, "--port", str(port),
          "--retry-backoff", "0.02", "--delivery-attempts", "3"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
-import os
 import signal
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import psycopg
 import pytest
 import requests
 
-from migration_gate.plugin.databases import CheckpointDatabases, GateDatabases
+from migration_gate.plugin.databases import CheckpointDatabases
 from migration_gate.plugin.smoke import (
     Actors,
     Deployment,
@@ -36,7 +35,7 @@ from migration_gate.plugin.smoke.deployment import REFERENCE_DELIVERY
 from migration_gate.reference.handlers import Call
 from migration_gate.reference.validation import ApiError, Reply
 from migration_gate.reference.webhook_delivery import DeliveryPolicy, DeliveryWorker
-from tests.conftest import CONTRACT, REPO, Run, run_cli
+from tests.conftest import CLI, CONTRACT, REPO, run_cli, run_pytest
 
 StartSmoke = Callable[..., Deployment]
 
@@ -56,13 +55,6 @@ def run_smoke_test(module: str, test: str, deployment: Deployment, **fixtures: A
     function = getattr(smoke_module(module), test)
     available = {"deployment": deployment, **fixtures}
     function(**{name: available[name] for name in inspect.signature(function).parameters})
-
-
-@pytest.fixture
-def disposable_gate(gate: GateDatabases) -> CheckpointDatabases:
-    if not isinstance(gate, CheckpointDatabases):
-        pytest.skip("faults are injected into clones of the disposable gate database")
-    return gate
 
 
 @pytest.fixture
@@ -336,25 +328,12 @@ def test_a_worker_ignoring_the_receivers_answer_fails_the_retry_smoke_test(
 def test_a_worker_that_never_retries_fails_the_retry_smoke_test(
     start_smoke: StartSmoke, receiver: WebhookReceiver
 ) -> None:
-    deployment = start_smoke(policy=DeliveryPolicy(max_attempts=1, backoff_seconds=0.01))
+    deployment = start_smoke(policy=DeliveryPolicy(attempts=1, backoff_seconds=0.01))
     with pytest.raises(AssertionError, match="failed without a retry"):
         run_smoke_test("test_webhooks", FLOWS[5][1], deployment, receiver=receiver)
 
 
 # -- The same smoke tests against a deployment (--api-url), for real -------------------
-
-
-def run_pytest(*args: str, env: dict[str, str] | None = None) -> Run:
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
-    return Run(done.returncode, done.stdout, done.stderr)
 
 
 def deployed(deployment: Deployment) -> tuple[str, ...]:
@@ -472,7 +451,7 @@ def test_serve_api_refuses_a_database_not_migrated_through_008(fresh_database: s
 def test_serve_api_serves_the_contract_and_stops_cleanly_on_ctrl_c(clone: Callable[[str], str]) -> None:
     url = clone("after_008")
     server = subprocess.Popen(
-        [sys.executable, "-m", "migration_gate.cli", "serve-api", "--database", url, "--port", "0"],
+        [*CLI, "serve-api", "--database", url, "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 
 import psycopg
 import pytest
@@ -13,7 +13,7 @@ from migration_gate.core.errors import UsageError
 from migration_gate.core.plan import Migration, load_plan
 from migration_gate.core.server import DisposableServer
 from migration_gate.data import volume
-from tests.conftest import REPO, Run
+from tests.conftest import REPO, run_cli
 
 USERS = 400
 ACTIVITIES = 6_000
@@ -29,19 +29,15 @@ def database_at(
     disposable_server: DisposableServer, plan: list[Migration]
 ) -> Iterator[Callable[[str | None], str]]:
     """Make empty databases migrated to a given version (None: not migrated at all)."""
-    made: list[str] = []
+    with ExitStack() as made:
 
-    def make(version: str | None = "004") -> str:
-        name = f"vol_{uuid.uuid4().hex[:12]}"
-        made.append(name)
-        url = disposable_server.create_database(name)
-        if version is not None:
-            runner.migrate(url, plan, stop=version)
-        return url
+        def make(version: str | None = "004") -> str:
+            url = made.enter_context(disposable_server.temporary_database("vol"))
+            if version is not None:
+                runner.migrate(url, plan, stop=version)
+            return url
 
-    yield make
-    for name in made:
-        disposable_server.drop_database(name)
+        yield make
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +45,10 @@ def generated(
     disposable_server: DisposableServer, plan: list[Migration]
 ) -> Iterator[tuple[str, dict[str, int]]]:
     """One generated volume, shared by the read-only tests below."""
-    name = f"vol_shared_{uuid.uuid4().hex[:8]}"
-    url = disposable_server.create_database(name)
-    runner.migrate(url, plan, stop="004")
-    counts = volume.generate(url, USERS, ACTIVITIES, seed=3)
-    yield url, counts
-    disposable_server.drop_database(name)
+    with disposable_server.temporary_database("vol_shared") as url:
+        runner.migrate(url, plan, stop="004")
+        counts = volume.generate(url, USERS, ACTIVITIES, seed=3)
+        yield url, counts
 
 
 def count(conn: psycopg.Connection, query: str) -> int:
@@ -300,9 +294,9 @@ def with_password(url: str) -> str:
     return url.replace("postgres@", "postgres:s3cr3t-pw@")
 
 
-def test_cli_generates(database_at: Callable[[str | None], str], cli: Callable[..., Run]) -> None:
+def test_cli_generates(database_at: Callable[[str | None], str]) -> None:
     url = database_at("004")
-    run = cli(
+    run = run_cli(
         "generate", "--database", with_password(url), "--users", "30", "--activities", "300", "--seed", "2"
     )
     assert run.returncode == 0, run.output
@@ -312,11 +306,9 @@ def test_cli_generates(database_at: Callable[[str | None], str], cli: Callable[.
         assert count(conn, "SELECT count(*) FROM activities") == 300
 
 
-def test_cli_refuses_in_one_line_without_the_password(
-    database_at: Callable[[str | None], str], cli: Callable[..., Run]
-) -> None:
+def test_cli_refuses_in_one_line_without_the_password(database_at: Callable[[str | None], str]) -> None:
     url = database_at("005")
-    run = cli("generate", "--database", with_password(url), "--users", "30", "--activities", "300")
+    run = run_cli("generate", "--database", with_password(url), "--users", "30", "--activities", "300")
     assert run.returncode == 2
     assert run.stderr.count("\n") == 1 and "is at 005, not 004" in run.stderr, run.stderr
     assert "Traceback" not in run.output and "s3cr3t-pw" not in run.output
@@ -331,7 +323,7 @@ def test_cli_refuses_in_one_line_without_the_password(
         ("--users", "10", "--activities", "10", "--seed", "x"),
     ],
 )
-def test_cli_refuses_bad_numbers(cli: Callable[..., Run], args: tuple[str, ...]) -> None:
-    run = cli("generate", "--database", "postgresql://u:s3cr3t-pw@127.0.0.1:1/db", *args)
+def test_cli_refuses_bad_numbers(args: tuple[str, ...]) -> None:
+    run = run_cli("generate", "--database", "postgresql://u:s3cr3t-pw@127.0.0.1:1/db", *args)
     assert run.returncode == 2
     assert run.stderr.count("\n") == 1 and "Traceback" not in run.output and "s3cr3t-pw" not in run.output

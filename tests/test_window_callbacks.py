@@ -19,9 +19,9 @@ import pytest
 
 from migration_gate.core import dsn
 from migration_gate.plugin.databases import CheckpointDatabases
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, record_of, run_cli
 from tests.databases import PasswordRole, full_dump, password_role
-from tests.test_window_faults import DEADLINE, MIGRATION_008, record_of, start_playbook, wait_for_line
+from tests.test_window_faults import DEADLINE, MIGRATION_008, start_playbook, wait_for_line
 
 MIGRATIONS = REPO / "migrations"
 
@@ -122,7 +122,7 @@ def test_a_window_that_succeeds_runs_before_ahead_of_the_backup_and_after_once_t
     )
 
     assert code == 0, stdout[-3000:] + stderr
-    record = record_of(tmp_path)
+    record = record_of(tmp_path / "record")
     assert record["outcome"] == "migrated_and_validated_without_smoke" and record["exit_code"] == 0
     before = record["callbacks"]["before_window"]
     assert before["command"] == before_command(marks, backup)
@@ -158,7 +158,7 @@ def test_a_checkpoint_failure_still_runs_the_after_command_with_the_outcome(
     )
 
     assert code == 1, stdout[-3000:] + stderr
-    record = record_of(tmp_path)
+    record = record_of(tmp_path / "record")
     assert record["outcome"] == "rolled_back" and record["stopped_at"] == "checkpoint after_006"
     assert_after_saw(marks, tmp_path, record, "rolled_back")
     assert ledger_versions(staging) == [1, 2, 3, 4]
@@ -184,7 +184,7 @@ def test_sigterm_during_the_window_rolls_back_and_still_runs_the_after_command(
     stdout, stderr = process.communicate(timeout=DEADLINE)
 
     assert process.returncode == 130, stdout[-3000:] + stderr
-    record = record_of(tmp_path)
+    record = record_of(tmp_path / "record")
     assert record["outcome"] == "interrupted" and record["reason"] == "interrupted by SIGTERM"
     assert record["stopped_at"] == f"migrate and validate (one transaction), migration {MIGRATION_008}"
     assert_after_saw(marks, tmp_path, record, "interrupted")
@@ -208,7 +208,7 @@ def test_a_failing_before_command_stops_the_run_with_nothing_changed_and_runs_th
         "migration-gate: stopped at before-window command: the --before-window command failed (exit status 3): "
         "no backup taken; nothing changed (not_started)"
     ]
-    record = record_of(tmp_path)
+    record = record_of(tmp_path / "record")
     assert record["outcome"] == "not_started" and record["exit_code"] == 1
     assert record["database"] == "unchanged: nothing was touched"
     ran = record["callbacks"]["before_window"]
@@ -232,7 +232,7 @@ def test_a_failing_after_command_is_exit_3_and_says_the_application_may_still_be
         "migration-gate: the --after-window command failed (exit status 5): the application may still be in "
         "maintenance mode (the database: migrated_and_validated_without_smoke; see the record)"
     )
-    record = record_of(tmp_path)
+    record = record_of(tmp_path / "record")
     # The database's outcome is what it was; the exit code and a warning carry the after command's failure.
     assert record["outcome"] == "migrated_and_validated_without_smoke" and record["exit_code"] == 3
     assert record["callbacks"]["after_window"]["exit_status"] == 5
@@ -257,7 +257,7 @@ def test_a_window_command_that_outlives_its_timeout_is_stopped_with_everything_i
     )
 
     assert code == 1, stdout[-3000:] + stderr
-    record = record_of(tmp_path)
+    record = record_of(tmp_path / "record")
     assert record["outcome"] == "not_started"
     assert record["callbacks"]["before_window"]["status"] == "timed out"
     assert "the --before-window command timed out after" in record["reason"]
@@ -275,7 +275,7 @@ def test_sessions_the_before_command_leaves_connected_stop_the_run(
     ):
         code, stdout, stderr = run_playbook(staging, tmp_path, "--before-window", "true")
     assert code == 1, stdout[-3000:] + stderr
-    record = record_of(tmp_path)
+    record = record_of(tmp_path / "record")
     assert record["outcome"] == "not_started" and record["callbacks"]["before_window"]["status"] == "ok"
     assert (
         "1 session(s) of fluxolab_devmode still connected" in record["reason"]

@@ -7,22 +7,19 @@ from hanging the suite.
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
 
 from migration_gate.core import dsn
 from migration_gate.plugin.databases import CheckpointDatabases
-from tests.conftest import REPO
+from tests.conftest import CLI, REPO, record_of, run_cli
 from tests.databases import full_dump
 
 MIGRATION_008 = "008_webhooks_activities_alignment.sql"
@@ -45,7 +42,7 @@ def staging(clone: Callable[[str], str]) -> str:
 def start_playbook(url: str, tmp_path: Path, migrations: Path, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
-            sys.executable, "-m", "migration_gate.cli", "playbook", "--database", url,
+            *CLI, "playbook", "--database", url,
             "--backup", str(tmp_path / "staging.backup"), "--report-dir", str(tmp_path / "record"),
             "--migrations-dir", str(migrations), "--no-smoke", *extra,
         ],
@@ -68,11 +65,6 @@ def wait_for_line(process: subprocess.Popen[str], text: str) -> list[str]:
     raise AssertionError(f"no {text!r} within {DEADLINE} s")
 
 
-def record_of(tmp_path: Path) -> dict[str, Any]:
-    record: dict[str, Any] = json.loads((tmp_path / "record" / "report.json").read_text())
-    return record
-
-
 def without_sequences(dump: list[str]) -> list[str]:
     return [line for line in dump if "setval" not in line]
 
@@ -85,7 +77,7 @@ def test_a_signal_while_008_runs_leaves_the_database_exactly_as_before_and_says_
     process = start_playbook(staging, tmp_path, slow_008)
     wait_for_line(process, f"applying {MIGRATION_008}")
     # The record already says where the run is, before anything ends it.
-    assert record_of(tmp_path)["in_progress"] == {
+    assert record_of(tmp_path / "record")["in_progress"] == {
         "step": "migrate and validate (one transaction)",
         "migration": MIGRATION_008,
     }
@@ -95,7 +87,7 @@ def test_a_signal_while_008_runs_leaves_the_database_exactly_as_before_and_says_
     assert process.returncode == 130, stdout + stderr
     # Tables, the ledger and the sequences 006 advanced: all as before.
     assert full_dump(gate.server, staging) == before
-    record = record_of(tmp_path)
+    record = record_of(tmp_path / "record")
     assert record["outcome"] == "interrupted" and record["exit_code"] == 130
     assert record["stopped_at"] == f"migrate and validate (one transaction), migration {MIGRATION_008}"
     assert record["reason"] == f"interrupted by {signum.name}"
@@ -123,7 +115,7 @@ def test_kill_9_while_008_runs_leaves_a_record_that_says_where_and_the_next_run_
 
     # The tables are as before; the sequences 006 advanced can only be put back by a live run.
     assert without_sequences(full_dump(gate.server, staging)) == without_sequences(before)
-    record = record_of(tmp_path)
+    record = record_of(tmp_path / "record")
     assert record["outcome"] == "not_finished" and record["finished_at"] is None
     assert record["in_progress"] == {
         "step": "migrate and validate (one transaction)",
@@ -142,20 +134,18 @@ def test_kill_9_while_008_runs_leaves_a_record_that_says_where_and_the_next_run_
     # The next run on this database says that an earlier one did not finish, and where its record is.
     second = tmp_path / "second"
     second.mkdir()
-    done = subprocess.run(
-        [
-            sys.executable, "-m", "migration_gate.cli", "playbook", "--database", staging,
-            "--backup", str(second / "staging.backup"), "--report-dir", str(second / "record"),
-            "--migrations-dir", str(REPO / "migrations"), "--no-smoke",
-        ],
-        cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=DEADLINE, check=False,
+    done = run_cli(
+        "playbook", "--database", staging,
+        "--backup", str(second / "staging.backup"), "--report-dir", str(second / "record"),
+        "--migrations-dir", str(REPO / "migrations"), "--no-smoke",
+        timeout=DEADLINE,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     warning = next(line for line in done.stdout.splitlines() if "did not finish" in line)
     assert str(tmp_path / "record" / "report.json") in warning
     assert f"in step 'migrate and validate (one transaction)', migration {MIGRATION_008}" in warning
     assert str(tmp_path / "staging.backup") in warning
-    assert any("did not finish" in line for line in record_of(second)["warnings"])
+    assert any("did not finish" in line for line in record_of(second / "record")["warnings"])
 
 
 @pytest.fixture
@@ -192,10 +182,7 @@ def test_migrate_gives_up_on_a_lock_the_application_holds_naming_it_and_never_st
     reader = threading.Thread(target=keep_reading, args=(at_006, stop, failures, reads))
     reader.start()
     try:
-        done = subprocess.run(
-            [sys.executable, "-m", "migration_gate.cli", "migrate", "--database", at_006, "--lock-timeout", "1s"],
-            cwd=REPO, capture_output=True, text=True, timeout=DEADLINE, check=False,
-        )  # fmt: skip
+        done = run_cli("migrate", "--database", at_006, "--lock-timeout", "1s", timeout=DEADLINE)
     finally:
         stop.set()
         reader.join()
@@ -218,16 +205,14 @@ def test_the_playbook_names_a_session_holding_locks_and_rolls_back_when_it_will_
 ) -> None:
     pid, _ = blocker
     before = full_dump(gate.server, at_006)
-    done = subprocess.run(
-        [
-            sys.executable, "-m", "migration_gate.cli", "playbook", "--database", at_006,
-            "--backup", str(tmp_path / "staging.backup"), "--report-dir", str(tmp_path / "record"),
-            "--no-smoke", "--lock-timeout", "1s",
-        ],
-        cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=DEADLINE, check=False,
+    done = run_cli(
+        "playbook", "--database", at_006,
+        "--backup", str(tmp_path / "staging.backup"), "--report-dir", str(tmp_path / "record"),
+        "--no-smoke", "--lock-timeout", "1s",
+        timeout=DEADLINE,
     )  # fmt: skip
     assert done.returncode == 1, done.stdout + done.stderr
-    record = record_of(tmp_path)
+    record = record_of(tmp_path / "record")
     # The preflight said who holds what the pending migrations need.
     held = [w for w in record["warnings"] if "a session holds a lock the migrations need" in w]
     assert (
@@ -242,10 +227,7 @@ def test_the_playbook_names_a_session_holding_locks_and_rolls_back_when_it_will_
 
 
 def test_a_bad_lock_timeout_is_one_line_and_exit_2(at_006: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "migration_gate.cli", "migrate", "--database", at_006, "--lock-timeout", "soon"],
-        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    done = run_cli("migrate", "--database", at_006, "--lock-timeout", "soon", timeout=60)
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1 and "'soon': expected a duration" in done.stderr
     with dsn.connect(at_006) as conn:
@@ -268,7 +250,7 @@ def test_a_signal_after_the_commit_restores_only_with_yes_and_otherwise_says_how
     before = full_dump(gate.server, staging)
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "migration_gate.cli", "playbook", "--database", staging,
+            *CLI, "playbook", "--database", staging,
             "--backup", str(tmp_path / "staging.backup"), "--report-dir", str(tmp_path / "record"),
             "--smoke-dir", str(slow_smoke), *(["--yes"] if assume_yes else []),
         ],
@@ -279,7 +261,7 @@ def test_a_signal_after_the_commit_restores_only_with_yes_and_otherwise_says_how
     stdout, stderr = process.communicate(timeout=DEADLINE)
 
     assert process.returncode == 130, stdout + stderr
-    record = record_of(tmp_path)
+    record = record_of(tmp_path / "record")
     assert record["outcome"] == "interrupted"
     assert record["stopped_at"] == "smoke tests" and record["reason"] == "interrupted by SIGTERM"
     if assume_yes:

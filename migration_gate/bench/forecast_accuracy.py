@@ -1,7 +1,7 @@
 """The forecast against the window it forecast: a record at N activities, then 2N and 4N measured.
 
 For each record scale N, on one disposable server: legacy databases at 004 with N, 2N
-and 4N activities are generated once each (``window.legacy_database``), analyzed and
+and 4N activities are generated once each (``window.fill_legacy``), analyzed and
 checkpointed as staging is. Then, ``repeats`` times, on fresh copies:
 
 1. ``migration-gate playbook`` at N: the change record, as staging would make it;
@@ -20,11 +20,13 @@ import json
 import statistics
 import tempfile
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from migration_gate.bench.window import cli, legacy_database, playbook, restore, run_timed
+from migration_gate.bench.window import cli, fill_legacy, playbook, restore, run_timed
+from migration_gate.core import dsn
 from migration_gate.core.plan import Migration
 from migration_gate.core.server import DisposableServer
 from migration_gate.operations.forecast import MIGRATE_STEP
@@ -139,20 +141,19 @@ def run_forecast(
 ) -> ForecastScale:
     """``repeats`` records at ``activities``, each forecasting 2x and 4x and checked against their runs."""
     scale = ForecastScale(activities)
-    bases = {1: f"forecast_{activities}"} | {m: f"forecast_{activities}_x{m}" for m in MULTIPLES}
-    try:
-        for multiple, name in bases.items():
-            legacy_database(server, plan, name, activities * multiple, seed)
+    with ExitStack() as generated:
+        bases: dict[int, str] = {}
+        for multiple in (1, *MULTIPLES):
+            url = generated.enter_context(server.temporary_database(f"forecast_{activities}_x{multiple}"))
+            fill_legacy(url, plan, activities * multiple, seed)
+            bases[multiple] = str(dsn.parse(url)["dbname"])
             progress(f"forecast: {activities * multiple:,} activities generated")
         for attempt in range(repeats):
             with tempfile.TemporaryDirectory(prefix="migration-gate-forecast-") as tmp:
                 workdir = Path(tmp)
                 (workdir / "record").mkdir()
-                copy = server.create_database(f"{bases[1]}_copy", template=bases[1])
-                try:
+                with server.temporary_database(f"forecast_{activities}_copy", template=bases[1]) as copy:
                     playbook(copy, workdir / "record", migrations_dir)
-                finally:
-                    server.drop_database(f"{bases[1]}_copy")
                 record_json = workdir / "record" / "record" / "report.json"
                 for multiple in MULTIPLES:
                     point = _measure(
@@ -166,10 +167,7 @@ def run_forecast(
                         f"{last.measured_s:.1f} s, error {last.error:+.1%}; restore forecast "
                         f"{last.restore_forecast_s:.1f} s, measured {last.restore_s:.1f} s ({last.restore_error:+.1%})"
                     )
-        return scale
-    finally:
-        for name in bases.values():
-            server.drop_database(name)
+    return scale
 
 
 def _measure(
@@ -177,13 +175,10 @@ def _measure(
 ) -> tuple[float, float, float, float, float, float, dict[str, tuple[float, float]]]:
     """On a copy of ``base``: the forecast, then the playbook and the restore it forecast."""
     workdir.mkdir()
-    copy = server.create_database(f"{base}_copy", template=base)
-    try:
+    with server.temporary_database(f"{base}_copy", template=base) as copy:
         expected = forecast_cli(copy, record_json, workdir / "forecast.json", migrations_dir)
         measured_s, record = playbook(copy, workdir, migrations_dir)
         restore_s = restore(copy, workdir / "playbook.backup")
-    finally:
-        server.drop_database(f"{base}_copy")
     measured = measured_steps(record)
     steps = {
         step["name"]: (float(step["seconds"]), measured[step["name"]])

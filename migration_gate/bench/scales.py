@@ -95,10 +95,7 @@ def apply_measured(conn: psycopg.Connection, migration: Migration) -> MigrationR
 def run_scale(
     server: DisposableServer, plan: list[Migration], activities: int, seed: int, progress: Progress
 ) -> ScaleRun:
-    name = f"bench_{activities}"
-    server.drop_database(name)
-    url = server.create_database(name)
-    try:
+    with server.temporary_database(f"bench_{activities}") as url:
         runner.migrate(url, plan, stop="004")
         users = max(1, activities // ACTIVITIES_PER_USER)
         started = time.perf_counter()
@@ -122,8 +119,6 @@ def run_scale(
                 )
                 runs.append(measured)
         return ScaleRun(activities, rows, load_s, runs)
-    finally:
-        server.drop_database(name)
 
 
 def median_run(runs: list[ScaleRun]) -> ScaleRun:

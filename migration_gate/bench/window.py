@@ -151,18 +151,13 @@ def restore(url: str, backup: Path) -> float:
     return run_timed(cli("restore", "--database", url, "--backup", str(backup), "--yes"), "the restore")
 
 
-def legacy_database(
-    server: DisposableServer, plan: list[Migration], name: str, activities: int, seed: int
-) -> str:
-    """A new database ``name`` at 004 holding the generated legacy volume, analyzed and checkpointed as staging is."""
-    server.drop_database(name)
-    url = server.create_database(name)
+def fill_legacy(url: str, plan: list[Migration], activities: int, seed: int) -> None:
+    """The empty database at ``url`` to 004 with the generated legacy volume, analyzed and checkpointed as staging is."""
     runner.migrate(url, plan, stop="004")
     volume.generate(url, max(1, activities // ACTIVITIES_PER_USER), activities, seed)
     with dsn.connect(url) as conn:
         conn.execute("VACUUM ANALYZE")
         conn.execute("CHECKPOINT")
-    return url
 
 
 def run_window(
@@ -175,45 +170,39 @@ def run_window(
     progress: Progress,
 ) -> WindowScale:
     """``repeats`` pairs of runs (by hand, playbook) on copies of one generated legacy database."""
-    base = f"window_{activities}"
     pending = [m for m in plan if m.version > 4]
     scale = WindowScale(activities)
-    try:
-        legacy_database(server, plan, base, activities, seed)
+    with server.temporary_database(f"window_{activities}") as url:
+        base = str(dsn.parse(url)["dbname"])
+        fill_legacy(url, plan, activities, seed)
         for attempt in range(repeats):
-            with tempfile.TemporaryDirectory(prefix="migration-gate-window-") as tmp:
+            with (
+                tempfile.TemporaryDirectory(prefix="migration-gate-window-") as tmp,
+                server.temporary_database(f"window_{activities}_hand", template=base) as by_hand_copy,
+                server.temporary_database(f"window_{activities}_playbook", template=base) as playbook_copy,
+            ):
                 workdir = Path(tmp)
-                copies = {
-                    way: server.create_database(f"{base}_{way}", template=base)
-                    for way in ("hand", "playbook")
-                }
-                try:
-                    # Interleaved, the order alternating: neither way always runs on a warmer machine.
-                    order = ("hand", "playbook") if attempt % 2 == 0 else ("playbook", "hand")
-                    times: dict[str, float] = {}
-                    record: dict[str, Any] = {}
-                    for way in order:
-                        if way == "hand":
-                            times[way] = by_hand(server, copies[way], pending, workdir)
-                        else:
-                            times[way], record = playbook(copies[way], workdir, migrations_dir)
-                    restore_s = restore(copies["playbook"], workdir / "playbook.backup")
-                    run = WindowRun(
-                        times["hand"],
-                        times["playbook"],
-                        {step["name"]: float(step["seconds"]) for step in record["steps"]},
-                        restore_s,
-                        int(record["backup"]["bytes"]),
-                    )
-                finally:
-                    for way in copies:
-                        server.drop_database(f"{base}_{way}")
+                # Interleaved, the order alternating: neither way always runs on a warmer machine.
+                order = ("hand", "playbook") if attempt % 2 == 0 else ("playbook", "hand")
+                times: dict[str, float] = {}
+                record: dict[str, Any] = {}
+                for way in order:
+                    if way == "hand":
+                        times[way] = by_hand(server, by_hand_copy, pending, workdir)
+                    else:
+                        times[way], record = playbook(playbook_copy, workdir, migrations_dir)
+                restore_s = restore(playbook_copy, workdir / "playbook.backup")
+                run = WindowRun(
+                    times["hand"],
+                    times["playbook"],
+                    {step["name"]: float(step["seconds"]) for step in record["steps"]},
+                    restore_s,
+                    int(record["backup"]["bytes"]),
+                )
             scale.runs.append(run)
             progress(
                 f"{activities:>9} activities, window {attempt + 1}/{repeats}: by hand {run.by_hand_s:.3f} s, "
                 f"playbook {run.playbook_s:.3f} s (ratio {run.ratio:.2f}); restore {run.restore_s:.3f} s "
                 f"for a {run.backup_bytes}-byte backup"
             )
-        return scale
-    finally:
-        server.drop_database(base)
+    return scale

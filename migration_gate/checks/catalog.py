@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import psycopg
 
@@ -41,6 +42,7 @@ from migration_gate.core.drift import Reference, ReferenceUnavailable
 from migration_gate.core.errors import UsageError
 from migration_gate.core.exemptions import Exemption
 from migration_gate.core.plan import Migration
+from migration_gate.core.text import markdown_table
 
 # Where an entry runs, among the checkpoints whose last migration is at least its ``from``:
 EVERY = "every"  # at each of them (after_006, after_007, after_NNN)
@@ -48,6 +50,8 @@ LAST = "last"  # only where the application meets the database: the last one
 VOLUME = "volume"  # where the planner's choice means something: a realistic volume, after ANALYZE
 
 KINDS = ("invariant", "structure", "integrity", "conservation", "index", "privilege", "ledger", "drift")
+
+Required = TypeVar("Required", bound=structure.RequiredColumn)
 
 
 class CheckSkipped(Exception):
@@ -189,25 +193,22 @@ def _invariant(invariant: invariants.Invariant) -> Check:
     )
 
 
-def _not_null(required: structure.RequiredColumn) -> Check:
+def _required(
+    required: Required,
+    check: str,
+    kind: str,
+    fails_when: str,
+    verify: Callable[[psycopg.Connection, Required], object],
+    rule: str,
+) -> Check:
+    """``<check>[<table>.<column>]`` on a column the contract names; where it is workspace_id, ``rule`` skips it."""
     return Check(
-        f"not_null[{required.label}]",
+        f"{check}[{required.label}]",
         required.from_version,
-        "structure",
-        f"public.{required.label} missing or nullable",
-        lambda ctx: structure.check_not_null(ctx.conn, required),
-        covers=(("tenant_workspace_not_null", required.table),) if required.column == WORKSPACE else (),
-    )
-
-
-def _foreign_key(required: structure.RequiredForeignKey) -> Check:
-    return Check(
-        f"foreign_key[{required.label}]",
-        required.from_version,
-        "integrity",
-        f"public.{required.label} has no validated foreign key to {required.references}(id)",
-        lambda ctx: structure.check_foreign_key(ctx.conn, required),
-        covers=(("tenant_foreign_key", required.table),) if required.column == WORKSPACE else (),
+        kind,
+        f"public.{required.label} {fails_when}",
+        lambda ctx: verify(ctx.conn, required),
+        covers=((rule, required.table),) if required.column == WORKSPACE else (),
     )
 
 
@@ -264,24 +265,16 @@ def _chosen(ctx: CheckContext, query: explain.ApplicationQuery) -> object:
     return explain.check_chosen(ctx.conn, query)
 
 
-def _table_privileges(table: str) -> Check:
+def _relation_privileges(
+    kind: str, target: str, grants: str, check: Callable[[psycopg.Connection, str], object]
+) -> Check:
+    """``<kind>_privileges[<target>]``: exactly ``grants`` for the application on one relation of the contract."""
     return Check(
-        f"table_privileges[{table}]",
+        f"{kind}_privileges[{target}]",
         3,
         "privilege",
-        f"{privileges.APP_ROLE} lacks or exceeds SELECT, INSERT, UPDATE, DELETE on public.{table}",
-        lambda ctx: privileges.check_table(ctx.conn, table),
-        at=LAST,
-    )
-
-
-def _sequence_privileges(column: str) -> Check:
-    return Check(
-        f"sequence_privileges[{column}]",
-        3,
-        "privilege",
-        f"{privileges.APP_ROLE} lacks or exceeds USAGE, SELECT on the sequence of public.{column}",
-        lambda ctx: privileges.check_identity_sequence(ctx.conn, column),
+        f"{privileges.APP_ROLE} lacks or exceeds {grants}",
+        lambda ctx: check(ctx.conn, target),
         at=LAST,
     )
 
@@ -319,7 +312,17 @@ def builtin_checks() -> list[Check]:
     """Every entry that is not a SQL file: structure, conservation, indexes, privileges, the ledger."""
     role = privileges.APP_ROLE
     return [
-        *(_not_null(required) for required in structure.NOT_NULL_COLUMNS),
+        *(
+            _required(
+                column,
+                "not_null",
+                "structure",
+                "missing or nullable",
+                structure.check_not_null,
+                "tenant_workspace_not_null",
+            )
+            for column in structure.NOT_NULL_COLUMNS
+        ),
         Check(
             "no_invalid_indexes",
             1,
@@ -348,7 +351,17 @@ def builtin_checks() -> list[Check]:
             "legacy_archive or one of its tables or columns is missing",
             lambda ctx: structure.check_archive_present(ctx.conn),
         ),
-        *(_foreign_key(required) for required in structure.REQUIRED_FOREIGN_KEYS),
+        *(
+            _required(
+                key,
+                "foreign_key",
+                "integrity",
+                f"has no validated foreign key to {key.references}(id)",
+                structure.check_foreign_key,
+                "tenant_foreign_key",
+            )
+            for key in structure.REQUIRED_FOREIGN_KEYS
+        ),
         *(_conservation(table) for table in LEGACY_TABLES),
         Check(
             "conservation[activity_payloads]",
@@ -359,8 +372,21 @@ def builtin_checks() -> list[Check]:
             at=LAST,
         ),
         *(check for query in explain.APPLICATION_QUERIES for check in _index_checks(query)),
-        *(_table_privileges(table) for table in PUBLIC_TABLES),
-        *(_sequence_privileges(column) for column in privileges.CONTRACT_SEQUENCES),
+        *(
+            _relation_privileges(
+                "table", table, f"SELECT, INSERT, UPDATE, DELETE on public.{table}", privileges.check_table
+            )
+            for table in PUBLIC_TABLES
+        ),
+        *(
+            _relation_privileges(
+                "sequence",
+                column,
+                f"USAGE, SELECT on the sequence of public.{column}",
+                privileges.check_identity_sequence,
+            )
+            for column in privileges.CONTRACT_SEQUENCES
+        ),
         Check(
             "other_relations_privileges",
             3,
@@ -547,8 +573,7 @@ def at_checkpoint(catalog: Iterable[Check], version: int, *, last: bool) -> list
 
 def markdown(catalog: Iterable[Check]) -> str:
     """The catalog as the README's table: name, from, kind, what fails it."""
-    lines = ["| check | from | kind | what fails it |", "| --- | --- | --- | --- |"]
-    for check in catalog:
-        fails_when = check.fails_when.replace("|", "\\|")
-        lines.append(f"| `{check.name}` | {check.from_version:03d} | {check.kind} | {fails_when} |")
-    return "\n".join(lines) + "\n"
+    rows = [
+        [f"`{check.name}`", f"{check.from_version:03d}", check.kind, check.fails_when] for check in catalog
+    ]
+    return "\n".join(markdown_table(["check", "from", "kind", "what fails it"], rows)) + "\n"

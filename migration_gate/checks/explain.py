@@ -227,13 +227,19 @@ def _plan_failure(
     )
 
 
+# Why a plan that does not scan the index fails, with sequential scans off (usable) or as the planner likes (chosen).
+NOT_USABLE = "not usable: even with enable_seqscan off the plan does not scan {index}"
+NOT_CHOSEN = "not chosen: with default planner settings the plan does not scan {index}"
+
+
 def _check_plan_scans_index(
-    conn: psycopg.Connection, query: ApplicationQuery, *, seqscan: bool, failure: str
+    conn: psycopg.Connection, query: ApplicationQuery, *, seqscan: bool
 ) -> dict[str, Any]:
     __tracebackhide__ = True
     check_definition(conn, query)
     plan = explain(conn, query, seqscan=seqscan)
     if not uses_index(plan, query.index):
+        failure = (NOT_CHOSEN if seqscan else NOT_USABLE).format(index=query.index)
         raise _plan_failure(query, plan, failure, seqscan=seqscan)
     return plan
 
@@ -241,12 +247,7 @@ def _check_plan_scans_index(
 def check_usable(conn: psycopg.Connection, query: ApplicationQuery) -> dict[str, Any]:
     """With sequential scans off, the query's plan scans the contract's index (which must be right)."""
     __tracebackhide__ = True
-    return _check_plan_scans_index(
-        conn,
-        query,
-        seqscan=False,
-        failure=f"not usable: even with enable_seqscan off the plan does not scan {query.index}",
-    )
+    return _check_plan_scans_index(conn, query, seqscan=False)
 
 
 def too_small_for_chosen(
@@ -272,9 +273,4 @@ def too_small_for_chosen(
 def check_chosen(conn: psycopg.Connection, query: ApplicationQuery) -> dict[str, Any]:
     """With the database's own planner settings, the planner picks the contract's index."""
     __tracebackhide__ = True
-    return _check_plan_scans_index(
-        conn,
-        query,
-        seqscan=True,
-        failure=f"not chosen: with default planner settings the plan does not scan {query.index}",
-    )
+    return _check_plan_scans_index(conn, query, seqscan=True)

@@ -9,7 +9,7 @@ pgTAP, every comparison is a desired set against the actual one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import psycopg
@@ -40,6 +40,8 @@ ROLE_ATTRIBUTES = {
 }
 # What has_table_privilege applies to (tables, partitioned tables, views, matviews, foreign tables).
 TABLE_KINDS = ["r", "p", "v", "m", "f"]
+RELKINDS = {"table": TABLE_KINDS, "sequence": ["S"]}
+DESIRED_RELATION = {"table": DESIRED_TABLE, "sequence": DESIRED_SEQUENCE}
 
 # The identity column behind each sequence of the contract's tables in public.
 CONTRACT_SEQUENCES = tuple(f"{table}.id" for table in PUBLIC_TABLES if table != "workspace_members")
@@ -139,26 +141,27 @@ def relations(conn: psycopg.Connection, schema: str, kinds: Iterable[str]) -> li
     return [row[0] for row in rows]
 
 
-def table_privileges(
-    conn: psycopg.Connection, table: str, schema: str = "public", role: str = APP_ROLE
+def relation_privileges(
+    conn: psycopg.Connection, kind: str, name: str, schema: str = "public", role: str = APP_ROLE
 ) -> frozenset[str]:
-    oid = _relation_oid(conn, schema, table)
+    """What ``role`` holds on the ``kind`` (table or sequence) ``schema.name``: nothing when there is none."""
+    oid = _relation_oid(conn, schema, name)
     if oid is None:
         return NOTHING
-    return _held(
-        conn, "has_table_privilege", "%(oid)s::oid", {"role": role, "oid": oid}, table_privilege_names(conn)
-    )
+    known = table_privilege_names(conn) if kind == "table" else SEQUENCE_PRIVILEGES
+    return _held(conn, f"has_{kind}_privilege", "%(oid)s::oid", {"role": role, "oid": oid}, known)
 
 
-def sequence_privileges(
-    conn: psycopg.Connection, sequence: str, schema: str = "public", role: str = APP_ROLE
-) -> frozenset[str]:
-    oid = _relation_oid(conn, schema, sequence)
-    if oid is None:
-        return NOTHING
-    return _held(
-        conn, "has_sequence_privilege", "%(oid)s::oid", {"role": role, "oid": oid}, SEQUENCE_PRIVILEGES
-    )
+def _relation_diffs(
+    conn: psycopg.Connection, schema: str, desired: Mapping[str, frozenset[str]], skip: Collection[str] = ()
+) -> list[PrivilegeDiff]:
+    """Each table and sequence of ``schema`` but ``skip``, its privileges against ``desired`` for its kind."""
+    return [
+        PrivilegeDiff(f"{kind} {schema}.{name}", wanted, relation_privileges(conn, kind, name, schema))
+        for kind, wanted in desired.items()
+        for name in relations(conn, schema, RELKINDS[kind])
+        if name not in skip
+    ]
 
 
 def schema_privileges(conn: psycopg.Connection, schema: str, role: str = APP_ROLE) -> frozenset[str]:
@@ -178,25 +181,42 @@ def _require_relation(conn: psycopg.Connection, schema: str, name: str, kind: st
         raise CheckFailed(f"{schema}.{name}", f"the {kind} {schema}.{name} does not exist", [])
 
 
-def _rerun_relation(schema: str, name: str, function: str, privileges: Iterable[str]) -> str:
+def _rerun(function: str, target: str, privileges: Iterable[str], role: str = APP_ROLE) -> str:
+    """SQL asking ``function`` about each privilege of ``role`` on ``target`` (SQL), with grant option or not."""
     columns = ",\n       ".join(
-        f"{function}('{APP_ROLE}', '{schema}.{name}', '{p}') AS \"{p}\""
-        for p in _with_grant_options(privileges)
+        f"{function}('{role}', {target}, '{p}') AS \"{p}\"" for p in _with_grant_options(privileges)
     )
     return f"SELECT {columns};"
+
+
+def _exact(
+    check: str,
+    subject: str,
+    desired: frozenset[str],
+    actual: frozenset[str],
+    rerun: str,
+    role: str = APP_ROLE,
+) -> PrivilegeDiff:
+    """``role`` holds exactly ``desired`` on one object: the diff, else CheckFailed with what is missing and extra."""
+    __tracebackhide__ = True
+    diff = PrivilegeDiff(subject, desired, actual)
+    _fail_unless_exact(check, [diff], rerun, role)
+    return diff
+
+
+def _check_relation(conn: psycopg.Connection, kind: str, name: str, schema: str) -> PrivilegeDiff:
+    __tracebackhide__ = True
+    _require_relation(conn, schema, name, kind)
+    known = table_privilege_names(conn) if kind == "table" else SEQUENCE_PRIVILEGES
+    rerun = _rerun(f"has_{kind}_privilege", f"'{schema}.{name}'", known)
+    actual = relation_privileges(conn, kind, name, schema)
+    return _exact(f"{schema}.{name}", f"{kind} {schema}.{name}", DESIRED_RELATION[kind], actual, rerun)
 
 
 def check_table(conn: psycopg.Connection, table: str, schema: str = "public") -> PrivilegeDiff:
     """Exactly SELECT/INSERT/UPDATE/DELETE on ``schema.table``."""
     __tracebackhide__ = True
-    _require_relation(conn, schema, table, "table")
-    diff = PrivilegeDiff(f"table {schema}.{table}", DESIRED_TABLE, table_privileges(conn, table, schema))
-    _fail_unless_exact(
-        f"{schema}.{table}",
-        [diff],
-        _rerun_relation(schema, table, "has_table_privilege", table_privilege_names(conn)),
-    )
-    return diff
+    return _check_relation(conn, "table", table, schema)
 
 
 def identity_sequence(conn: psycopg.Connection, column: str, schema: str = "public") -> str | None:
@@ -212,16 +232,7 @@ def identity_sequence(conn: psycopg.Connection, column: str, schema: str = "publ
 def check_sequence(conn: psycopg.Connection, sequence: str, schema: str = "public") -> PrivilegeDiff:
     """Exactly USAGE/SELECT on ``schema.sequence`` (no UPDATE: setval is not the application's)."""
     __tracebackhide__ = True
-    _require_relation(conn, schema, sequence, "sequence")
-    diff = PrivilegeDiff(
-        f"sequence {schema}.{sequence}", DESIRED_SEQUENCE, sequence_privileges(conn, sequence, schema)
-    )
-    _fail_unless_exact(
-        f"{schema}.{sequence}",
-        [diff],
-        _rerun_relation(schema, sequence, "has_sequence_privilege", SEQUENCE_PRIVILEGES),
-    )
-    return diff
+    return _check_relation(conn, "sequence", sequence, schema)
 
 
 def check_identity_sequence(conn: psycopg.Connection, column: str, schema: str = "public") -> PrivilegeDiff:
@@ -241,16 +252,7 @@ def check_every_relation(
     Catches a table the contract does not know, created without the default privileges.
     """
     __tracebackhide__ = True
-    skipped = set(skip)
-    diffs = [
-        PrivilegeDiff(f"table {schema}.{name}", DESIRED_TABLE, table_privileges(conn, name, schema))
-        for name in relations(conn, schema, TABLE_KINDS)
-        if name not in skipped
-    ] + [
-        PrivilegeDiff(f"sequence {schema}.{name}", DESIRED_SEQUENCE, sequence_privileges(conn, name, schema))
-        for name in relations(conn, schema, ["S"])
-        if name not in skipped
-    ]
+    diffs = _relation_diffs(conn, schema, DESIRED_RELATION, set(skip))
     rerun = (
         "SELECT c.relname, c.relkind, p, has_table_privilege('fluxolab_devmode', c.oid, p)\n"
         f"FROM pg_class c CROSS JOIN unnest({_sql_array(table_privilege_names(conn))}) p\n"
@@ -263,41 +265,29 @@ def check_every_relation(
 def check_database(conn: psycopg.Connection) -> PrivilegeDiff:
     """CONNECT on the current database, and not CREATE (no new schemas)."""
     __tracebackhide__ = True
-    diff = PrivilegeDiff("database (current)", DESIRED_DATABASE, database_privileges(conn))
-    _fail_unless_exact(
-        "database privileges",
-        [diff],
-        f"SELECT has_database_privilege('{APP_ROLE}', current_database(), 'CONNECT') AS connect,\n"
-        f"       has_database_privilege('{APP_ROLE}', current_database(), 'CREATE') AS create;",
+    rerun = _rerun("has_database_privilege", "current_database()", DATABASE_PRIVILEGES)
+    return _exact(
+        "database privileges", "database (current)", DESIRED_DATABASE, database_privileges(conn), rerun
     )
-    return diff
 
 
 def check_public_schema(conn: psycopg.Connection) -> PrivilegeDiff:
     """USAGE but no CREATE on schema public."""
     __tracebackhide__ = True
-    diff = PrivilegeDiff("schema public", DESIRED_PUBLIC_SCHEMA, schema_privileges(conn, "public"))
-    _fail_unless_exact(
-        "schema public",
-        [diff],
-        f"SELECT has_schema_privilege('{APP_ROLE}', 'public', 'USAGE') AS usage,\n"
-        f"       has_schema_privilege('{APP_ROLE}', 'public', 'CREATE') AS create;",
+    rerun = _rerun("has_schema_privilege", "'public'", SCHEMA_PRIVILEGES)
+    return _exact(
+        "schema public", "schema public", DESIRED_PUBLIC_SCHEMA, schema_privileges(conn, "public"), rerun
     )
-    return diff
 
 
 def check_public_role_cannot_create(conn: psycopg.Connection) -> PrivilegeDiff:
     """PUBLIC (every role) has no CREATE on schema public."""
     __tracebackhide__ = True
     actual = schema_privileges(conn, "public", role="public") & {"CREATE", "CREATE WITH GRANT OPTION"}
-    diff = PrivilegeDiff("schema public, for PUBLIC", NOTHING, actual)
-    _fail_unless_exact(
-        "PUBLIC on schema public",
-        [diff],
-        "SELECT has_schema_privilege('public', 'public', 'CREATE') AS public_can_create;",
-        role="PUBLIC",
+    rerun = _rerun("has_schema_privilege", "'public'", ["CREATE"], role="public")
+    return _exact(
+        "PUBLIC on schema public", "schema public, for PUBLIC", NOTHING, actual, rerun, role="PUBLIC"
     )
-    return diff
 
 
 def check_archive_closed(conn: psycopg.Connection) -> list[PrivilegeDiff]:
@@ -306,16 +296,7 @@ def check_archive_closed(conn: psycopg.Connection) -> list[PrivilegeDiff]:
     if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (ARCHIVE_SCHEMA,)).fetchone() is None:
         return []
     diffs = [PrivilegeDiff(f"schema {ARCHIVE_SCHEMA}", NOTHING, schema_privileges(conn, ARCHIVE_SCHEMA))]
-    diffs += [
-        PrivilegeDiff(f"table {ARCHIVE_SCHEMA}.{name}", NOTHING, table_privileges(conn, name, ARCHIVE_SCHEMA))
-        for name in relations(conn, ARCHIVE_SCHEMA, TABLE_KINDS)
-    ]
-    diffs += [
-        PrivilegeDiff(
-            f"sequence {ARCHIVE_SCHEMA}.{name}", NOTHING, sequence_privileges(conn, name, ARCHIVE_SCHEMA)
-        )
-        for name in relations(conn, ARCHIVE_SCHEMA, ["S"])
-    ]
+    diffs += _relation_diffs(conn, ARCHIVE_SCHEMA, {kind: NOTHING for kind in RELKINDS})
     rerun = (
         f"SELECT has_schema_privilege('{APP_ROLE}', '{ARCHIVE_SCHEMA}', 'USAGE'),"
         f" has_schema_privilege('{APP_ROLE}', '{ARCHIVE_SCHEMA}', 'CREATE');\n"
@@ -345,14 +326,11 @@ def role_extras(conn: psycopg.Connection, role: str = APP_ROLE) -> frozenset[str
 def check_role_attributes(conn: psycopg.Connection) -> PrivilegeDiff:
     """Not a superuser, no CREATEDB/CREATEROLE/REPLICATION/BYPASSRLS, a member of no other role."""
     __tracebackhide__ = True
-    diff = PrivilegeDiff(f"role {APP_ROLE}", NOTHING, role_extras(conn))
-    _fail_unless_exact(
-        "role attributes",
-        [diff],
+    rerun = (
         f"SELECT rolname, {', '.join(ROLE_ATTRIBUTES)}, rolcanlogin FROM pg_roles WHERE rolname = '{APP_ROLE}';\n"
-        f"SELECT roleid::regrole FROM pg_auth_members WHERE member = '{APP_ROLE}'::regrole;",
+        f"SELECT roleid::regrole FROM pg_auth_members WHERE member = '{APP_ROLE}'::regrole;"
     )
-    return diff
+    return _exact("role attributes", f"role {APP_ROLE}", NOTHING, role_extras(conn), rerun)
 
 
 def migration_role(conn: psycopg.Connection) -> str:

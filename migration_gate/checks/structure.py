@@ -34,17 +34,10 @@ NOT_NULL_COLUMNS = (
 
 
 @dataclass(frozen=True)
-class RequiredForeignKey:
+class RequiredForeignKey(RequiredColumn):
     """A column the contract says references ``workspaces(id)``, and the migration that adds the key."""
 
-    table: str
-    column: str
-    from_version: int
     references: str = "workspaces"
-
-    @property
-    def label(self) -> str:
-        return f"{self.table}.{self.column}"
 
 
 # docs/contract.md §4.4: the workspace-scoped tables (005) and the users' default (006).

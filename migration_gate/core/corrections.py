@@ -26,6 +26,7 @@ from pathlib import Path
 
 import psycopg
 
+from migration_gate.core import ledger
 from migration_gate.core.errors import PlanError, UsageError
 from migration_gate.core.plan import Migration, Statement, checksum, find, split
 
@@ -122,15 +123,12 @@ class AppliedCorrection:
 
 
 def ensure(conn: psycopg.Connection) -> None:
-    with conn.transaction():
-        for statement in CREATE_CORRECTIONS.split(b";"):
-            conn.execute(statement)
+    ledger.create(conn, CREATE_CORRECTIONS)
 
 
 def read(conn: psycopg.Connection) -> dict[str, AppliedCorrection]:
     """The applied corrections by name, in the order they ran; an absent table is an empty one."""
-    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (CORRECTIONS_TABLE,)).fetchone()
-    if not exists or not exists[0]:
+    if not ledger.exists(conn, CORRECTIONS_TABLE):
         return {}
     rows = conn.execute(
         "SELECT name, checksum, reason, after_version, sql, applied_at FROM migration_gate.corrections"

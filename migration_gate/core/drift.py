@@ -17,7 +17,6 @@ and the server's build, so it is built once per process for each.
 from __future__ import annotations
 
 import difflib
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -111,19 +110,14 @@ def _build(
     server: DisposableServer, migrations: Sequence[Migration], corrections: Sequence[Correction]
 ) -> dict[tuple[str, str], schema.SchemaObject]:
     """Apply them on a new database of ``server``, in order, read its schema, drop it."""
-    name = f"expected_{uuid.uuid4().hex[:12]}"
-    url = server.create_database(name)
-    try:
-        with dsn.connect(url) as conn:
-            ledger.ensure(conn)  # the runner's apply keeps its ledger; the snapshot leaves it out
-            runner.apply_corrections(conn, _following(None, migrations, corrections), 0, _quiet)
-            for migration in migrations:
-                runner.apply(conn, migration)
-                following = _following(migration, migrations, corrections)
-                runner.apply_corrections(conn, following, migration.version, _quiet)
-            return schema.snapshot(conn)
-    finally:
-        server.drop_database(name)
+    with server.temporary_database("expected") as url, dsn.connect(url) as conn:
+        ledger.ensure(conn)  # the runner's apply keeps its ledger; the snapshot leaves it out
+        runner.apply_corrections(conn, _following(None, migrations, corrections), 0, _quiet)
+        for migration in migrations:
+            runner.apply(conn, migration)
+            following = _following(migration, migrations, corrections)
+            runner.apply_corrections(conn, following, migration.version, _quiet)
+        return schema.snapshot(conn)
 
 
 def _quiet(line: str) -> None:

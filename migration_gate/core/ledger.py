@@ -33,16 +33,25 @@ class LedgerEntry:
     duration_ms: float
 
 
-def ensure(conn: psycopg.Connection) -> None:
+def create(conn: psycopg.Connection, ddl: bytes) -> None:
+    """One of the gate's own tables (``ddl``: its schema and the table, IF NOT EXISTS), in one transaction."""
     with conn.transaction():
-        for statement in CREATE_LEDGER.split(b";"):
+        for statement in ddl.split(b";"):
             conn.execute(statement)
+
+
+def exists(conn: psycopg.Connection, table: str) -> bool:
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+    return bool(row and row[0])
+
+
+def ensure(conn: psycopg.Connection) -> None:
+    create(conn, CREATE_LEDGER)
 
 
 def read(conn: psycopg.Connection) -> dict[int, LedgerEntry]:
     """The applied migrations by version; an absent ledger is an empty one (nothing is created)."""
-    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (LEDGER_TABLE,)).fetchone()
-    if not exists or not exists[0]:
+    if not exists(conn, LEDGER_TABLE):
         return {}
     rows = conn.execute(
         "SELECT version, file_name, checksum, applied_at, duration_ms::float8 FROM migration_gate.ledger"
@@ -252,7 +261,7 @@ def begin_run(
 
 
 def finish_run(conn: psycopg.Connection, run_id: str, outcome: str) -> None:
-    if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (RUNS_TABLE,)).fetchone()[0]:  # type: ignore[index]
+    if exists(conn, RUNS_TABLE):
         conn.execute(
             "UPDATE migration_gate.runs SET outcome = %s, finished_at = now() WHERE run_id = %s",
             (outcome, run_id),
@@ -261,7 +270,7 @@ def finish_run(conn: psycopg.Connection, run_id: str, outcome: str) -> None:
 
 def unfinished_runs(conn: psycopg.Connection) -> list[RunEntry]:
     """Runs recorded here that never finished (read-only: for the preflight)."""
-    if not conn.execute("SELECT to_regclass(%s) IS NOT NULL", (RUNS_TABLE,)).fetchone()[0]:  # type: ignore[index]
+    if not exists(conn, RUNS_TABLE):
         return []
     rows = conn.execute(
         "SELECT " + _RUN_COLUMNS + " FROM migration_gate.runs r WHERE outcome = %s ORDER BY started_at",

@@ -22,6 +22,7 @@ import psycopg
 from migration_gate.core import dsn
 from migration_gate.core.errors import GateError
 from migration_gate.core.plan import Migration
+from migration_gate.core.retry import Backoff
 
 # The tables' names as they were when the migration began: a migration may rename or drop them.
 _PRE_EXISTING_TABLES = """
@@ -146,15 +147,10 @@ class LockWatch:
 
 
 @dataclass(frozen=True)
-class LockRetry:
+class LockRetry(Backoff):
     """How a migration that times out on a lock is retried: attempts in all, the first back-off (doubling), the budget."""
 
-    attempts: int = 5
-    backoff_seconds: float = 1.0
     budget_seconds: float = 120.0
-
-    def delay_after(self, attempt: int) -> float:
-        return float(self.backoff_seconds * 2 ** (attempt - 1))
 
 
 # Five attempts, 1 + 2 + 4 + 8 s apart, within two minutes: "exits within a minute" at a 1 s lock timeout.

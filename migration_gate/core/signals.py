@@ -35,23 +35,37 @@ def interrupt_on_signals() -> None:
 
 
 @contextmanager
+def _on_stopping_signals(handle: Callable[[str], None]) -> Iterator[None]:
+    """Within the block, ``handle(name)`` runs on each stopping signal; the handlers before are put back.
+
+    Python delivers signals to the main thread only: elsewhere nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        handle(signal.Signals(signum).name)
+
+    previous = {signum: signal.signal(signum, handler) for signum in STOPPING_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, before in previous.items():
+            signal.signal(signum, before)
+
+
+@contextmanager
 def deferred_interrupts(say: Callable[[str], None]) -> Iterator[list[str]]:
     """Within the block, stopping signals are only noted (their names, in the list yielded)."""
     noted: list[str] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield noted
-        return
 
-    def note(signum: int, frame: object) -> None:
-        noted.append(signal.Signals(signum).name)
-        say(f"{signal.Signals(signum).name} received: finishing the clean-up first (rollback, verification)")
+    def note(name: str) -> None:
+        noted.append(name)
+        say(f"{name} received: finishing the clean-up first (rollback, verification)")
 
-    previous = {signum: signal.signal(signum, note) for signum in STOPPING_SIGNALS}
-    try:
+    with _on_stopping_signals(note):
         yield noted
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 @dataclass
@@ -92,23 +106,16 @@ def cancelling(conn: psycopg.Connection) -> Iterator[Cancellation]:
     interruption. Between statements (no query running) the signal raises KeyboardInterrupt.
     """
     state = Cancellation()
-    if threading.current_thread() is not threading.main_thread():
-        yield state
-        return
 
-    def cancel(signum: int, frame: object) -> None:
-        state.signal = signal.Signals(signum).name
+    def cancel(name: str) -> None:
+        state.signal = name
         if conn.pgconn.transaction_status == TransactionStatus.ACTIVE:
             conn.cancel_safe(timeout=10)
         else:
-            raise KeyboardInterrupt(state.signal)
+            raise KeyboardInterrupt(name)
 
-    previous = {signum: signal.signal(signum, cancel) for signum in STOPPING_SIGNALS}
-    try:
+    with _on_stopping_signals(cancel):
         yield state
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 @contextmanager
@@ -119,17 +126,10 @@ def named_interrupts() -> Iterator[list[str]]:
     returns): the caller can still tell which signal it was, and raise it again.
     """
     noted: list[str] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield noted
-        return
 
-    def interrupt(signum: int, frame: object) -> None:
-        noted.append(signal.Signals(signum).name)
-        raise KeyboardInterrupt(noted[-1])
+    def interrupt(name: str) -> None:
+        noted.append(name)
+        raise KeyboardInterrupt(name)
 
-    previous = {signum: signal.signal(signum, interrupt) for signum in STOPPING_SIGNALS}
-    try:
+    with _on_stopping_signals(interrupt):
         yield noted
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)

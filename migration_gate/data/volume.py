@@ -155,7 +155,7 @@ class LegacyVolume:
 
 
 class _World:
-    """The legacy rows, drawn table by table; each method yields COPY text blocks."""
+    """The legacy rows, drawn table by table: each table's method yields its rows as COPY text."""
 
     def __init__(self, volume: LegacyVolume, profiles: dict[str, int]) -> None:
         self.volume = volume
@@ -169,7 +169,9 @@ class _World:
         self.registrations = 0
         self.counts: dict[str, int] = {}
 
-    def _blocks(self, table: str, rows: Iterator[str]) -> Iterator[str]:
+    def blocks(self, table: str) -> Iterator[str]:
+        """``table``'s rows as COPY text, in blocks, drawn from the table's own stream; its count kept."""
+        rows: Iterator[str] = getattr(self, table)(self.volume.rng(table))
         block: list[str] = []
         count = 0
         for row in rows:
@@ -183,51 +185,42 @@ class _World:
             yield "".join(block)
         self.counts[table] = count
 
-    def users(self) -> Iterator[str]:
-        rng = self.volume.rng("users")
+    def users(self, rng: random.Random) -> Iterator[str]:
         n = self.volume.users
         clock = self.clock
 
-        def rows() -> Iterator[str]:
-            for user_id in range(1, n + 1):
-                # Sign-ups spread over 2019-2020, in id order with some jitter.
-                created = EPOCH_2019 + (2 * YEAR * user_id) // (n + 1) + int(rng.random() * DAY)
-                self.user_created.append(created)
-                self.ownership.append(OWNERSHIP.pick(rng.random()))
-                yield f"{user_id}\tuser{user_id}@example.com\tUser {user_id}\t{clock(created)}\n"
+        for user_id in range(1, n + 1):
+            # Sign-ups spread over 2019-2020, in id order with some jitter.
+            created = EPOCH_2019 + (2 * YEAR * user_id) // (n + 1) + int(rng.random() * DAY)
+            self.user_created.append(created)
+            self.ownership.append(OWNERSHIP.pick(rng.random()))
+            yield f"{user_id}\tuser{user_id}@example.com\tUser {user_id}\t{clock(created)}\n"
 
-        return self._blocks("users", rows())
-
-    def workspaces(self) -> Iterator[str]:
-        rng = self.volume.rng("workspaces")
+    def workspaces(self, rng: random.Random) -> Iterator[str]:
         clock = self.clock
 
-        def rows() -> Iterator[str]:
-            workspace_id = 0
-            for index, kind in enumerate(self.ownership):
-                if kind not in ("one", "several"):
-                    continue
-                owner = index + 1
-                count = 1 if kind == "one" else 2 + int(rng.random() * 4)
-                tied = kind == "several" and rng.random() < SHARE_TIED_WORKSPACES
-                previous = None
-                for number in range(count):
-                    if tied and number == 1 and previous is not None:
-                        created = previous  # same instant as the one before: the id decides
-                    else:
-                        # Any time in the two years after sign-up: ids and created_at disagree often.
-                        created = self.user_created[index] + int(rng.random() * 2 * YEAR)
-                    previous = created
-                    workspace_id += 1
-                    self.workspace_owner.append(owner)
-                    self.workspace_created.append(created)
-                    self.belongs.setdefault(owner, []).append(workspace_id)
-                    yield f"{workspace_id}\t{owner}\tWorkspace {workspace_id}\t{clock(created)}\n"
+        workspace_id = 0
+        for index, kind in enumerate(self.ownership):
+            if kind not in ("one", "several"):
+                continue
+            owner = index + 1
+            count = 1 if kind == "one" else 2 + int(rng.random() * 4)
+            tied = kind == "several" and rng.random() < SHARE_TIED_WORKSPACES
+            previous = None
+            for number in range(count):
+                if tied and number == 1 and previous is not None:
+                    created = previous  # same instant as the one before: the id decides
+                else:
+                    # Any time in the two years after sign-up: ids and created_at disagree often.
+                    created = self.user_created[index] + int(rng.random() * 2 * YEAR)
+                previous = created
+                workspace_id += 1
+                self.workspace_owner.append(owner)
+                self.workspace_created.append(created)
+                self.belongs.setdefault(owner, []).append(workspace_id)
+                yield f"{workspace_id}\t{owner}\tWorkspace {workspace_id}\t{clock(created)}\n"
 
-        return self._blocks("workspaces", rows())
-
-    def workspace_members(self) -> Iterator[str]:
-        rng = self.volume.rng("workspace_members")
+    def workspace_members(self, rng: random.Random) -> Iterator[str]:
         clock = self.clock
         owner_profile = self.profiles["owner"]
         lesser = [self.profiles[code] for code in ("admin", "member", "viewer")]
@@ -235,123 +228,107 @@ class _World:
         workspaces = len(self.workspace_owner)
         users = self.volume.users
 
-        def rows() -> Iterator[str]:
-            taken: set[tuple[int, int]] = set()
+        taken: set[tuple[int, int]] = set()
 
-            def member(workspace_id: int, user_id: int, profile: int) -> str:
-                taken.add((workspace_id, user_id))
-                if self.workspace_owner[workspace_id - 1] != user_id:
-                    self.belongs.setdefault(user_id, []).append(workspace_id)
-                joined = max(self.workspace_created[workspace_id - 1], self.user_created[user_id - 1])
-                return f"{workspace_id}\t{user_id}\t{profile}\t{clock(joined + int(rng.random() * YEAR))}\n"
+        def member(workspace_id: int, user_id: int, profile: int) -> str:
+            taken.add((workspace_id, user_id))
+            if self.workspace_owner[workspace_id - 1] != user_id:
+                self.belongs.setdefault(user_id, []).append(workspace_id)
+            joined = max(self.workspace_created[workspace_id - 1], self.user_created[user_id - 1])
+            return f"{workspace_id}\t{user_id}\t{profile}\t{clock(joined + int(rng.random() * YEAR))}\n"
 
-            for workspace_id in range(1, workspaces + 1):
-                owner = self.workspace_owner[workspace_id - 1]
-                case = OWNER_MEMBERSHIP.pick(rng.random())
-                if case == "owner":
-                    yield member(workspace_id, owner, owner_profile)
-                elif case == "lesser":
-                    yield member(workspace_id, owner, lesser[int(rng.random() * 3)])
-                # Colleagues: mostly none or one or two, a few teams.
-                for _ in range((0, 0, 1, 1, 2, 3, 5)[int(rng.random() * 7)]):
-                    user_id = 1 + int(rng.random() * users)
-                    if (
-                        (workspace_id, user_id) in taken
-                        or user_id == owner
-                        or self.ownership[user_id - 1] == "alone"
-                    ):
-                        continue
-                    foreign_owner = rng.random() < SHARE_FOREIGN_OWNER_PROFILE
-                    profile = owner_profile if foreign_owner else ordinary[int(rng.random() * 5)]
-                    yield member(workspace_id, user_id, profile)
-            if not workspaces:
-                return
-            # Every "member" user belongs somewhere, though they own nothing.
-            for index, kind in enumerate(self.ownership):
-                user_id = index + 1
-                if kind == "member" and user_id not in self.belongs:
-                    workspace_id = 1 + int(rng.random() * workspaces)
-                    yield member(workspace_id, user_id, ordinary[int(rng.random() * 5)])
+        for workspace_id in range(1, workspaces + 1):
+            owner = self.workspace_owner[workspace_id - 1]
+            case = OWNER_MEMBERSHIP.pick(rng.random())
+            if case == "owner":
+                yield member(workspace_id, owner, owner_profile)
+            elif case == "lesser":
+                yield member(workspace_id, owner, lesser[int(rng.random() * 3)])
+            # Colleagues: mostly none or one or two, a few teams.
+            for _ in range((0, 0, 1, 1, 2, 3, 5)[int(rng.random() * 7)]):
+                user_id = 1 + int(rng.random() * users)
+                if (
+                    (workspace_id, user_id) in taken
+                    or user_id == owner
+                    or self.ownership[user_id - 1] == "alone"
+                ):
+                    continue
+                foreign_owner = rng.random() < SHARE_FOREIGN_OWNER_PROFILE
+                profile = owner_profile if foreign_owner else ordinary[int(rng.random() * 5)]
+                yield member(workspace_id, user_id, profile)
+        if not workspaces:
+            return
+        # Every "member" user belongs somewhere, though they own nothing.
+        for index, kind in enumerate(self.ownership):
+            user_id = index + 1
+            if kind == "member" and user_id not in self.belongs:
+                workspace_id = 1 + int(rng.random() * workspaces)
+                yield member(workspace_id, user_id, ordinary[int(rng.random() * 5)])
 
-        return self._blocks("workspace_members", rows())
-
-    def credentials(self) -> Iterator[str]:
-        rng = self.volume.rng("credentials")
+    def credentials(self, rng: random.Random) -> Iterator[str]:
         clock = self.clock
 
-        def rows() -> Iterator[str]:
-            credential_id = 0
-            for index in range(self.volume.users):
-                user_id = index + 1
-                for _ in range(CREDENTIALS_PER_USER[int(rng.random() * len(CREDENTIALS_PER_USER))]):
-                    credential_id += 1
-                    provider = PROVIDERS[int(rng.random() * len(PROVIDERS))]
-                    created = self.user_created[index] + int(rng.random() * YEAR)
-                    updated = created + int(rng.random() * YEAR)
-                    yield (
-                        f"{credential_id}\t{user_id}\t{provider}-{credential_id}\t{provider}\t"
-                        f"s-{credential_id:08x}\t{clock(created)}\t{clock(updated)}\n"
-                    )
+        credential_id = 0
+        for index in range(self.volume.users):
+            user_id = index + 1
+            for _ in range(CREDENTIALS_PER_USER[int(rng.random() * len(CREDENTIALS_PER_USER))]):
+                credential_id += 1
+                provider = PROVIDERS[int(rng.random() * len(PROVIDERS))]
+                created = self.user_created[index] + int(rng.random() * YEAR)
+                updated = created + int(rng.random() * YEAR)
+                yield (
+                    f"{credential_id}\t{user_id}\t{provider}-{credential_id}\t{provider}\t"
+                    f"s-{credential_id:08x}\t{clock(created)}\t{clock(updated)}\n"
+                )
 
-        return self._blocks("credentials", rows())
-
-    def webhook_registrations(self) -> Iterator[str]:
-        rng = self.volume.rng("webhook_registrations")
+    def webhook_registrations(self, rng: random.Random) -> Iterator[str]:
         clock = self.clock
         users = self.volume.users
         self.registrations = max(1, round(users * REGISTRATIONS_PER_USER)) if users else 0
 
-        def rows() -> Iterator[str]:
-            for registration_id in range(1, self.registrations + 1):
-                index = int(rng.random() * users)
-                created = self.user_created[index] + int(rng.random() * YEAR)
-                orphan = rng.random() < SHARE_ORPHAN_REGISTRATIONS
-                user = r"\N" if orphan else str(index + 1)
-                kinds = rng.random()
-                event_types = (
-                    "{activity.created}"
-                    if kinds < 0.6
-                    else "{activity.created,credential.updated}"
-                    if kinds < 0.95
-                    else "{}"
-                )
-                active = "t" if rng.random() < 0.8 else "f"
-                yield (
-                    f"{registration_id}\t{user}\thttps://hooks{registration_id}.example.com/in\t"
-                    f"{event_types}\twh-{registration_id:08x}\t{active}\t{clock(created)}\n"
-                )
+        for registration_id in range(1, self.registrations + 1):
+            index = int(rng.random() * users)
+            created = self.user_created[index] + int(rng.random() * YEAR)
+            orphan = rng.random() < SHARE_ORPHAN_REGISTRATIONS
+            user = r"\N" if orphan else str(index + 1)
+            kinds = rng.random()
+            event_types = (
+                "{activity.created}"
+                if kinds < 0.6
+                else "{activity.created,credential.updated}"
+                if kinds < 0.95
+                else "{}"
+            )
+            active = "t" if rng.random() < 0.8 else "f"
+            yield (
+                f"{registration_id}\t{user}\thttps://hooks{registration_id}.example.com/in\t"
+                f"{event_types}\twh-{registration_id:08x}\t{active}\t{clock(created)}\n"
+            )
 
-        return self._blocks("webhook_registrations", rows())
-
-    def webhook_events(self) -> Iterator[str]:
-        rng = self.volume.rng("webhook_events")
+    def webhook_events(self, rng: random.Random) -> Iterator[str]:
         clock = self.clock
         count = round(self.volume.activities * EVENTS_PER_ACTIVITY) if self.registrations else 0
         registrations = self.registrations
 
-        def rows() -> Iterator[str]:
-            for event_id in range(1, count + 1):
-                # Busy registrations get most events: skewed towards the low ids.
-                registration_id = 1 + int(registrations * rng.random() ** 2)
-                status = EVENT_STATUSES.pick(rng.random())
-                created = EPOCH_2019 + 3 * YEAR + (YEAR * event_id) // (count + 1)
-                if status in ("delivered", "failed"):
-                    attempts = 1 if status == "delivered" else 1 + int(rng.random() * 5)
-                    processed = clock(created + 1 + int(rng.random() * 600))
-                else:
-                    attempts = 0 if status == "pending" else 1
-                    processed = r"\N"
-                event_type = EVENT_TYPES[int(rng.random() * 3)]
-                yield (
-                    f"{event_id}\t{registration_id}\t{event_type}\t"
-                    f'{{"n": {event_id}, "type": "{event_type}"}}\t{status}\t{attempts}\t'
-                    f"{clock(created)}\t{processed}\n"
-                )
+        for event_id in range(1, count + 1):
+            # Busy registrations get most events: skewed towards the low ids.
+            registration_id = 1 + int(registrations * rng.random() ** 2)
+            status = EVENT_STATUSES.pick(rng.random())
+            created = EPOCH_2019 + 3 * YEAR + (YEAR * event_id) // (count + 1)
+            if status in ("delivered", "failed"):
+                attempts = 1 if status == "delivered" else 1 + int(rng.random() * 5)
+                processed = clock(created + 1 + int(rng.random() * 600))
+            else:
+                attempts = 0 if status == "pending" else 1
+                processed = r"\N"
+            event_type = EVENT_TYPES[int(rng.random() * 3)]
+            yield (
+                f"{event_id}\t{registration_id}\t{event_type}\t"
+                f'{{"n": {event_id}, "type": "{event_type}"}}\t{status}\t{attempts}\t'
+                f"{clock(created)}\t{processed}\n"
+            )
 
-        return self._blocks("webhook_events", rows())
-
-    def activities(self) -> Iterator[str]:
-        rng = self.volume.rng("activities")
+    def activities(self, rng: random.Random) -> Iterator[str]:
         draw = rng.random
         clock = self.clock
         count = self.volume.activities
@@ -362,30 +339,27 @@ class _World:
         without_payload = formats[0]
         span = 2 * YEAR
 
-        def rows() -> Iterator[str]:
-            for activity_id in range(1, count + 1):
-                created = clock(EPOCH_2019 + 2 * YEAR + (span * activity_id) // (count + 1))
-                action = ACTIONS[int(draw() * 6)]
-                payload_format = formats[bisect.bisect_right(bounds, draw())]
-                if draw() >= SHARE_ACTIVITIES_WITHOUT_USER:
-                    # A few users do most things.
-                    user_id = 1 + int(users * draw() ** 2)
-                    user = str(user_id)
-                    theirs = belongs.get(user_id)
-                else:
-                    user = r"\N"
-                    theirs = None
-                if payload_format is without_payload:
-                    yield f"{activity_id}\t{user}\t{action}\t\\N\t{created}\n"
-                    continue
-                w = theirs[int(draw() * len(theirs))] if theirs else 1 + int(draw() * workspaces)
-                o = 1 + int(draw() * workspaces)
-                if theirs and o in theirs:
-                    o = workspaces + 1  # no such workspace: not theirs either
-                payload = payload_format(w, o, workspaces + 1 + int(draw() * 1000), activity_id)
-                yield f"{activity_id}\t{user}\t{action}\t{payload}\t{created}\n"
-
-        return self._blocks("activities", rows())
+        for activity_id in range(1, count + 1):
+            created = clock(EPOCH_2019 + 2 * YEAR + (span * activity_id) // (count + 1))
+            action = ACTIONS[int(draw() * 6)]
+            payload_format = formats[bisect.bisect_right(bounds, draw())]
+            if draw() >= SHARE_ACTIVITIES_WITHOUT_USER:
+                # A few users do most things.
+                user_id = 1 + int(users * draw() ** 2)
+                user = str(user_id)
+                theirs = belongs.get(user_id)
+            else:
+                user = r"\N"
+                theirs = None
+            if payload_format is without_payload:
+                yield f"{activity_id}\t{user}\t{action}\t\\N\t{created}\n"
+                continue
+            w = theirs[int(draw() * len(theirs))] if theirs else 1 + int(draw() * workspaces)
+            o = 1 + int(draw() * workspaces)
+            if theirs and o in theirs:
+                o = workspaces + 1  # no such workspace: not theirs either
+            payload = payload_format(w, o, workspaces + 1 + int(draw() * 1000), activity_id)
+            yield f"{activity_id}\t{user}\t{action}\t{payload}\t{created}\n"
 
 
 def _refuse_unless_empty_004(conn: psycopg.Connection, target: str) -> dict[str, int]:
@@ -473,7 +447,7 @@ def generate(
             # The queued writer sends from a thread: Python formats the next block meanwhile.
             cursor = conn.cursor()
             with cursor.copy(statement, writer=QueuedLibpqWriter(cursor)) as copy:
-                for block in getattr(world, table)():
+                for block in world.blocks(table):
                     copy.write(block)
             progress(
                 f"{table:<22} {world.counts[table]:>10} rows {time.perf_counter() - started:8.3f} s"

@@ -10,7 +10,6 @@ import time
 
 from migration_gate.core import dsn, runner
 from migration_gate.core.plan import Migration
-from migration_gate.core.server import DisposableServer
 from migration_gate.data import volume
 
 # ≥ 100k activities over thousands of workspaces; the same seed gives the same rows.
@@ -19,25 +18,22 @@ ACTIVITIES = 100_000
 SEED = 8
 
 
-def build(
-    server: DisposableServer,
+def fill(
+    url: str,
     plan: list[Migration],
-    name: str,
     users: int = USERS,
     activities: int = ACTIVITIES,
     seed: int = SEED,
     progress: runner.Progress = lambda line: None,
-) -> str:
-    """Create database ``name`` on ``server`` at the plan's last migration, analyzed; its URL."""
+) -> None:
+    """Bring the empty database at ``url`` to the plan's last migration through the volume, analyzed."""
     started = time.perf_counter()
-    url = server.create_database(name)
     runner.migrate(url, plan, stop="004")
     counts = volume.generate(url, users=users, activities=activities, seed=seed)
     runner.migrate(url, plan)
     with dsn.connect(url) as conn:
         conn.execute("ANALYZE")
     progress(
-        f"volume database {name}: {counts.get('activities', 0)} activities, {counts.get('users', 0)} users, "
-        f"migrated and analyzed in {time.perf_counter() - started:.1f} s"
+        f"volume database {dsn.describe(url)}: {counts.get('activities', 0)} activities, "
+        f"{counts.get('users', 0)} users, migrated and analyzed in {time.perf_counter() - started:.1f} s"
     )
-    return url

@@ -36,6 +36,7 @@ from migration_gate.core.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, GateErr
 from migration_gate.core.identity import identify
 from migration_gate.core.locks import LockWatch
 from migration_gate.core.signals import cancelling, deferred_interrupts
+from migration_gate.core.text import first_line
 from migration_gate.history.record import Target, from_change_record
 from migration_gate.history.store import History
 from migration_gate.operations import backup, backup_metadata, callbacks, client_tools, fingerprint
@@ -43,7 +44,7 @@ from migration_gate.operations import restore as restoring
 from migration_gate.operations.preflight import PlaybookOptions, Preflight, app_sessions, preflight
 from migration_gate.operations.report import JSON_NAME, ChangeRecord, CheckRecord, StepRecord, now
 from migration_gate.operations.smoke_step import SmokeResult
-from migration_gate.operations.validation import Stop, Validation, first_line
+from migration_gate.operations.validation import Stop, Validation
 
 Progress = Callable[[str], None]
 Confirm = Callable[[str], bool]

@@ -35,12 +35,12 @@ from migration_gate.core.errors import UsageError
 from migration_gate.core.exemptions import Exemption
 from migration_gate.core.identity import DatabaseIdentity, identify
 from migration_gate.core.plan import Migration, load_plan, touched_tables
+from migration_gate.core.text import first_line
 from migration_gate.history import store as history_store
 from migration_gate.history.record import Target
 from migration_gate.operations import backup_metadata, client_tools, forecast, run_lock, target_stats
 from migration_gate.operations.report import CheckRecord
 from migration_gate.operations.smoke_step import SmokeStep, why_smoke_cannot_run
-from migration_gate.operations.validation import first_line
 
 Progress = Callable[[str], None]
 

@@ -29,6 +29,7 @@ from typing import Any
 from migration_gate.checks.role_report import LABELS
 from migration_gate.core import dsn
 from migration_gate.core.schema import ADDED, ALTERED, DROPPED, Change
+from migration_gate.core.text import markdown_table
 from migration_gate.operations.squads_message import closing
 
 JSON_NAME = "report.json"
@@ -339,14 +340,9 @@ def _scrubbed(value: Any, secret_url: str | None) -> Any:
     return value
 
 
-def _cell(value: Any) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
 def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(_cell(cell) for cell in row) + " |" for row in rows]
-    return [*lines, ""]
+    """A section's Markdown table, and the blank line that ends it."""
+    return [*markdown_table(headers, rows), ""]
 
 
 def _figures(value: Any) -> str:

@@ -38,6 +38,7 @@ from migration_gate.core.exemptions import Exemption
 from migration_gate.core.locks import LOCK_RETRY, LockWatch
 from migration_gate.core.plan import Checkpoint, Migration, checkpoint_name, checkpoints
 from migration_gate.core.signals import Cancellation
+from migration_gate.core.text import first_line
 from migration_gate.operations.migration_effects import EffectsProbe
 from migration_gate.operations.report import ChangeRecord, CheckRecord, MigrationRecord, judged_new_tables
 
@@ -56,11 +57,6 @@ class Stop(Exception):
         super().__init__(reason)
         self.where = where
         self.reason = reason
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class Validation:

@@ -61,7 +61,6 @@ class CheckpointDatabases:
     changes: dict[str, list[schema.Change]] = field(default_factory=dict)
     seed_seconds: float = 0.0
     prefix: str = "gate"
-    _clones: int = 0
     _snapshot: LegacySnapshot | None = None
 
     disposable = True
@@ -102,11 +101,11 @@ class CheckpointDatabases:
         with dsn.connect(self.url(checkpoint)) as conn:
             yield conn
 
-    def clone(self, checkpoint: str, name: str | None = None) -> str:
-        """A private copy of a checkpoint (for injecting a fault); the caller drops it."""
-        self._clones += 1
-        name = name or f"{self.prefix}_{checkpoint}_copy{self._clones}"
-        return self.server.create_database(name, template=self.database(checkpoint))
+    def clone(self, checkpoint: str, what: str = "copy") -> AbstractContextManager[str]:
+        """A private copy of a checkpoint for a ``with`` block (to inject a fault), its URL; dropped on exit."""
+        return self.server.temporary_database(
+            f"{self.prefix}_{checkpoint}_{what}", template=self.database(checkpoint)
+        )
 
     def build(
         self,
@@ -149,6 +148,11 @@ class CheckpointDatabases:
         self.locks = probe.by_migration
         self.changes = changes.by_migration
         return self
+
+    def drop(self) -> None:
+        """Drop every checkpoint's database: a chain built beside the session's, which its server takes along."""
+        for checkpoint in self.checkpoints:
+            self.server.drop_database(self.database(checkpoint))
 
     def legacy_snapshot(self) -> LegacySnapshot | None:
         """The legacy checkpoint's figures: the left side of every conservation equation."""

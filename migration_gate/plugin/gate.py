@@ -16,7 +16,6 @@ Markers carry what a test needs: ``@pytest.mark.holds_from(6)`` parametrizes
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
@@ -125,10 +124,9 @@ def volume_database(gate: GateDatabases) -> Iterator[str]:
         pytest.skip(
             "the generated volume needs the disposable server; an existing database uses its own data"
         )
-    name = f"gate_volume_{uuid.uuid4().hex[:8]}"
-    url = volume_checkpoint.build(gate.server, gate.plan, name)
-    yield url
-    gate.server.drop_database(name)
+    with gate.server.temporary_database("gate_volume") as url:
+        volume_checkpoint.fill(url, gate.plan)
+        yield url
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ import pytest
 from migration_gate.core.exemptions import Exemption
 from migration_gate.core.runner import AppliedMigration
 from migration_gate.core.schema import Change
+from migration_gate.core.text import cell, markdown_table
 from migration_gate.operations.report import changes_markdown, exemptions_markdown, judged_new_tables
 
 # The user property a catalog test leaves for an invariant: (name, checkpoint, offending rows).
@@ -124,10 +125,6 @@ def first_line(report: pytest.TestReport) -> str:
     return line.removeprefix("migration_gate.checks.failures.CheckFailed: ")
 
 
-def _cell(value: object) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
 def markdown(
     applied: AppliedRecord | None,
     counts: dict[str, dict[str, int]],
@@ -139,33 +136,26 @@ def markdown(
     """The pull request's summary of one gate run."""
     out = [f"## migration-gate: {outcome}", ""]
     if applied and applied.migrations:
-        out += [
-            f"### Migrations ({applied.title})",
-            "",
-            "| migration | seconds | ACCESS EXCLUSIVE on existing tables |",
-        ]
-        out += ["| --- | ---: | --- |"]
+        rows = []
         for name, seconds in applied.migrations:
             held = applied.locks.get(name, {})
             locks = ", ".join(
                 f"{table} {held[table]:.3f} s" for table in sorted(held, key=lambda t: -held[t])
             )
-            out.append(f"| `{name}` | {seconds:.3f} | {locks or 'none'} |")
-        out.append("")
+            rows.append([f"`{name}`", f"{seconds:.3f}", locks or "none"])
+        headers = ["migration", "seconds", "ACCESS EXCLUSIVE on existing tables"]
+        out += [f"### Migrations ({applied.title})", "", *markdown_table(headers, rows, align="lrl"), ""]
     if applied:
         out += changes_markdown(applied.judged(rules or {}), heading="###")
     if counts:
         points = list(counts)
         names = sorted({name for by_name in counts.values() for name in by_name})
+        offending = [[f"`{name}`", *(counts[point].get(name, "-") for point in points)] for name in names]
         out += ["### Invariants at each checkpoint (offending rows; must be 0)", ""]
-        out += ["| invariant | " + " | ".join(points) + " |", "| --- |" + " ---: |" * len(points)]
-        for name in names:
-            cells = [str(counts[point].get(name, "-")) for point in points]
-            out.append(f"| `{name}` | " + " | ".join(cells) + " |")
-        out.append("")
+        out += [*markdown_table(["invariant", *points], offending, align="l" + "r" * len(points)), ""]
     out += exemptions_markdown([exemption.to_json() for exemption in exemptions], heading="###")
     out += [f"### Failed checks ({len(failed)})", ""]
-    out += [f"- `{report.nodeid}`: {_cell(first_line(report))}" for report in failed] or ["none"]
+    out += [f"- `{report.nodeid}`: {cell(first_line(report))}" for report in failed] or ["none"]
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -8,6 +8,7 @@ from http import HTTPStatus
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from migration_gate.reference.validation import (
@@ -23,6 +24,10 @@ from migration_gate.reference.validation import (
     text,
     text_list,
 )
+
+# What a credential and a webhook registration look like in a reply: never their secret.
+CREDENTIAL = ("id", "workspace_id", "name", "provider")
+WEBHOOK = ("id", "workspace_id", "target_url", "event_types", "active")
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,24 @@ class Call:
             (self.user_id, self.workspace_id, action),
         )
 
+    def create(
+        self, table: str, values: dict[str, Any], shown: tuple[str, ...], action: str
+    ) -> dict[str, Any]:
+        """A row of ``table`` made by this user in this workspace, and the activity ``action``; ``shown`` of it."""
+        columns = ("user_id", "workspace_id", *values)
+        row = self.conn.execute(
+            sql.SQL("INSERT INTO {} ({}) VALUES ({}) RETURNING {}").format(
+                sql.Identifier(table),
+                sql.SQL(", ").join(map(sql.Identifier, columns)),
+                sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+                sql.SQL(", ").join(map(sql.Identifier, shown)),
+            ),
+            (self.user_id, self.workspace_id, *values.values()),
+        ).fetchone()
+        assert row is not None
+        self.record(action)
+        return dict(zip(shown, row, strict=True))
+
     @property
     def json(self) -> dict[str, Any]:
         assert self.body is not None
@@ -52,14 +75,8 @@ class Call:
 def create_credential(call: Call) -> Reply:
     body = call.json
     fields(body, ("name", "provider", "secret"))
-    name, provider, secret = text(body, "name"), text(body, "provider"), text(body, "secret")
-    row = call.conn.execute(
-        "INSERT INTO credentials (user_id, workspace_id, name, provider, secret)"
-        " VALUES (%s, %s, %s, %s, %s) RETURNING id, workspace_id, name, provider",
-        (call.user_id, call.workspace_id, name, provider, secret),
-    ).fetchone()
-    call.record("credential.created")
-    return HTTPStatus.CREATED, _credential(row)
+    values = {name: text(body, name) for name in ("name", "provider", "secret")}
+    return HTTPStatus.CREATED, call.create("credentials", values, CREDENTIAL, "credential.created")
 
 
 def update_credential(call: Call) -> Reply:
@@ -78,29 +95,18 @@ def update_credential(call: Call) -> Reply:
     if row is None:
         raise not_found(f"no credential {credential_id} in workspace {call.workspace_id}")
     call.record("credential.updated")
-    return HTTPStatus.OK, _credential(row)
-
-
-def _credential(row: Any) -> dict[str, Any]:
-    credential_id, workspace_id, name, provider = row
-    return {"id": credential_id, "workspace_id": workspace_id, "name": name, "provider": provider}
+    return HTTPStatus.OK, dict(zip(CREDENTIAL, row, strict=True))
 
 
 def create_webhook(call: Call) -> Reply:
     body = call.json
     fields(body, ("target_url", "event_types", "secret"))
-    target_url = http_url(body, "target_url")
-    event_types = text_list(body, "event_types")
-    secret = text(body, "secret")
-    row = call.conn.execute(
-        "INSERT INTO webhook_registrations (user_id, workspace_id, target_url, event_types, secret)"
-        " VALUES (%s, %s, %s, %s, %s) RETURNING id, workspace_id, target_url, event_types, active",
-        (call.user_id, call.workspace_id, target_url, event_types, secret),
-    ).fetchone()
-    call.record("webhook.created")
-    assert row is not None
-    keys = ("id", "workspace_id", "target_url", "event_types", "active")
-    return HTTPStatus.CREATED, dict(zip(keys, row, strict=True))
+    values = {
+        "target_url": http_url(body, "target_url"),
+        "event_types": text_list(body, "event_types"),
+        "secret": text(body, "secret"),
+    }
+    return HTTPStatus.CREATED, call.create("webhook_registrations", values, WEBHOOK, "webhook.created")
 
 
 def fire_event(call: Call) -> Reply:

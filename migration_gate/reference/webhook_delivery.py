@@ -23,25 +23,22 @@ from typing import Any
 import psycopg
 import requests
 
+from migration_gate.core.retry import Backoff
+
 log = logging.getLogger("migration_gate.api.delivery")
 
 SIGNATURE_HEADER = "X-Fluxolab-Signature"
 
 
 @dataclass(frozen=True)
-class DeliveryPolicy:
+class DeliveryPolicy(Backoff):
     """How hard the worker tries: attempts in all, the first retry's delay (doubling), the POST's timeout."""
 
-    max_attempts: int = 5
-    backoff_seconds: float = 1.0
     timeout_seconds: float = 5.0
-
-    def delay_after(self, attempts: int) -> float:
-        return float(self.backoff_seconds * 2 ** (attempts - 1))
 
 
 # The smoke tests' policy (the gate's and the playbook's): a failing delivery settles in well under a second.
-FAST_RETRIES = DeliveryPolicy(max_attempts=3, backoff_seconds=0.02, timeout_seconds=5.0)
+FAST_RETRIES = DeliveryPolicy(attempts=3, backoff_seconds=0.02, timeout_seconds=5.0)
 
 
 def sign(body: bytes, secret: str) -> str:
@@ -145,7 +142,7 @@ class DeliveryWorker:
                 log.info("event %s delivered to %s (attempt %s)", event_id, target_url, attempts)
                 return
             self.last_errors[event_id] = problem
-            if attempts >= self.policy.max_attempts:
+            if attempts >= self.policy.attempts:
                 conn.execute(
                     "UPDATE webhook_events SET status = 'failed', processed_at = now() WHERE id = %s",
                     (event_id,),

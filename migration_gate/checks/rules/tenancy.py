@@ -201,6 +201,18 @@ def rows_at_fault(conn: psycopg.Connection, query: sql.Composable) -> RowsAtFaul
     return RowsAtFault(count, [sample_section(count, names, sample)] if count else [], text)
 
 
+def rows_finding(
+    table: TenantTable, summary: str, rows: RowsAtFault, what_to_do: str, *context: tuple[str, str]
+) -> Finding:
+    """What a rule found in ``table``: the rows at fault, ``context``, what to do, the SQL that finds them."""
+    return Finding(
+        table.name,
+        summary,
+        [*rows.sample, *context, ("what to do", what_to_do), ("SQL to run again by hand", rows.sql + ";")],
+        rows.count,
+    )
+
+
 def columns(table: TenantTable, *names: str) -> sql.Composable:
     """``x.<key>, ..., x.<name>, ...``: what a sample row of ``table`` (as ``x``) shows."""
     return sql.SQL(", ").join(sql.Identifier("x", name) for name in table.keys_and(*names))

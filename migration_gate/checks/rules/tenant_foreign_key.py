@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from migration_gate.checks.rules.tenancy import Finding, TableRule, TenantTable, rows_where
+from migration_gate.checks.rules.tenancy import Finding, TableRule, TenantTable, rows_finding, rows_where
 
 WORKSPACE_KEYS_SQL = """
 SELECT c.relname::text AS table_name, f.conname::text, f.convalidated,
@@ -92,19 +92,12 @@ def findings(conn: psycopg.Connection, tables: list[TenantTable]) -> list[Findin
             else "no row is an orphan yet"
         )
         found.append(
-            Finding(
-                table.name,
+            rows_finding(
+                table,
                 f"{table.label}.workspace_id {problem}: {orphans}",
-                [
-                    *rows.sample,
-                    (
-                        "keys on workspace_id",
-                        "\n".join(key.describe() for key in keys[table.name]) or "(none)",
-                    ),
-                    ("what to do", ("remove or re-home the orphans, then:\n" if rows.count else "") + fix),
-                    ("SQL to run again by hand", rows.sql + ";"),
-                ],
-                rows.count,
+                rows,
+                ("remove or re-home the orphans, then:\n" if rows.count else "") + fix,
+                ("keys on workspace_id", "\n".join(key.describe() for key in keys[table.name]) or "(none)"),
             )
         )
     return found

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import psycopg
 
-from migration_gate.checks.rules.tenancy import Finding, TableRule, TenantTable, rows_where
+from migration_gate.checks.rules.tenancy import Finding, TableRule, TenantTable, rows_finding, rows_where
 
 
 def findings(conn: psycopg.Connection, tables: list[TenantTable]) -> list[Finding]:
@@ -26,20 +26,13 @@ def findings(conn: psycopg.Connection, tables: list[TenantTable]) -> list[Findin
         )
         if rows.count:
             found.append(
-                Finding(
-                    table.name,
+                rows_finding(
+                    table,
                     f"{rows.count} row(s) of {table.label} sit in a workspace their user is not a member of "
                     "(a cross-tenant leak)",
-                    [
-                        *rows.sample,
-                        (
-                            "what to do",
-                            "place each row in a workspace its user is a member of (the user's "
-                            "default_workspace_id, as 007 does for credentials), or give the user that membership",
-                        ),
-                        ("SQL to run again by hand", rows.sql + ";"),
-                    ],
-                    rows.count,
+                    rows,
+                    "place each row in a workspace its user is a member of (the user's "
+                    "default_workspace_id, as 007 does for credentials), or give the user that membership",
                 )
             )
     return found

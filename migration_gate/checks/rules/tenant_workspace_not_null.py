@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import psycopg
 
-from migration_gate.checks.rules.tenancy import Finding, TableRule, TenantTable, rows_where
+from migration_gate.checks.rules.tenancy import Finding, TableRule, TenantTable, rows_finding, rows_where
 
 NULLABLE_SQL = """
 SELECT c.relname::text
@@ -37,19 +37,12 @@ def findings(conn: psycopg.Connection, tables: list[TenantTable]) -> list[Findin
             else "no row is NULL yet, but nothing stops one"
         )
         found.append(
-            Finding(
-                name,
+            rows_finding(
+                table,
                 f"{table.label}.workspace_id is nullable: {found_rows}",
-                [
-                    *rows.sample,
-                    (
-                        "what to do",
-                        f"give every row its workspace, then:\n"
-                        f"ALTER TABLE {table.label} ALTER COLUMN workspace_id SET NOT NULL;",
-                    ),
-                    ("SQL to run again by hand", rows.sql + ";"),
-                ],
-                rows.count,
+                rows,
+                f"give every row its workspace, then:\n"
+                f"ALTER TABLE {table.label} ALTER COLUMN workspace_id SET NOT NULL;",
             )
         )
     return found

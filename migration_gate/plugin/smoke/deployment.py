@@ -90,10 +90,9 @@ def reference_deployment(
     ``prepare`` runs on the clone as superuser before the API starts (to inject a fault);
     every response is checked against ``contract`` (the smoke tests' openapi.yaml).
     """
-    url = checkpoints.clone(checkpoints.last)
-    clone = str(dsn.parse(url)["dbname"])
     run_id = uuid.uuid4().hex[:10]
-    try:
+    with checkpoints.clone(checkpoints.last, "smoke") as url:
+        clone = str(dsn.parse(url)["dbname"])
         with dsn.connect(url) as conn:
             actors = create_actors(conn, run_id)
             if prepare is not None:
@@ -114,8 +113,6 @@ def reference_deployment(
         finally:
             client.close()
             api.stop()
-    finally:
-        checkpoints.server.drop_database(clone)
 
 
 @contextmanager
