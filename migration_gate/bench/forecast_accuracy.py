@@ -25,9 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from migration_gate.bench.window import cli, fill_legacy, playbook, restore, run_timed
+from migration_gate.bench.window import Playbooks, cli, fill_legacy, playbook, restore, run_timed
 from migration_gate.core import dsn
-from migration_gate.core.plan import Migration
 from migration_gate.core.server import DisposableServer
 from migration_gate.operations.forecast import MIGRATE_STEP
 
@@ -130,39 +129,31 @@ def forecast_cli(url: str, record: Path, json_path: Path, migrations_dir: Path) 
     return data
 
 
-def run_forecast(
-    server: DisposableServer,
-    plan: list[Migration],
-    migrations_dir: Path,
-    activities: int,
-    seed: int,
-    repeats: int,
-    progress: Progress,
-) -> ForecastScale:
+def run_forecast(on: Playbooks, activities: int) -> ForecastScale:
     """``repeats`` records at ``activities``, each forecasting 2x and 4x and checked against their runs."""
     scale = ForecastScale(activities)
     with ExitStack() as generated:
         bases: dict[int, str] = {}
         for multiple in (1, *MULTIPLES):
-            url = generated.enter_context(server.temporary_database(f"forecast_{activities}_x{multiple}"))
-            fill_legacy(url, plan, activities * multiple, seed)
+            url = generated.enter_context(on.server.temporary_database(f"forecast_{activities}_x{multiple}"))
+            fill_legacy(url, on.plan, activities * multiple, on.seed)
             bases[multiple] = str(dsn.parse(url)["dbname"])
-            progress(f"forecast: {activities * multiple:,} activities generated")
-        for attempt in range(repeats):
+            on.progress(f"forecast: {activities * multiple:,} activities generated")
+        for attempt in range(on.repeats):
             with tempfile.TemporaryDirectory(prefix="migration-gate-forecast-") as tmp:
                 workdir = Path(tmp)
                 (workdir / "record").mkdir()
-                with server.temporary_database(f"forecast_{activities}_copy", template=bases[1]) as copy:
-                    playbook(copy, workdir / "record", migrations_dir)
+                with on.server.temporary_database(f"forecast_{activities}_copy", template=bases[1]) as copy:
+                    playbook(copy, workdir / "record", on.migrations_dir)
                 record_json = workdir / "record" / "record" / "report.json"
                 for multiple in MULTIPLES:
                     point = _measure(
-                        server, bases[multiple], record_json, workdir / f"x{multiple}", migrations_dir
+                        on.server, bases[multiple], record_json, workdir / f"x{multiple}", on.migrations_dir
                     )
                     scale.points.append(ForecastPoint(multiple, *point))
                     last = scale.points[-1]
-                    progress(
-                        f"forecast {attempt + 1}/{repeats}, {activities:,} → {activities * multiple:,}: "
+                    on.progress(
+                        f"forecast {attempt + 1}/{on.repeats}, {activities:,} → {activities * multiple:,}: "
                         f"window forecast {last.window_s:.1f} s ({last.low_s:.1f}-{last.high_s:.1f}), measured "
                         f"{last.measured_s:.1f} s, error {last.error:+.1%}; restore forecast "
                         f"{last.restore_forecast_s:.1f} s, measured {last.restore_s:.1f} s ({last.restore_error:+.1%})"

@@ -21,7 +21,7 @@ from migration_gate.bench.forecast_accuracy import (
     run_forecast,
 )
 from migration_gate.bench.scales import ScaleRun, median_run, run_scale
-from migration_gate.bench.window import TARGET_WINDOW_RATIO, WindowScale, run_window
+from migration_gate.bench.window import TARGET_WINDOW_RATIO, Playbooks, WindowScale, run_window
 from migration_gate.core.errors import UsageError
 from migration_gate.core.installations import find_installation
 from migration_gate.core.plan import Migration
@@ -161,16 +161,11 @@ def bench(
         for activities in scales:
             runs = [run_scale(server, plan, activities, seed, progress) for _ in range(max(1, repeats))]
             results.append(median_run(runs))
-        for activities in window_scales or ():
-            assert migrations_dir is not None, "the window runs the playbook on the files of a directory"
-            windows.append(
-                run_window(server, plan, migrations_dir, activities, seed, max(1, repeats), progress)
-            )
-        for activities in forecast_scales or ():
-            assert migrations_dir is not None, "the forecast runs the playbook on the files of a directory"
-            forecasts.append(
-                run_forecast(server, plan, migrations_dir, activities, seed, max(1, repeats), progress)
-            )
+        if window_scales or forecast_scales:
+            assert migrations_dir is not None, "a whole window runs the playbook on the files of a directory"
+            on = Playbooks(server, plan, migrations_dir, seed, max(1, repeats), progress)
+            windows += [run_window(on, activities) for activities in window_scales or ()]
+            forecasts += [run_forecast(on, activities) for activities in forecast_scales or ()]
     gate = run_gate(installation, plan, gate_runs, progress) if gate_runs else None
     return BenchResult(results, gate, windows, forecasts)
 

@@ -160,26 +160,30 @@ def fill_legacy(url: str, plan: list[Migration], activities: int, seed: int) -> 
         conn.execute("CHECKPOINT")
 
 
-def run_window(
-    server: DisposableServer,
-    plan: list[Migration],
-    migrations_dir: Path,
-    activities: int,
-    seed: int,
-    repeats: int,
-    progress: Progress,
-) -> WindowScale:
+@dataclass(frozen=True)
+class Playbooks:
+    """What a section that runs whole playbooks works with: a server, the files, the volume's seed, how often."""
+
+    server: DisposableServer
+    plan: list[Migration]
+    migrations_dir: Path
+    seed: int
+    repeats: int
+    progress: Progress
+
+
+def run_window(on: Playbooks, activities: int) -> WindowScale:
     """``repeats`` pairs of runs (by hand, playbook) on copies of one generated legacy database."""
-    pending = [m for m in plan if m.version > 4]
+    pending = [m for m in on.plan if m.version > 4]
     scale = WindowScale(activities)
-    with server.temporary_database(f"window_{activities}") as url:
+    with on.server.temporary_database(f"window_{activities}") as url:
         base = str(dsn.parse(url)["dbname"])
-        fill_legacy(url, plan, activities, seed)
-        for attempt in range(repeats):
+        fill_legacy(url, on.plan, activities, on.seed)
+        for attempt in range(on.repeats):
             with (
                 tempfile.TemporaryDirectory(prefix="migration-gate-window-") as tmp,
-                server.temporary_database(f"window_{activities}_hand", template=base) as by_hand_copy,
-                server.temporary_database(f"window_{activities}_playbook", template=base) as playbook_copy,
+                on.server.temporary_database(f"window_{activities}_hand", template=base) as by_hand_copy,
+                on.server.temporary_database(f"window_{activities}_playbook", template=base) as playbook_copy,
             ):
                 workdir = Path(tmp)
                 # Interleaved, the order alternating: neither way always runs on a warmer machine.
@@ -188,9 +192,9 @@ def run_window(
                 record: dict[str, Any] = {}
                 for way in order:
                     if way == "hand":
-                        times[way] = by_hand(server, by_hand_copy, pending, workdir)
+                        times[way] = by_hand(on.server, by_hand_copy, pending, workdir)
                     else:
-                        times[way], record = playbook(playbook_copy, workdir, migrations_dir)
+                        times[way], record = playbook(playbook_copy, workdir, on.migrations_dir)
                 restore_s = restore(playbook_copy, workdir / "playbook.backup")
                 run = WindowRun(
                     times["hand"],
@@ -200,8 +204,8 @@ def run_window(
                     int(record["backup"]["bytes"]),
                 )
             scale.runs.append(run)
-            progress(
-                f"{activities:>9} activities, window {attempt + 1}/{repeats}: by hand {run.by_hand_s:.3f} s, "
+            on.progress(
+                f"{activities:>9} activities, window {attempt + 1}/{on.repeats}: by hand {run.by_hand_s:.3f} s, "
                 f"playbook {run.playbook_s:.3f} s (ratio {run.ratio:.2f}); restore {run.restore_s:.3f} s "
                 f"for a {run.backup_bytes}-byte backup"
             )

@@ -33,18 +33,12 @@ from migration_gate.core.plan import Migration, Statement, checksum, find, split
 CORRECTIONS_TABLE = "migration_gate.corrections"
 _HEADER_LINE = re.compile(r"^--\s*(?P<key>reason|after)\s*:\s*(?P<value>.*?)\s*$")
 
-CREATE_CORRECTIONS = b"""
-CREATE SCHEMA IF NOT EXISTS migration_gate;
-CREATE TABLE IF NOT EXISTS migration_gate.corrections (
-    name          text PRIMARY KEY,
-    checksum      text NOT NULL,
-    reason        text NOT NULL,
-    after_version integer NOT NULL,
-    sql           text NOT NULL,
-    applied_at    timestamptz NOT NULL DEFAULT now(),
-    duration_ms   numeric(12, 3) NOT NULL
+CREATE_CORRECTIONS = (
+    b"CREATE TABLE IF NOT EXISTS migration_gate.corrections ("
+    b"name text PRIMARY KEY, reason text NOT NULL, after_version integer NOT NULL, sql text NOT NULL,"
+    + ledger.APPLIED_COLUMNS
+    + b")"
 )
-"""
 
 
 @dataclass(frozen=True)

@@ -12,16 +12,16 @@ from migration_gate.core.plan import Migration
 
 LEDGER_TABLE = "migration_gate.ledger"
 
-CREATE_LEDGER = b"""
-CREATE SCHEMA IF NOT EXISTS migration_gate;
-CREATE TABLE IF NOT EXISTS migration_gate.ledger (
-    version     integer PRIMARY KEY,
-    file_name   text NOT NULL,
+# What the gate keeps of whatever it applies, a migration or a correction: the same columns.
+APPLIED_COLUMNS = b"""
     checksum    text NOT NULL,
     applied_at  timestamptz NOT NULL DEFAULT now(),
-    duration_ms numeric(12, 3) NOT NULL
+    duration_ms numeric(12, 3) NOT NULL"""
+
+CREATE_LEDGER = (
+    b"CREATE TABLE IF NOT EXISTS migration_gate.ledger ("
+    b"version integer PRIMARY KEY, file_name text NOT NULL," + APPLIED_COLUMNS + b")"
 )
-"""
 
 
 @dataclass(frozen=True)
@@ -34,10 +34,10 @@ class LedgerEntry:
 
 
 def create(conn: psycopg.Connection, ddl: bytes) -> None:
-    """One of the gate's own tables (``ddl``: its schema and the table, IF NOT EXISTS), in one transaction."""
+    """One of the gate's own tables (``ddl``: CREATE TABLE IF NOT EXISTS), with its schema, in one transaction."""
     with conn.transaction():
-        for statement in ddl.split(b";"):
-            conn.execute(statement)
+        conn.execute(b"CREATE SCHEMA IF NOT EXISTS migration_gate")
+        conn.execute(ddl)
 
 
 def exists(conn: psycopg.Connection, table: str) -> bool:

@@ -44,7 +44,7 @@ from migration_gate.operations import restore as restoring
 from migration_gate.operations.preflight import PlaybookOptions, Preflight, app_sessions, preflight
 from migration_gate.operations.report import JSON_NAME, ChangeRecord, CheckRecord, StepRecord, now
 from migration_gate.operations.smoke_step import SmokeResult
-from migration_gate.operations.validation import Stop, Validation
+from migration_gate.operations.validation import RunStopped, Stop, Validation
 
 Progress = Callable[[str], None]
 Confirm = Callable[[str], bool]
@@ -66,13 +66,15 @@ RESTORED = "restored from the backup (verified)"
 NEEDS_RESTORE = "NOT as before: migrated, and the backup must be restored (command below)"
 
 
-class Interrupted(Exception):
-    """A signal stopped the run at ``where``: raised once the clean-up is done, to end the run."""
+class Interrupted(RunStopped):
+    """A signal (``reason``: its name) stopped the run at ``where``: raised once the clean-up is done.
 
-    def __init__(self, where: str, signal_name: str) -> None:
-        super().__init__(where)
-        self.where = where
-        self.signal_name = signal_name
+    Not a ``Stop``: what a stop rolls back and records, an interruption has already done.
+    """
+
+    @property
+    def signal_name(self) -> str:
+        return self.reason
 
 
 def restore_command(options: PlaybookOptions) -> str:

@@ -50,13 +50,17 @@ SCOPING_VERSION = 5
 CURRENT = "current"
 
 
-class Stop(Exception):
-    """The run stops here (before the commit): a failing migration, a nonzero count, a failed check."""
+class RunStopped(Exception):
+    """The run ends at ``where``, for ``reason``."""
 
     def __init__(self, where: str, reason: str) -> None:
         super().__init__(reason)
         self.where = where
         self.reason = reason
+
+
+class Stop(RunStopped):
+    """The run stops here (before the commit): a failing migration, a nonzero count, a failed check."""
 
 
 class Validation:
