@@ -793,8 +793,9 @@ FAULTS = [
         "schema_drift",
         "a correction in the ledger that is not on the database",
         corrections.CREATE_CORRECTIONS.decode()
-        + "; INSERT INTO migration_gate.corrections VALUES ('users_name_idx.sql', 'x', 'reports filter by name', 8,"
-        " 'CREATE INDEX users_name_idx ON public.users (name)', now(), 1)",
+        + "; INSERT INTO migration_gate.corrections (name, checksum, reason, after_version, sql, duration_ms)"
+        " VALUES ('users_name_idx.sql', 'x', 'reports filter by name', 8,"
+        " 'CREATE INDEX users_name_idx ON public.users (name)', 1)",
         "index public.users_name_idx on public.users (name): built by the migrations, not on the database",
     ),
 ]

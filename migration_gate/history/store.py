@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import time
 from collections import Counter
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
@@ -135,7 +136,7 @@ class _SQLite:
         # WAL, synchronous=NORMAL cannot corrupt the file; an operating system crash (not a
         # process crash) may lose the last appends. No fsync per commit: a disk busy with other
         # work does not stall a run's end for a tenth of a second.
-        self.query("PRAGMA journal_mode = WAL")
+        self._wal()
         self.query("PRAGMA synchronous = NORMAL")
         self.query(
             "BEGIN IMMEDIATE"
@@ -146,6 +147,22 @@ class _SQLite:
             self.conn.rollback()
             raise
         self.query("COMMIT")
+
+    def _wal(self) -> None:
+        """WAL, once per file. Switching a new file to it takes an exclusive lock and SQLite does not
+        wait for one (two runs creating one history at once: 'database is locked' at once), so it is
+        retried here, within the same wait as any other lock."""
+        if self.query("PRAGMA journal_mode")[0][0] == "wal":
+            return
+        deadline = time.monotonic() + self.lock_wait
+        while True:
+            try:
+                self.conn.execute("PRAGMA journal_mode = WAL").fetchall()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise self.refusal(exc) from None
+                time.sleep(0.02)
 
     def identity(self) -> DatabaseIdentity | None:
         return None  # a file is never the database under test
