@@ -32,6 +32,7 @@ from psycopg import sql
 from pytest_postgresql.executors import PostgreSQLExecutor
 
 from migration_gate.core import dsn, settings
+from migration_gate.core.cluster_template import ClusterTemplate
 from migration_gate.core.errors import UsageError
 from migration_gate.core.installations import Installation, find_installation, runnable_installation
 
@@ -49,6 +50,8 @@ SERVER_SETTINGS = (
     "-c max_wal_size=4GB -c checkpoint_timeout=30min"
 )
 OS_USER_ENV = settings.env("pg_os_user")
+# What initdb is given (by pytest-postgresql's executor, and ours): part of a cluster template's key.
+INITDB_OPTIONS = f"--username={SUPERUSER} --auth=trust --no-sync"
 # A random port can be taken between its choice and the server's bind (another gate on the
 # same machine, another xdist worker): a new one is chosen this many times.
 PORT_ATTEMPTS = 5
@@ -108,14 +111,33 @@ def _drop_privileges_wrapper(directory: Path, pg_ctl: Path, user: pwd.struct_pas
 
 
 class _Executor(PostgreSQLExecutor):
-    """pytest-postgresql's executor, with initdb told not to fsync the new cluster.
+    """pytest-postgresql's executor, with initdb told not to fsync, and its cluster a template's copy.
 
     Throwaway data, as the server's own fsync=off says: initdb's final sync of every file
     was up to half of a disposable server's start on a busy disk (schema_drift starts one).
+    The first server of an installation and OS user keeps its fresh cluster as a template
+    (``cluster_template``); every later one copies it instead of running initdb again.
     """
+
+    template: ClusterTemplate | None = None
 
     def _build_initdb_command(self, initdb_options: list[str], pgdata: str | None = None) -> list[str]:
         return list(super()._build_initdb_command([*initdb_options, "--no-sync"], pgdata))
+
+    def _run_initdb(self, command: list[str]) -> None:
+        template = self.template
+        if template is not None and not template.ready():
+
+            def initdb(pgdata: Path) -> None:
+                at = command.index("--pgdata") + 1
+                super(_Executor, self)._run_initdb([*command[:at], str(pgdata), *command[at + 1 :]])
+
+            with contextlib.suppress(OSError, subprocess.SubprocessError):  # then initdb as ever, below
+                template.build(initdb)
+        if template is not None and template.ready():
+            template.copy_to(Path(self.datadir))
+        else:
+            super()._run_initdb(command)
 
 
 class _PortTaken(Exception):
@@ -169,6 +191,11 @@ class DisposableServer:
         )
         # pg_ctl's own complaints ("could not start server") belong in our error, not on stderr.
         executor._stderr = subprocess.PIPE
+        owner = server_os_user()
+        uid, gid = (owner.pw_uid, owner.pw_gid) if owner is not None else (os.geteuid(), os.getegid())
+        executor.template = ClusterTemplate.for_server(
+            self.installation.bindir, self.installation.version, INITDB_OPTIONS, uid, gid
+        )
         return executor
 
     def start(self) -> DisposableServer:
