@@ -101,8 +101,11 @@ def _in_flight(conn: psycopg.Connection) -> float | None:
 
 @dataclass(frozen=True)
 class Estimate:
+    """Rows, with how they were reckoned; ``at_most`` when a condition had no statistics to go on."""
+
     rows: float | None
     basis: str
+    at_most: bool = False
 
 
 class Estimator:
@@ -115,10 +118,12 @@ class Estimator:
         if movement.whole_table:
             return self._surviving(movement.into)
         base = self._rows_of(movement.source)
-        share, how = self._share([*self._cte_conditions(movement.source), *movement.conditions])
+        share, how, whole = self._share([*self._cte_conditions(movement.source), *movement.conditions])
         if base.rows is None:
             return base
-        return Estimate(base.rows * share, " x ".join([base.basis, *how]))
+        if not whole:
+            how.append("at most: a condition has no statistics (ANALYZE the table for an estimate)")
+        return Estimate(base.rows * share, " x ".join([base.basis, *how]), at_most=not whole)
 
     def _rows_of(self, source: Table | Cte | None) -> Estimate:
         table = source.table if isinstance(source, Cte) else source
@@ -139,27 +144,40 @@ class Estimator:
         base = self._rows_of(table)
         if base.rows is None:
             return base
-        rows, how = base.rows, [base.basis]
+        rows, how, bounded = base.rows, [base.basis], False
         for condition in table.deletes:
-            share, said = self._share([condition])
+            share, said, whole = self._share([condition])
+            if not whole:
+                # What it deleted is not known: the table as it started is the most it can hold.
+                bounded = True
+                continue
             if said:
                 rows *= 1 - share
                 how.append(f"(1 - {' x '.join(said)})")
-        return Estimate(rows, " x ".join(how))
+        if bounded:
+            how.append(
+                "at most: a deletion's condition has no statistics (ANALYZE the table for an estimate)"
+            )
+        return Estimate(rows, " x ".join(how), at_most=bounded)
 
     def _cte_conditions(self, source: Table | Cte | None) -> list[Condition]:
         return source.conditions if isinstance(source, Cte) else []
 
-    def _share(self, conditions: list[Condition]) -> tuple[float, list[str]]:
-        """The share of rows the conditions select (what cannot be estimated counts as all), and how."""
-        share, how = 1.0, []
+    def _share(self, conditions: list[Condition]) -> tuple[float, list[str], bool]:
+        """The share of rows the conditions select, how, and whether every part could be estimated.
+
+        A part that cannot be estimated counts as all rows: the share is then an upper bound.
+        """
+        share, how, whole = 1.0, [], True
         for condition in conditions:
             for part in _conjuncts(condition.node):
                 found = self._part(part, condition)
-                if found is not None:
+                if found is None:
+                    whole = False
+                else:
                     share *= found[0]
                     how.append(found[1])
-        return share, how
+        return share, how, whole
 
     def _part(self, node: Any, condition: Condition) -> tuple[float, str] | None:
         kind = type(node).__name__
@@ -176,8 +194,8 @@ class Estimator:
             for side in (node.lexpr, node.rexpr):
                 source = _resolve(side, condition)
                 if isinstance(source, Cte):
-                    share, how = self._share(source.conditions)
-                    return share, " x ".join(how) or f"the rows {source.name} takes"
+                    share, how, whole = self._share(source.conditions)
+                    return (share, " x ".join(how) or f"the rows {source.name} takes") if whole else None
         return None
 
     def _null_share(self, ref: Any, condition: Condition) -> tuple[float, str] | None:
@@ -280,8 +298,10 @@ def _record_archived(record: forecast.Record, walk: SchemaWalk, catalog: Catalog
     return found
 
 
-def _fmt(rows: float | None) -> str:
-    return "unknown" if rows is None else f"≈ {round(rows):,}"
+def _fmt(rows: float | None, at_most: bool = False) -> str:
+    if rows is None:
+        return "unknown"
+    return f"≤ {round(rows):,}" if at_most else f"≈ {round(rows):,}"
 
 
 def notice(url: str, plan: list[Migration], record_path: Path | None = None) -> str:
@@ -331,7 +351,7 @@ def notice(url: str, plan: list[Migration], record_path: Path | None = None) -> 
     out += _integrations(readings, catalog)
     out += [
         f"_Read from {catalog.database}'s catalog statistics at {catalog.read_at} (read-only; no table was "
-        "counted): figures marked ≈ are estimates._",
+        "counted): figures marked ≈ are estimates, ≤ upper bounds._",
         "",
     ]
     return "\n".join(out)
@@ -393,7 +413,7 @@ def _archive(walk: SchemaWalk, catalog: Catalog, record: forecast.Record | None)
             rows[name] = [name, _fmt(found.rows), comes_from, condition, found.basis]
         else:
             estimate = estimator.movement(movement)
-            rows[name] = [name, _fmt(estimate.rows), comes_from, condition, estimate.basis]
+            rows[name] = [name, _fmt(estimate.rows, estimate.at_most), comes_from, condition, estimate.basis]
     lines = [
         f"## What moves to {ARCHIVE_SCHEMA}",
         "",
