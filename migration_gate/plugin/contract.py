@@ -17,16 +17,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
 import yaml
-from openapi_core import OpenAPI
-from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAPIResponse
-from openapi_core.exceptions import OpenAPIError
-from openapi_core.templating.responses.exceptions import ResponseNotFound
-from openapi_core.validation.schemas.exceptions import InvalidSchemaValue
+
+if TYPE_CHECKING:
+    from openapi_core.exceptions import OpenAPIError
+
+# openapi-core is imported where a contract is first read, not with this module: a gate
+# session without smoke tests (a nightly run, a usage error) never pays its 0.4 s.
 
 # Responses are matched on their path below the deployment's base URL, whatever its host.
 _CONTRACT_HOST = "http://contract.invalid"
@@ -71,6 +72,8 @@ class ApiContract:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         raw["servers"] = [{"url": _CONTRACT_HOST}]
         self._raw = raw
+        from openapi_core import OpenAPI
+
         self._openapi = OpenAPI.from_dict(raw)
         self._paths = [
             _PathItem(
@@ -112,6 +115,10 @@ class ApiContract:
         if operation is None:
             self._check_outside_the_contract(response, method, path)
             return
+        from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAPIResponse
+        from openapi_core.exceptions import OpenAPIError
+        from openapi_core.templating.responses.exceptions import ResponseNotFound
+
         called = request.copy()  # as sent, below the contract's own server URL
         called.url = _CONTRACT_HOST + path + (f"?{parts.query}" if parts.query else "")
         try:
@@ -165,6 +172,8 @@ def _parsed(path: Path) -> ApiContract:
 
 def _problems(exc: OpenAPIError) -> Iterator[str]:
     """Each field that is wrong, as ``field: what``; or openapi-core's own sentence (a status, a content type)."""
+    from openapi_core.validation.schemas.exceptions import InvalidSchemaValue
+
     cause = exc.__cause__
     if isinstance(cause, InvalidSchemaValue) and cause.schema_errors:
         for error in cause.schema_errors:
