@@ -6,6 +6,10 @@ STAMP  := $(VENV)/.installed-stamp
 LOCK   := requirements.lock
 UV     := uv==0.13.9
 PYTEST_ARGS ?=
+# `make test` runs on pytest-xdist workers, each with its own disposable server: the suite is
+# mostly PostgreSQL and subprocesses, and four workers keep two cores busy. TEST_WORKERS=0 runs
+# it in one process.
+TEST_WORKERS ?= 4
 # The disposable server's PostgreSQL major, e.g. `make gate PG_VERSION=18` (default: the first found,
 # see `migration-gate servers`).
 PG_VERSION ?=
@@ -29,7 +33,7 @@ gate: $(STAMP)
 
 ## test: the suite's own tests (runner, migrations, every check made to fail)
 test: $(STAMP)
-	$(RUN) $(BIN)/pytest tests $(PYTEST_ARGS)
+	$(RUN) $(BIN)/pytest tests -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check migration_gate tests checks smoke conftest.py
