@@ -13,7 +13,10 @@ TEST_WORKERS ?= 4
 # The disposable server's PostgreSQL major, e.g. `make gate PG_VERSION=18` (default: the first found,
 # see `migration-gate servers`).
 PG_VERSION ?=
-RUN := $(if $(PG_VERSION),MIGRATION_GATE_PG_VERSION=$(PG_VERSION))
+# Python keeps its compiled modules (`__pycache__`, git-ignored) even where the environment
+# sets PYTHONDONTWRITEBYTECODE: a gate or test run starts many Python processes, and each would
+# otherwise compile the package, and pytest rewrite its plugins' modules, again (1-2 s of CPU each).
+RUN := PYTHONDONTWRITEBYTECODE= $(if $(PG_VERSION),MIGRATION_GATE_PG_VERSION=$(PG_VERSION))
 
 .PHONY: gate test lint bench lock clean
 
