@@ -10,15 +10,26 @@ with the database's. Each difference is one sentence::
 
 The disposable server is the caller's when it has one (the gate's own), else one
 started for the build, of the database's major when it is installed here; otherwise the
-nearest, and the build says which. An expected schema depends only on the files' text
-and the server's build, so it is built once per process for each.
+nearest, and the build says which. An expected schema depends only on the files' text,
+the server's build and this module's code, so it is built once for each: kept in the
+process, and on disk for the next process of the same OS user (a directory of the
+temporary directory that only that user can enter; a file that is not theirs, or not
+exactly what was asked for, is passed over and the schema built again).
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import hashlib
+import json
+import os
+import stat
+import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 
 from migration_gate.core import dsn, ledger, runner, schema
 from migration_gate.core.corrections import Correction
@@ -76,13 +87,19 @@ class Reference:
         )
         built = _BUILT.get(key)
         if built is None:
+            built = _DiskCache.read(key)
+            if built is not None:
+                progress(f"{built.built_from} as built earlier on a disposable {built.server}, to compare against")
+        if built is None:
             what = describe_build(migrations, corrections)
             progress(f"building {what} on a disposable {installation.describe()} to compare against")
             if self.server is not None:
                 objects = _build(self.server, migrations, corrections)
             else:
                 objects = _build_on_a_server_of_its_own(installation, migrations, corrections)
-            built = _BUILT[key] = Expected(objects, what, installation.describe())
+            built = Expected(objects, what, installation.describe())
+            _DiskCache.write(key, built)
+        _BUILT[key] = built
         return Expected(built.schema, built.built_from, built.server, note)
 
     def _installation(self, database_major: int) -> tuple[Installation, str | None]:
@@ -98,6 +115,82 @@ class Reference:
 
 
 _BUILT: dict[object, Expected] = {}
+CACHE_PREFIX = "migration-gate-expected-"
+
+
+@cache
+def _code() -> str:
+    """What the snapshot and the build are made by: a change to either makes every cached schema stale."""
+    made_by = hashlib.sha256()
+    for module in (schema, runner):
+        made_by.update(Path(str(module.__file__)).read_bytes())
+    made_by.update(Path(__file__).read_bytes())
+    return made_by.hexdigest()
+
+
+class _DiskCache:
+    """Expected schemas kept for the next process of the same OS user; anything doubtful is passed over."""
+
+    @staticmethod
+    def _directory() -> Path | None:
+        path = Path(tempfile.gettempdir()) / f"{CACHE_PREFIX}{os.getuid()}"
+        try:
+            path.mkdir(mode=0o700, exist_ok=True)
+            found = path.lstat()
+        except OSError:
+            return None
+        ours = stat.S_ISDIR(found.st_mode) and found.st_uid == os.getuid()
+        return path if ours and stat.S_IMODE(found.st_mode) & 0o077 == 0 else None
+
+    @staticmethod
+    def _name(key: object) -> tuple[str, str]:
+        text = json.dumps([_code(), key])
+        return text, hashlib.sha256(text.encode()).hexdigest() + ".json"
+
+    @classmethod
+    def read(cls, key: object) -> Expected | None:
+        directory = cls._directory()
+        if directory is None:
+            return None
+        text, name = cls._name(key)
+        try:
+            fd = os.open(directory / name, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return None
+        try:
+            with os.fdopen(fd, "rb") as file:
+                if os.fstat(file.fileno()).st_uid != os.getuid():
+                    return None
+                kept = json.loads(file.read())
+            if kept["key"] != text:
+                return None
+            objects = [schema.SchemaObject(*(str(part) for part in row)) for row in kept["objects"]]
+            return Expected({o.key: o for o in objects}, str(kept["built_from"]), str(kept["server"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    @classmethod
+    def write(cls, key: object, expected: Expected) -> None:
+        """Written beside its place and renamed into it; a cache that cannot be written is only slower."""
+        directory = cls._directory()
+        if directory is None:
+            return
+        text, name = cls._name(key)
+        kept = {
+            "key": text,
+            "built_from": expected.built_from,
+            "server": expected.server,
+            "objects": [[o.kind, o.name, o.parent, o.definition] for o in expected.schema.values()],
+        }
+        with contextlib.suppress(OSError):
+            fd, partial = tempfile.mkstemp(prefix=".writing-", dir=directory)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as file:
+                    json.dump(kept, file)
+                os.replace(partial, directory / name)
+            except OSError:
+                os.unlink(partial)
+                raise
 
 
 def describe_build(migrations: Sequence[Migration], corrections: Sequence[Correction]) -> str:
