@@ -89,7 +89,9 @@ class Reference:
         if built is None:
             built = _DiskCache.read(key)
             if built is not None:
-                progress(f"{built.built_from} as built earlier on a disposable {built.server}, to compare against")
+                progress(
+                    f"{built.built_from} as built earlier on a disposable {built.server}, to compare against"
+                )
         if built is None:
             what = describe_build(migrations, corrections)
             progress(f"building {what} on a disposable {installation.describe()} to compare against")
