@@ -266,6 +266,48 @@ def test_sigterm_stops_the_server_and_removes_its_files(tmp_path: Path) -> None:
     assert not Path(base).exists(), "the server's files were left behind"
 
 
+def _gone(pid: str, base: str, within: float = 30) -> bool:
+    deadline = time.monotonic() + within
+    while (Path(f"/proc/{pid}").exists() or Path(base).exists()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not Path(f"/proc/{pid}").exists() and not Path(base).exists()
+
+
+def test_a_server_whose_owner_is_killed_is_shut_down_and_its_files_removed() -> None:
+    # SIGKILL leaves no handler to run: the sentinel, told nothing, stops the server. The
+    # owner's child (here a sleep) inherits nothing that keeps the sentinel waiting.
+    script = textwrap.dedent(
+        """
+        import subprocess, time
+        from migration_gate.core.server import DisposableServer
+        disposable = DisposableServer().start()
+        child = subprocess.Popen(["sleep", "300"])
+        pid = open(disposable.base / "data" / "postmaster.pid").readline().strip()
+        print(disposable.base, pid, child.pid, flush=True)
+        time.sleep(300)
+        """
+    )
+    owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert owner.stdout is not None
+    base, pid, child = owner.stdout.readline().split()
+    try:
+        assert Path(f"/proc/{pid}").exists() and Path(base).is_dir()
+        owner.kill()
+        owner.wait(timeout=10)
+        assert _gone(pid, base), "the postmaster or its files outlived an owner killed with SIGKILL"
+    finally:
+        os.kill(int(child), signal.SIGKILL)
+
+
+def test_a_clean_stop_leaves_no_sentinel_behind() -> None:
+    disposable = DisposableServer().start()
+    sentinel = disposable._sentinel
+    assert sentinel is not None and sentinel.poll() is None, "a started server is watched"
+    disposable.stop()
+    assert sentinel.returncode == 0 and disposable._sentinel is None
+    assert not disposable.base.exists()
+
+
 def test_a_server_pg_ctl_could_not_stop_is_shut_down_before_its_files_go(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

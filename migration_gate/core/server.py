@@ -5,6 +5,10 @@ refuses to run as root, and CI and most containers run as root: there the server
 an unprivileged OS user through ``runuser`` (``MIGRATION_GATE_PG_OS_USER``, else
 ``postgres`` when it exists, else ``nobody``; none is ever created), from a directory that
 user can enter; an ordinary user runs it directly.
+
+A started server is watched by a sentinel process (``server_sentinel``): if the process
+that started it dies without stopping it (SIGKILL, a cancelled CI job), the sentinel shuts
+the server down and removes its files, so no PostgreSQL outlives its gate.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -31,7 +36,7 @@ from mirakuru.exceptions import AlreadyRunning, ProcessExitedWithError
 from psycopg import sql
 from pytest_postgresql.executors import PostgreSQLExecutor
 
-from migration_gate.core import dsn, settings
+from migration_gate.core import dsn, server_sentinel, settings
 from migration_gate.core.cluster_template import ClusterTemplate
 from migration_gate.core.errors import UsageError
 from migration_gate.core.installations import Installation, find_installation, runnable_installation
@@ -55,6 +60,8 @@ INITDB_OPTIONS = f"--username={SUPERUSER} --auth=trust --no-sync"
 # A random port can be taken between its choice and the server's bind (another gate on the
 # same machine, another xdist worker): a new one is chosen this many times.
 PORT_ATTEMPTS = 5
+# Run as a script of its own (standard library only) by each started server: see server_sentinel.
+SENTINEL = Path(server_sentinel.__file__)
 # Tried in this order when OS_USER_ENV is unset: the distributions' server user, then the
 # user every Unix has for processes that must own nothing else.
 OS_USER_FALLBACKS = ("postgres", "nobody")
@@ -173,6 +180,7 @@ class DisposableServer:
             self._wrapper_dir = None
         self._executable = executable
         self._port_chosen = port is not None
+        self._sentinel: subprocess.Popen[bytes] | None = None
         self.executor = self._executor()
         self.started = False
 
@@ -200,6 +208,7 @@ class DisposableServer:
 
     def start(self) -> DisposableServer:
         """Start it, on another random port when the one chosen was taken before the server bound it."""
+        self._watch()
         for attempt in range(1, PORT_ATTEMPTS + 1):
             try:
                 self._start_once()
@@ -312,6 +321,37 @@ class DisposableServer:
         shutil.rmtree(self.base, ignore_errors=True)
         if self._wrapper_dir is not None:
             shutil.rmtree(self._wrapper_dir, ignore_errors=True)
+        self._release()
+
+    def _watch(self) -> None:
+        """A sentinel that stops the server and removes its files if this process dies without stop().
+
+        See ``server_sentinel``: it holds the read end of a pipe only this process writes to.
+        """
+        if self._sentinel is not None:
+            return
+        self._sentinel = subprocess.Popen(
+            [sys.executable, "-I", "-S", str(SENTINEL), str(self.base)]
+            + ([str(self._wrapper_dir)] if self._wrapper_dir is not None else []),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def _release(self) -> None:
+        """stop() did the sentinel's work: tell it so, and wait for it to leave."""
+        sentinel, self._sentinel = self._sentinel, None
+        if sentinel is None or sentinel.stdin is None:
+            return
+        with contextlib.suppress(OSError):
+            sentinel.stdin.write(server_sentinel.STOPPED)
+            sentinel.stdin.close()
+        try:
+            sentinel.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            sentinel.kill()
+            sentinel.wait()
 
     def _postmaster_pid(self) -> int | None:
         try:
