@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from migration_gate.core import dsn
+from migration_gate.core import dsn, installations
 from migration_gate.core.cluster_template import ClusterTemplate
 from migration_gate.core.server import DisposableServer
 
@@ -70,3 +70,18 @@ def test_servers_started_from_the_template_are_separate_working_clusters() -> No
             names = {row[0] for row in conn.execute("SELECT datname FROM pg_database").fetchall()}
         assert "only_in_the_first" not in names and first.base != second.base
     assert not (template.path / "base" / "only_in_the_first").exists()
+
+
+def test_copies_of_one_installation_share_a_template_and_another_build_does_not(tmp_path: Path) -> None:
+    installed = installations.find_installation().bindir
+    copy, other = tmp_path / "copy" / "bin", tmp_path / "other" / "bin"
+    copy.mkdir(parents=True)
+    other.mkdir(parents=True)
+    shutil.copy2(installed / "postgres", copy / "postgres")
+    (other / "postgres").write_bytes((installed / "postgres").read_bytes() + b"\0")
+
+    def template(bindir: Path) -> Path:
+        return ClusterTemplate.for_server(bindir, "15.0", "--no-sync", os.getuid(), os.getgid()).path
+
+    assert template(copy) == template(installed), "a staged copy of the same build made a template of its own"
+    assert template(other) != template(installed)

@@ -2,9 +2,10 @@
 
 ``initdb`` is most of a disposable server's start (0.6-1.5 s of CPU here, more on a busy
 machine), and a gate session, a nightly run's ``schema_drift``, a rehearsal and ``make
-test`` start many. The cluster ``initdb`` makes depends only on the installation, the
-options it is given and the OS user that runs it, so the first start keeps one in the
-temporary directory and every later start copies it (a tenth of a second).
+test`` start many. The cluster ``initdb`` makes depends only on the server build (the
+digest of its ``postgres`` binary, so that copies of one installation share a template),
+the options it is given and the OS user that runs it, so the first start keeps one in
+the temporary directory and every later start copies it (a tenth of a second).
 
 The template is used only when it is what this process would have made: a directory of
 the expected owner, closed to everyone else (mode 0700, as initdb leaves it), holding
@@ -16,6 +17,7 @@ renamed into it, so two processes building at once never see half of one.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import shutil
@@ -28,6 +30,17 @@ from pathlib import Path
 PREFIX = "migration-gate-cluster-"
 
 
+@functools.cache
+def _build_of(bindir: Path) -> str:
+    """The server build, by the digest of its ``postgres`` binary: copies of one installation
+    (a venv's, a staged copy) share one template instead of leaving one each in /tmp."""
+    try:
+        with (bindir / "postgres").open("rb") as binary:
+            return hashlib.file_digest(binary, "sha256").hexdigest()
+    except OSError:
+        return str(bindir)
+
+
 @dataclass(frozen=True)
 class ClusterTemplate:
     """Where the template of one installation, initdb options and OS user lives, and who must own it."""
@@ -38,7 +51,8 @@ class ClusterTemplate:
 
     @classmethod
     def for_server(cls, bindir: Path, version: str, options: str, uid: int, gid: int) -> ClusterTemplate:
-        key = hashlib.sha256(f"{bindir.resolve()}\0{version}\0{options}\0{uid}".encode()).hexdigest()[:16]
+        build = _build_of(bindir.resolve())
+        key = hashlib.sha256(f"{build}\0{version}\0{options}\0{uid}".encode()).hexdigest()[:16]
         return cls(Path(tempfile.gettempdir()) / f"{PREFIX}{version}-{key}", uid, gid)
 
     def ready(self) -> bool:
