@@ -39,7 +39,8 @@ SEEDED_ID = 8_000_000_001
 FUZZ_EVENT = "migration-gate.fuzz"
 RECEIVER_PATH = "/fuzz"
 BEARER = "migration-gate-fuzz"  # the reference API ignores it; set, so that ignored_auth probes both schemes
-EXAMPLES_PER_OPERATION = 25  # with the coverage phase: about 500 requests; the outside runs below add some 1,200
+# With the coverage phase, about 500 requests; the outside runs below add some 1,200.
+EXAMPLES_PER_OPERATION = 25
 # Schemathesis' own command line, as a user runs it from outside, with several seeds: seeds 3,
 # 7 and 11 once generated `http://[c]/`, a target_url no HTTP client can parse. The examples and
 # coverage phases do not depend on the seed: they run with the first seed only, the generated
