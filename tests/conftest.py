@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -165,6 +166,27 @@ def run_pytest(*args: str, env: dict[str, str] | None = None, timeout: float = 6
     """
     inherited = {name: value for name, value in os.environ.items() if not name.startswith("FLUXOLAB_")}
     return _run([*PYTEST, "-rs", *args], {**inherited, **(env or {})}, timeout)
+
+
+def once_per_run(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], None]) -> Path:
+    """A directory ``make`` fills once per ``make test``, whichever xdist worker asks first.
+
+    For what a module's fixture makes at length and only reads afterwards (a change record,
+    a gate's verdict): under xdist the module's tests may run on several workers, each of
+    which would make it again. pytest-xdist's own recipe, with ``flock``: the workers of one
+    run share their base temporary directory's parent; a run without xdist has its own.
+    """
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    directory, done = root / f"once-{name}", root / f"once-{name}" / ".done"
+    with (root / f"once-{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.mkdir()
+            make(directory)
+            done.touch()
+    return directory
 
 
 def record_of(report_dir: Path) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import pytest
 from migration_gate.bench.window import fill_legacy
 from migration_gate.core import dsn
 from migration_gate.plugin.databases import CheckpointDatabases
-from tests.conftest import record_of, run_cli
+from tests.conftest import once_per_run, record_of, run_cli
 from tests.databases import full_dump
 from tests.test_playbook import one_error_line
 
@@ -65,13 +65,16 @@ def generated(disposable_gate: CheckpointDatabases) -> Iterator[Callable[[int], 
 @pytest.fixture(scope="module")
 def staging_record(generated: Callable[[int], str], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The change record of a playbook on a small legacy volume: what staging hands production."""
-    directory = tmp_path_factory.mktemp("staging")
-    run = run_cli(
-        "playbook", "--database", generated(RECORD_ACTIVITIES), "--backup", str(directory / "staging.backup"),
-        "--report-dir", str(directory / "record"), "--yes",
-    )  # fmt: skip
-    assert run.returncode == 0, run.output[-4000:]
-    return directory / "record" / "report.json"
+
+    def playbook(directory: Path) -> None:
+        run = run_cli(
+            "playbook", "--database", generated(RECORD_ACTIVITIES), "--backup", str(directory / "staging.backup"),
+            "--report-dir", str(directory / "record"), "--yes",
+        )  # fmt: skip
+        assert run.returncode == 0, run.output[-4000:]
+
+    # Made once for the whole run: the tests only read it, on any worker's own server.
+    return once_per_run(tmp_path_factory, "staging-record", playbook) / "record" / "report.json"
 
 
 @pytest.fixture(scope="module")

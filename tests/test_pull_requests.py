@@ -19,6 +19,8 @@ the planner's choice, which none of these touches).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 import shutil
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, Run, run_cli, run_pytest
+from tests.conftest import REPO, Run, once_per_run, run_cli, run_pytest
 from tests.test_playbook import one_error_line
 
 WITHOUT = "not volume and not agree_with_the_model"
@@ -243,16 +245,30 @@ def judged(tmp_path_factory: pytest.TempPathFactory, pull_requests: list[PullReq
     return Judged(run, summary.read_text() if summary.exists() else "")
 
 
+def judged_once(
+    tmp_path_factory: pytest.TempPathFactory, name: str, pull_requests: list[PullRequest]
+) -> Judged:
+    """``judged``, once for the whole run whichever xdist worker asks first: the tests only read the verdict."""
+
+    def judge_and_keep(directory: Path) -> None:
+        verdict = judged(tmp_path_factory, pull_requests)
+        kept = {"run": dataclasses.asdict(verdict.run), "summary": verdict.summary}
+        (directory / "judged.json").write_text(json.dumps(kept), encoding="utf-8")
+
+    kept = json.loads((once_per_run(tmp_path_factory, name, judge_and_keep) / "judged.json").read_text())
+    return Judged(Run(**kept["run"]), kept["summary"])
+
+
 @pytest.fixture(scope="module")
 def harmful(tmp_path_factory: pytest.TempPathFactory) -> Judged:
     """The six harmful pull requests, as 009 to 014 of one plan: each fails checks that name it."""
-    return judged(tmp_path_factory, HARMFUL)
+    return judged_once(tmp_path_factory, "harmful-pull-requests", HARMFUL)
 
 
 @pytest.fixture(scope="module")
 def good(tmp_path_factory: pytest.TempPathFactory) -> Judged:
     """The three good pull requests, as 009 to 011 of one plan."""
-    return judged(tmp_path_factory, GOOD)
+    return judged_once(tmp_path_factory, "good-pull-requests", GOOD)
 
 
 def test_the_harmful_pull_requests_fail_the_gate_and_nothing_else_does(harmful: Judged) -> None:
