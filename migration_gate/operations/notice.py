@@ -99,13 +99,34 @@ def _in_flight(conn: psycopg.Connection) -> float | None:
 # -- Estimates from statistics -------------------------------------------------------------
 
 
+# Which way a share (or a figure) can be off: EXACT as far as statistics go, an upper bound
+# (a condition without statistics counts as every row; a CASE is NULL at most where its
+# ELSE is), a lower bound (one less an upper bound), or MIXED (bounds both ways).
+EXACT, AT_MOST, AT_LEAST, MIXED = 0, 1, -1, None
+Direction = int | None
+
+
+def _and(first: Direction, second: Direction) -> Direction:
+    """The direction of a product of two shares."""
+    if first == EXACT:
+        return second
+    if second == EXACT or first == second:
+        return first
+    return MIXED
+
+
+def _flip(direction: Direction) -> Direction:
+    """The direction of one less a share."""
+    return -direction if direction is not None else MIXED
+
+
 @dataclass(frozen=True)
 class Estimate:
-    """Rows, with how they were reckoned; ``at_most`` when a condition had no statistics to go on."""
+    """Rows, with how they were reckoned, and which way they can be off (``bound``: see EXACT)."""
 
     rows: float | None
     basis: str
-    at_most: bool = False
+    bound: Direction = EXACT
 
 
 class Estimator:
@@ -118,12 +139,12 @@ class Estimator:
         if movement.whole_table:
             return self._surviving(movement.into)
         base = self._rows_of(movement.source)
-        share, how, whole = self._share([*self._cte_conditions(movement.source), *movement.conditions])
+        share, how, whole, bound = self._share([*self._cte_conditions(movement.source), *movement.conditions])
         if base.rows is None:
             return base
         if not whole:
             how.append("at most: a condition has no statistics (ANALYZE the table for an estimate)")
-        return Estimate(base.rows * share, " x ".join([base.basis, *how]), at_most=not whole)
+        return Estimate(base.rows * share, " x ".join([base.basis, *how]), bound)
 
     def _rows_of(self, source: Table | Cte | None) -> Estimate:
         table = source.table if isinstance(source, Cte) else source
@@ -144,61 +165,68 @@ class Estimator:
         base = self._rows_of(table)
         if base.rows is None:
             return base
-        rows, how, bounded = base.rows, [base.basis], False
+        rows, how, unknown = base.rows, [base.basis], False
+        bound: Direction = EXACT
         for condition in table.deletes:
-            share, said, whole = self._share([condition])
+            share, said, whole, deleted = self._share([condition])
             if not whole:
                 # What it deleted is not known: the table as it started is the most it can hold.
-                bounded = True
+                bound, unknown = _and(bound, AT_MOST), True
                 continue
             if said:
                 rows *= 1 - share
+                bound = _and(bound, _flip(deleted))
                 how.append(f"(1 - {' x '.join(said)})")
-        if bounded:
+        if unknown:
             how.append(
                 "at most: a deletion's condition has no statistics (ANALYZE the table for an estimate)"
             )
-        return Estimate(rows, " x ".join(how), at_most=bounded)
+        return Estimate(rows, " x ".join(how), bound)
 
     def _cte_conditions(self, source: Table | Cte | None) -> list[Condition]:
         return source.conditions if isinstance(source, Cte) else []
 
-    def _share(self, conditions: list[Condition]) -> tuple[float, list[str], bool]:
-        """The share of rows the conditions select, how, and whether every part could be estimated.
+    def _share(self, conditions: list[Condition]) -> tuple[float, list[str], bool, Direction]:
+        """The share of rows the conditions select, how, whether every part could be estimated,
+        and which way the share can be off.
 
         A part that cannot be estimated counts as all rows: the share is then an upper bound.
         """
         share, how, whole = 1.0, [], True
+        bound: Direction = EXACT
         for condition in conditions:
             for part in _conjuncts(condition.node):
                 found = self._part(part, condition)
                 if found is None:
-                    whole = False
+                    whole, bound = False, _and(bound, AT_MOST)
                 else:
                     share *= found[0]
                     how.append(found[1])
-        return share, how, whole
+                    bound = _and(bound, found[2])
+        return share, how, whole, bound
 
-    def _part(self, node: Any, condition: Condition) -> tuple[float, str] | None:
+    def _part(self, node: Any, condition: Condition) -> tuple[float, str, Direction] | None:
         kind = type(node).__name__
         if kind == "NullTest" and type(node.arg).__name__ == "ColumnRef":
             found = self._null_share(node.arg, condition)
             if found is None:
                 return None
-            share, said = found
+            share, said, bound = found
             if node.nulltesttype.name == "IS_NOT_NULL":
-                return 1 - share, f"(1 - {said})"
-            return share, said
+                return 1 - share, f"(1 - {said})", _flip(bound)
+            return share, said, bound
         if kind == "A_Expr" and getattr(node.name[0], "sval", "") == "=":
             # a.id = cte.id: the rows another DELETE of the statement took, spread evenly.
             for side in (node.lexpr, node.rexpr):
                 source = _resolve(side, condition)
                 if isinstance(source, Cte):
-                    share, how, whole = self._share(source.conditions)
-                    return (share, " x ".join(how) or f"the rows {source.name} takes") if whole else None
+                    share, how, whole, bound = self._share(source.conditions)
+                    if not whole:
+                        return None
+                    return share, " x ".join(how) or f"the rows {source.name} takes", bound
         return None
 
-    def _null_share(self, ref: Any, condition: Condition) -> tuple[float, str] | None:
+    def _null_share(self, ref: Any, condition: Condition) -> tuple[float, str, Direction] | None:
         """The share of rows where the column ``ref`` names is NULL, following how it was computed."""
         alias, column = _column(ref)
         source = _resolve(ref, condition)
@@ -217,10 +245,10 @@ class Estimator:
         for name in sorted(source.origin) if source.started_as is None else [source.started_as]:
             if column in self.walk.start.get(name, []) and (name, column) in self.catalog.null_fractions:
                 share = self.catalog.null_fractions[(name, column)]
-                return share, f"null_frac({name.removeprefix('public.')}.{column}) {share:.4f}"
+                return share, f"null_frac({name.removeprefix('public.')}.{column}) {share:.4f}", EXACT
         return None
 
-    def _expression_null_share(self, computed: Condition) -> tuple[float, str] | None:
+    def _expression_null_share(self, computed: Condition) -> tuple[float, str, Direction] | None:
         node = computed.node
         kind = type(node).__name__
         if kind == "ColumnRef":
@@ -228,7 +256,9 @@ class Estimator:
         if kind == "CaseExpr" and node.defresult is not None:
             # NULL at most where its ELSE is: each WHEN that matches gives a value (as 008's does).
             found = self._expression_null_share(Condition(node.defresult, computed.scope))
-            return (found[0], f"at most {found[1]}") if found is not None else None
+            if found is None:
+                return None
+            return found[0], f"at most {found[1]}", _and(found[2], AT_MOST)
         return None
 
 
@@ -298,10 +328,13 @@ def _record_archived(record: forecast.Record, walk: SchemaWalk, catalog: Catalog
     return found
 
 
-def _fmt(rows: float | None, at_most: bool = False) -> str:
+def _fmt(rows: float | None, bound: Direction = EXACT) -> str:
     if rows is None:
         return "unknown"
-    return f"≤ {round(rows):,}" if at_most else f"≈ {round(rows):,}"
+    return f"{_MARKS.get(bound, '≈')} {round(rows):,}"
+
+
+_MARKS: dict[Direction, str] = {EXACT: "≈", AT_MOST: "≤", AT_LEAST: "≥"}
 
 
 def notice(url: str, plan: list[Migration], record_path: Path | None = None) -> str:
@@ -351,7 +384,7 @@ def notice(url: str, plan: list[Migration], record_path: Path | None = None) -> 
     out += _integrations(readings, catalog)
     out += [
         f"_Read from {catalog.database}'s catalog statistics at {catalog.read_at} (read-only; no table was "
-        "counted): figures marked ≈ are estimates, ≤ upper bounds._",
+        "counted): figures marked ≈ are estimates, ≤ upper bounds, ≥ lower bounds._",
         "",
     ]
     return "\n".join(out)
@@ -413,7 +446,7 @@ def _archive(walk: SchemaWalk, catalog: Catalog, record: forecast.Record | None)
             rows[name] = [name, _fmt(found.rows), comes_from, condition, found.basis]
         else:
             estimate = estimator.movement(movement)
-            rows[name] = [name, _fmt(estimate.rows, estimate.at_most), comes_from, condition, estimate.basis]
+            rows[name] = [name, _fmt(estimate.rows, estimate.bound), comes_from, condition, estimate.basis]
     lines = [
         f"## What moves to {ARCHIVE_SCHEMA}",
         "",
