@@ -23,6 +23,7 @@ from migration_gate.core.server import DisposableServer
 from migration_gate.plugin.config import GATE_CONFIG
 from migration_gate.plugin.databases import CheckpointDatabases, GateDatabases
 from migration_gate.plugin.smoke import WebhookReceiver
+from tests.databases import PasswordRole, password_role
 
 REPO = Path(__file__).resolve().parents[1]
 CONTRACT = REPO / "smoke" / "openapi.yaml"
@@ -79,6 +80,25 @@ def clone(disposable_gate: CheckpointDatabases) -> Iterator[Callable[[str], str]
     """``clone(checkpoint)``: the URL of a private copy of the gate database there; dropped afterwards."""
     with ExitStack() as clones:
         yield lambda checkpoint: clones.enter_context(disposable_gate.clone(checkpoint, "clone"))
+
+
+@pytest.fixture
+def staging(clone: Callable[[str], str]) -> str:
+    """A private copy of the legacy checkpoint: staging as it is today (004 and dirty legacy data)."""
+    return clone("legacy")
+
+
+@pytest.fixture
+def reader(gate: GateDatabases) -> Iterator[PasswordRole]:
+    """A role that may read everything and write nothing, with a password: the nightly job's."""
+    with password_role(gate.server, grants=("pg_read_all_data",)) as role:
+        yield role
+
+
+@pytest.fixture
+def window(tmp_path: Path) -> dict[str, Path]:
+    """Where a playbook puts its backup and its change record."""
+    return {"backup": tmp_path / "staging.backup", "report": tmp_path / "change-record"}
 
 
 # The checkpoint name of a private clone of the gate database after the last migration.

@@ -32,11 +32,6 @@ UPDATE public.users SET name = btrim(name) WHERE name <> btrim(name);
 
 
 @pytest.fixture
-def staging(clone: Callable[[str], str]) -> str:
-    return clone("legacy")
-
-
-@pytest.fixture
 def corrections_dir(tmp_path: Path) -> Path:
     directory = tmp_path / "corrections"
     directory.mkdir()

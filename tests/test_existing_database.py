@@ -7,7 +7,7 @@ of a gate checkpoint, as a role with a password the server checks, and compares 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import psycopg
 import pytest
@@ -16,14 +16,7 @@ from migration_gate.core import dsn
 from migration_gate.plugin.databases import CheckpointDatabases
 from migration_gate.plugin.existing import ExistingDatabase
 from tests.conftest import run_pytest
-from tests.databases import PasswordRole, full_dump, password_role
-
-
-@pytest.fixture
-def reader(gate: CheckpointDatabases) -> Iterator[PasswordRole]:
-    """A role that may read everything and write nothing, with a password."""
-    with password_role(gate.server, grants=("pg_read_all_data",)) as role:
-        yield role
+from tests.databases import PasswordRole, full_dump
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ from migration_gate.plugin import config as gate_config_module
 from migration_gate.plugin.config import GateConfig
 from migration_gate.plugin.databases import CheckpointDatabases
 from tests.conftest import REPO, record_of, run_cli, run_pytest
-from tests.databases import PasswordRole, password_role
+from tests.databases import PasswordRole
 from tests.test_playbook import one_error_line
 
 pytest_plugins = ("pytester",)
@@ -79,12 +79,10 @@ def test_a_malformed_declaration_is_one_line(text: str, message: str) -> None:
 def test_a_malformed_declaration_is_a_pytest_usage_error_in_one_line() -> None:
     run = run_pytest("checks/test_gate.py", "--collect-only", "--allowed-grantee", "reporting:FLY")
     assert run.returncode == pytest.ExitCode.USAGE_ERROR, run.output
-    errors = [line for line in run.stderr.splitlines() if line.strip()]
-    assert errors == [
+    assert one_error_line(run) == (
         "ERROR: --allowed-grantee 'reporting:FLY': unknown privilege 'FLY'; expected among CREATE, DELETE, "
         "EXECUTE, INSERT, MAINTAIN, REFERENCES, SELECT, TRIGGER, TRUNCATE, UPDATE, USAGE"
-    ], run.output
-    assert "Traceback" not in run.output
+    ), run.output
 
 
 @pytest.mark.parametrize("command", ["playbook", "rehearse"])
@@ -198,20 +196,13 @@ def granted(clone: Callable[[str], str], issue_grants: IssueGrants) -> str:
     return url
 
 
-@pytest.fixture
-def nightly(gate: CheckpointDatabases) -> Iterator[PasswordRole]:
-    """The nightly run's role: reads everything, writes nothing, has a password."""
-    with password_role(gate.server, grants=("pg_read_all_data",)) as role:
-        yield role
-
-
 # -- The nightly read-only run ------------------------------------------------------------
 
 
 def test_each_of_the_five_grants_fails_the_nightly_run_naming_object_grantee_and_privilege(
-    granted: str, issue_grants: IssueGrants, nightly: PasswordRole
+    granted: str, issue_grants: IssueGrants, reader: PasswordRole
 ) -> None:
-    run = run_pytest("checks", "-rf", "--database-url", nightly.url(granted))
+    run = run_pytest("checks", "-rf", "--database-url", reader.url(granted))
 
     assert run.returncode == 1, run.output[-4000:]
     failed = set(re.findall(r"^FAILED checks/test_gate\.py::test_check\[(.+)-current\]", run.stdout, re.M))
@@ -223,9 +214,9 @@ def test_each_of_the_five_grants_fails_the_nightly_run_naming_object_grantee_and
             assert line in run.stdout, f"{check} does not say: {line}"
     # The roles, as figures in the summary: the nightly role reads every table through pg_read_all_data.
     roles = run.stdout.split("roles of the cluster (reported, not asserted)", 1)[1]
-    assert re.search(rf"^members of pg_read_all_data\s+\d+: .*\b{nightly.name}\b", roles, re.M), roles
-    assert re.search(rf"^roles that can log in\s+\d+: .*\b{nightly.name}\b", roles, re.M), roles
-    assert nightly.password not in run.output
+    assert re.search(rf"^members of pg_read_all_data\s+\d+: .*\b{reader.name}\b", roles, re.M), roles
+    assert re.search(rf"^roles that can log in\s+\d+: .*\b{reader.name}\b", roles, re.M), roles
+    assert reader.password not in run.output
 
 
 def test_the_same_grants_declared_in_the_ini_file_pass_the_nightly_run(
@@ -336,14 +327,13 @@ def test_the_playbook_rolls_back_on_a_grant_its_declaration_does_not_cover(
 
 
 def test_a_rehearsal_takes_the_declarations_too(
-    gate: CheckpointDatabases, staging_with_reporting: str, reporting: str, tmp_path: Path
+    staging_with_reporting: str, reporting: str, reader: PasswordRole, tmp_path: Path
 ) -> None:
     report = tmp_path / "rehearsal"
-    with password_role(gate.server, grants=("pg_read_all_data",)) as reader:
-        run = run_cli(
-            "rehearse", "--source", reader.url(staging_with_reporting), "--report-dir", str(report),
-            "--no-smoke", "--allowed-grantee", f"{reporting}:SELECT",
-        )  # fmt: skip
+    run = run_cli(
+        "rehearse", "--source", reader.url(staging_with_reporting), "--report-dir", str(report),
+        "--no-smoke", "--allowed-grantee", f"{reporting}:SELECT",
+    )  # fmt: skip
 
     assert run.returncode == 0, run.output[-4000:]
     record = record_of(report)

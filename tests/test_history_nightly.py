@@ -42,17 +42,10 @@ def migrated(clone: Callable[[str], str]) -> str:
     return clone("after_008")
 
 
-@pytest.fixture
-def nightly(gate: CheckpointDatabases) -> Iterator[PasswordRole]:
-    """The nightly job's role: reads everything, writes nothing, has a password."""
-    with password_role(gate.server, grants=("pg_read_all_data",)) as role:
-        yield role
-
-
 def test_clean_nights_then_a_cross_tenant_credential_then_the_fix(
     gate: CheckpointDatabases,
     migrated: str,
-    nightly: PasswordRole,
+    reader: PasswordRole,
     receiver: WebhookReceiver,
     tmp_path: Path,
 ) -> None:
@@ -60,7 +53,7 @@ def test_clean_nights_then_a_cross_tenant_credential_then_the_fix(
     superuser = f"night_owl_{uuid.uuid4().hex[:8]}"
 
     def night() -> Run:
-        return run_pytest("checks", "--database-url", nightly.url(migrated), "--history", str(source))
+        return run_pytest("checks", "--database-url", reader.url(migrated), "--history", str(source))
 
     def history() -> Run:
         return run_cli("history", str(source), "--html", str(page), "--notify-url", receiver.url(hook))
@@ -92,7 +85,7 @@ def test_clean_nights_then_a_cross_tenant_credential_then_the_fix(
         assert f'aria-label="{LEAK} at current: offending rows by run"' in html and "<script" not in html
         (message,) = posted_texts(receiver, hook)
         assert (
-            f"NEW failure on {dsn.describe(nightly.url(migrated))}: {LEAK} at current: 1 offending" in message
+            f"NEW failure on {dsn.describe(reader.url(migrated))}: {LEAK} at current: 1 offending" in message
         )
 
         again = history()
@@ -111,19 +104,19 @@ def test_clean_nights_then_a_cross_tenant_credential_then_the_fix(
     assert f"{LEAK} at current: passed now (0), resolved; failed in run 3" in last.stdout
     assert f"role {superuser} lost SUPERUSER" in last.stdout
     messages = posted_texts(receiver, hook)
-    assert len(messages) == 2 and f"resolved on {dsn.describe(nightly.url(migrated))}: {LEAK}" in messages[1]
+    assert len(messages) == 2 and f"resolved on {dsn.describe(reader.url(migrated))}: {LEAK}" in messages[1]
 
     for run in (first, again, last):
         assert TOKEN not in run.output, "the --notify-url's token was printed"
-    assert nightly.password not in source.read_bytes().decode("utf-8", "replace")
-    assert nightly.password not in page.read_text() + "".join(messages)
+    assert reader.password not in source.read_bytes().decode("utf-8", "replace")
+    assert reader.password not in page.read_text() + "".join(messages)
 
 
 def test_two_jobs_appending_at_once_lose_nothing_and_under_xdist_the_controller_keeps_every_worker_result(
-    migrated: str, nightly: PasswordRole, tmp_path: Path
+    migrated: str, reader: PasswordRole, tmp_path: Path
 ) -> None:
     source = tmp_path / "nightly.sqlite"
-    args = ["checks", "--database-url", nightly.url(migrated), "--history", str(source)]
+    args = ["checks", "--database-url", reader.url(migrated), "--history", str(source)]
     jobs = [
         subprocess.Popen(
             [*PYTEST, "-q", *args, *extra],
@@ -174,18 +167,18 @@ def test_two_jobs_appending_at_once_lose_nothing_and_under_xdist_the_controller_
 def test_a_history_the_run_could_not_append_to_is_refused_before_the_first_test(
     clone: Callable[[str], str],
     migrated: str,
-    nightly: PasswordRole,
+    reader: PasswordRole,
     tmp_path: Path,
     history: Callable[[Path, str, str], str],
     says: str,
 ) -> None:
     (tmp_path / "notes.txt").write_text("not a history\n")
-    url, other = nightly.url(migrated), nightly.url(clone("legacy"))
+    url, other = reader.url(migrated), reader.url(clone("legacy"))
     run = run_pytest("checks", "--database-url", url, "--history", history(tmp_path, url, other))
     assert run.returncode == 2, run.output[-4000:]
     assert says in one_error_line(run)
     assert " passed" not in run.stdout, "tests ran although the history was refused"
-    assert nightly.password not in run.output
+    assert reader.password not in run.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
     assert (tmp_path / "notes.txt").read_text() == "not a history\n"
     with dsn.connect(migrated) as conn:
@@ -256,12 +249,12 @@ def test_a_playbook_whose_history_cannot_be_appended_to_stops_at_preflight(
 
 
 def test_a_rehearsal_is_filed_under_its_source_not_under_its_disposable_copy(
-    clone: Callable[[str], str], nightly: PasswordRole, tmp_path: Path
+    clone: Callable[[str], str], reader: PasswordRole, tmp_path: Path
 ) -> None:
     staging = clone("legacy")
     source = tmp_path / "nightly.sqlite"
     run = run_cli(
-        "rehearse", "--source", nightly.url(staging), "--report-dir", str(tmp_path / "record"), "--no-smoke",
+        "rehearse", "--source", reader.url(staging), "--report-dir", str(tmp_path / "record"), "--no-smoke",
         "--history", str(source), timeout=600,
     )  # fmt: skip
     assert run.returncode == 0, run.output[-4000:]

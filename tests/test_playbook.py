@@ -37,18 +37,6 @@ def migrator(gate: CheckpointDatabases) -> Iterator[PasswordRole]:
         yield role
 
 
-@pytest.fixture
-def staging(clone: Callable[[str], str]) -> str:
-    """A private copy of the legacy checkpoint: staging as it is today (004 and dirty legacy data)."""
-    return clone("legacy")
-
-
-@pytest.fixture
-def window(tmp_path: Path) -> dict[str, Path]:
-    """Where a run puts its backup and its change record."""
-    return {"backup": tmp_path / "staging.backup", "report": tmp_path / "change-record"}
-
-
 def playbook(url: str, window: dict[str, Path], *extra: str) -> Run:
     return run_cli(
         "playbook",

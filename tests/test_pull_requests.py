@@ -348,11 +348,10 @@ def test_an_exempted_table_is_skipped_with_its_reason_and_listed_in_the_summary(
 def test_a_malformed_exemption_is_a_pytest_usage_error_in_one_line() -> None:
     run = run_pytest("checks/test_gate.py", "--collect-only", "--exempt", "tenant_workspace_index[audit_log]")
     assert run.returncode == pytest.ExitCode.USAGE_ERROR, run.output
-    errors = [line for line in run.stderr.splitlines() if line.strip()]
-    assert errors == [
+    assert one_error_line(run) == (
         "ERROR: --exempt 'tenant_workspace_index[audit_log]': no reason; an exemption says why, RULE[TABLE]: "
         "REASON (e.g. tenant_workspace_index[audit_log]: append-only, read by id)"
-    ], run.output
+    ), run.output
 
 
 def test_a_plan_error_is_still_reported_clearly_at_collection(tmp_path: Path) -> None:

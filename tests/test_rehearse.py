@@ -6,7 +6,7 @@ may read everything and write nothing, with a password the server checks.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +15,13 @@ import pytest
 from migration_gate.core import dsn, installations
 from migration_gate.plugin.databases import CheckpointDatabases
 from tests.conftest import record_of, run_cli
-from tests.databases import CONNECTION_PROBLEMS, PasswordRole, full_dump, password_role
+from tests.databases import CONNECTION_PROBLEMS, PasswordRole, full_dump
 from tests.test_playbook import ledger_versions, one_error_line
 
 
 @pytest.fixture
 def source(clone: Callable[[str], str]) -> str:
     return clone("legacy")
-
-
-@pytest.fixture
-def reader(gate: CheckpointDatabases) -> Iterator[PasswordRole]:
-    with password_role(gate.server, grants=("pg_read_all_data",)) as role:
-        yield role
 
 
 def rehearse(url: str, report: Path, *extra: str) -> Any:

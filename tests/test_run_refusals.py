@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,16 +29,6 @@ from tests.conftest import record_of
 from tests.databases import PasswordRole, password_role
 from tests.test_playbook import ledger_versions, one_error_line, playbook
 from tests.test_window_faults import DEADLINE, MIGRATION_008, start_playbook, wait_for_line
-
-
-@pytest.fixture
-def staging(clone: Callable[[str], str]) -> str:
-    return clone("legacy")
-
-
-@pytest.fixture
-def window(tmp_path: Path) -> dict[str, Path]:
-    return {"backup": tmp_path / "staging.backup", "report": tmp_path / "change-record"}
 
 
 def nothing_written(window: dict[str, Path]) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +24,6 @@ from tests.databases import PasswordRole, full_dump, password_role
 from tests.test_window_faults import DEADLINE, MIGRATION_008, start_playbook, wait_for_line
 
 MIGRATIONS = REPO / "migrations"
-
-
-@pytest.fixture
-def staging(clone: Callable[[str], str]) -> str:
-    return clone("legacy")
 
 
 @pytest.fixture

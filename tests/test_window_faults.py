@@ -34,11 +34,6 @@ def slow_008(migrations_copy: Path) -> Path:
     return migrations_copy
 
 
-@pytest.fixture
-def staging(clone: Callable[[str], str]) -> str:
-    return clone("legacy")
-
-
 def start_playbook(url: str, tmp_path: Path, migrations: Path, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
