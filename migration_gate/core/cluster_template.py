@@ -30,6 +30,15 @@ from pathlib import Path
 PREFIX = "migration-gate-cluster-"
 
 
+def private_directory(path: Path, uid: int) -> bool:
+    """Whether ``path`` is a directory itself (not a symlink), owned by ``uid`` and closed to everyone else."""
+    try:
+        found = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISDIR(found.st_mode) and found.st_uid == uid and stat.S_IMODE(found.st_mode) & 0o077 == 0
+
+
 @functools.cache
 def _build_of(bindir: Path) -> str:
     """The server build, by the digest of its ``postgres`` binary: copies of one installation
@@ -57,16 +66,7 @@ class ClusterTemplate:
 
     def ready(self) -> bool:
         """Whether a whole template of the expected owner, closed to others, is there."""
-        try:
-            found = self.path.lstat()
-        except OSError:
-            return False
-        return (
-            stat.S_ISDIR(found.st_mode)
-            and found.st_uid == self.uid
-            and stat.S_IMODE(found.st_mode) & 0o077 == 0
-            and (self.path / "PG_VERSION").is_file()
-        )
+        return private_directory(self.path, self.uid) and (self.path / "PG_VERSION").is_file()
 
     def build(self, initdb: Callable[[Path], None]) -> None:
         """``initdb(pgdata)`` into a private directory beside the template's place, then renamed into it."""

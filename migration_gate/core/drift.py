@@ -24,7 +24,6 @@ import difflib
 import hashlib
 import json
 import os
-import stat
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from functools import cache
 from pathlib import Path
 
 from migration_gate.core import dsn, ledger, runner, schema
+from migration_gate.core.cluster_template import private_directory
 from migration_gate.core.corrections import Correction
 from migration_gate.core.errors import UsageError
 from migration_gate.core.installations import Installation, installation_for
@@ -136,13 +136,9 @@ class _DiskCache:
     @staticmethod
     def _directory() -> Path | None:
         path = Path(tempfile.gettempdir()) / f"{CACHE_PREFIX}{os.getuid()}"
-        try:
+        with contextlib.suppress(OSError):
             path.mkdir(mode=0o700, exist_ok=True)
-            found = path.lstat()
-        except OSError:
-            return None
-        ours = stat.S_ISDIR(found.st_mode) and found.st_uid == os.getuid()
-        return path if ours and stat.S_IMODE(found.st_mode) & 0o077 == 0 else None
+        return path if private_directory(path, os.getuid()) else None
 
     @staticmethod
     def _name(key: object) -> tuple[str, str]:
